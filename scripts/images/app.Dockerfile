@@ -1,0 +1,6 @@
+ARG BASE
+FROM ${BASE}
+USER app
+WORKDIR /srv
+ENTRYPOINT ["/usr/local/bin/idle"]
+CMD []

@@ -1,0 +1,423 @@
+"""phases.toml + .env -> frozen dataclasses, checked once, with no side effects.
+
+Every error names the file, the table and the key, so a team editing the plan for
+another stack never has to read Python to find what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from .errors import UndoitError
+
+KIT_ROOT = Path(__file__).resolve().parent.parent
+
+# step type -> (required keys, optional keys)
+STEP_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    "stop": (set(), {"services"}),
+    "down": (set(), {"services"}),
+    "up": (set(), {"services", "timeout"}),
+    "restart": (set(), {"services", "timeout"}),
+    "restore-files": ({"paths"}, {"ref"}),
+    "restore-volumes": ({"volumes"}, {"set"}),
+    "remove-networks": ({"networks"}, set()),
+    "create-networks": ({"networks"}, set()),
+    "run": ({"argv"}, {"cwd", "env"}),
+    "exec": ({"service", "argv"}, {"user"}),
+    "note": ({"text"}, set()),
+}
+# check type -> (required keys, optional keys); every check may also carry a `name`
+CHECK_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    "container-count": ({"expect"}, set()),
+    "healthy": (set(), {"services"}),
+    "logs-clean": (set(), {"services", "pattern"}),
+    "networks-exist": ({"networks"}, set()),
+    "networks-absent": ({"networks"}, set()),
+    "volume-matches": ({"volumes"}, set()),
+    "files-match": ({"paths"}, {"ref"}),
+    "command": ({"argv"}, {"cwd", "expect"}),
+    "exec": ({"service", "argv"}, {"expect", "user"}),
+    "test": (set(), set()),
+}
+QUIESCE = ("stop", "pause", "none")
+# The kit's own settings, read from .env and the environment (environment wins).
+ENV_KEYS = {
+    "UNDOIT_PLAN": "path of the plan file",
+    "UNDOIT_PROJECT_DIR": "the project the plan is about (overrides [project] root)",
+    "UNDOIT_PROJECT_NAME": "compose project name (overrides [project] name)",
+    "UNDOIT_IMAGE_PREFIX": "prefix of the images the kit builds",
+    "UNDOIT_GIT_REMOTE": "git remote that backups are pushed to; unset = never push",
+    "DOCKER_HOST": "the Docker engine to talk to (docker's own variable)",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One typed rollback step: `do` is the type, `args` its checked keys."""
+
+    do: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One validation item of the runbook, made executable."""
+
+    check: str
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """A phase rollback, the full rollback or a partial scenario: steps then checks."""
+
+    id: str
+    title: str
+    kind: str  # "phase" | "full" | "scenario"
+    risk: str = ""
+    duration: str = ""
+    triggers: tuple[str, ...] = ()
+    ref: str | None = None
+    volumes: tuple[str, ...] = ()
+    keeps: tuple[str, ...] = ()
+    rolls_back: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = ()
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def minutes(self) -> int | None:
+        """The runbook's estimate as its upper bound in minutes ("15-30 min" -> 30)."""
+        return duration_minutes(self.duration)
+
+
+@dataclass(frozen=True)
+class Volume:
+    key: str
+    services: tuple[str, ...]
+    quiesce: str = "stop"
+    pre: tuple[str, ...] = ()
+    post: tuple[str, ...] = ()
+    hook_service: str | None = None
+
+
+@dataclass(frozen=True)
+class MatrixRow:
+    failure: str
+    scope: str
+    risk: str
+    duration: str
+    target: str | None  # a procedure id, or None where the scope is a judgement call
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: Path
+    project_name: str
+    root: Path
+    compose_files: tuple[str, ...]
+    services: tuple[str, ...]
+    networks: tuple[str, ...]
+    test_command: tuple[str, ...]
+    backup_branch: str
+    backup_tag: str
+    snapshots_dir: Path
+    volumes: dict[str, Volume]
+    phases: tuple[Procedure, ...]
+    full: Procedure
+    scenarios: tuple[Procedure, ...]
+    matrix: tuple[MatrixRow, ...]
+    contacts: dict[str, str]
+    next_steps: tuple[str, ...]
+    env: dict[str, str]
+
+    def procedure(self, pid: str) -> Procedure:
+        for proc in (*self.phases, self.full, *self.scenarios):
+            if proc.id == pid:
+                return proc
+        raise UndoitError(f"{self.path.name}: no phase or scenario named {pid!r}")
+
+
+def duration_minutes(text: str) -> int | None:
+    m = re.fullmatch(r"\s*(\d+)(?:\s*-\s*(\d+))?\s*min\s*", text or "")
+    if not m:
+        return None
+    return int(m.group(2) or m.group(1))
+
+
+def read_env(kit_root: Path = KIT_ROOT) -> dict[str, str]:
+    """The kit's settings: .env read (never loaded into os.environ), environment wins."""
+    values = {k: v for k, v in dotenv_values(kit_root / ".env").items() if v is not None}
+    values.update({k: v for k, v in os.environ.items() if k in ENV_KEYS})
+    return values
+
+
+class _Reader:
+    """Walks the parsed TOML, checking keys and types; errors name file, table and key."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, table: str, key: str | None, problem: str) -> UndoitError:
+        where = f"[{table}]" + (f" {key}" if key else "")
+        return UndoitError(f"{self.path}: {where}: {problem}", exit_code=2)
+
+    def keys(self, table: str, data: Any, required: set[str], optional: set[str]) -> dict:
+        if not isinstance(data, dict):
+            raise self.fail(table, None, "must be a table")
+        for key in data:
+            if key not in required | optional:
+                allowed = ", ".join(sorted(required | optional))
+                raise self.fail(table, key, f"unknown key (allowed: {allowed})")
+        for key in sorted(required):
+            if key not in data:
+                raise self.fail(table, key, "missing")
+        return data
+
+    def str_(self, table: str, data: dict, key: str, default: str | None = None) -> str:
+        value = data.get(key, default)
+        if not isinstance(value, str):
+            raise self.fail(table, key, "must be a string")
+        return value
+
+    def strs(self, table: str, data: dict, key: str) -> tuple[str, ...]:
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(table, key, "must be a list of strings")
+        return tuple(value)
+
+
+def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
+    """Read and check the plan; raise UndoitError (exit 2) naming file, table and key."""
+    env = read_env() if env is None else env
+    path = Path(path or env.get("UNDOIT_PLAN") or KIT_ROOT / "phases.toml")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UndoitError(f"{path}: plan file not found", exit_code=2) from None
+    except tomllib.TOMLDecodeError as err:
+        raise UndoitError(f"{path}: not valid TOML: {err}", exit_code=2) from err
+    r = _Reader(path)
+    top = r.keys(
+        "plan",
+        raw,
+        {"project", "phase", "full"},
+        {"backup", "volumes", "scenario", "matrix", "contacts", "after"},
+    )
+
+    proj = r.keys(
+        "project",
+        top["project"],
+        {"name", "root", "services"},
+        {"compose_files", "networks", "test_command"},
+    )
+    services = r.strs("project", proj, "services")
+    networks = r.strs("project", proj, "networks")
+    root = Path(env.get("UNDOIT_PROJECT_DIR") or r.str_("project", proj, "root"))
+    if not root.is_absolute():
+        root = path.parent / root
+
+    backup = r.keys("backup", top.get("backup", {}), set(), {"branch", "tag", "snapshots"})
+    snapshots = Path(r.str_("backup", backup, "snapshots", "snapshots"))
+    if not snapshots.is_absolute():
+        snapshots = path.parent / snapshots
+
+    volumes: dict[str, Volume] = {}
+    vols_raw = top.get("volumes", {})
+    if not isinstance(vols_raw, dict):
+        raise r.fail("volumes", None, "must be a table of volume tables")
+    for key, spec in vols_raw.items():
+        table = f"volumes.{key}"
+        r.keys(table, spec, {"services"}, {"quiesce", "pre", "post", "hook_service"})
+        vol_services = r.strs(table, spec, "services")
+        _known(r, table, "services", vol_services, services, "service")
+        quiesce = r.str_(table, spec, "quiesce", "stop")
+        if quiesce not in QUIESCE:
+            raise r.fail(table, "quiesce", f"{quiesce!r} is not one of {', '.join(QUIESCE)}")
+        hook = spec.get("hook_service")
+        if hook is not None:
+            _known(r, table, "hook_service", [hook], services, "service")
+        volumes[key] = Volume(
+            key=key,
+            services=vol_services,
+            quiesce=quiesce,
+            pre=r.strs(table, spec, "pre"),
+            post=r.strs(table, spec, "post"),
+            hook_service=hook,
+        )
+
+    ctx = _Context(r, services, networks, tuple(volumes))
+    phase_list = top["phase"]
+    if not isinstance(phase_list, list):
+        raise r.fail("phase", None, "must be an array of tables ([[phase]])")
+    phases = tuple(ctx.procedure("phase", i, spec) for i, spec in enumerate(phase_list))
+    full = ctx.procedure("full", None, top["full"])
+    scen_list = top.get("scenario", [])
+    if not isinstance(scen_list, list):
+        raise r.fail("scenario", None, "must be an array of tables ([[scenario]])")
+    scenarios = tuple(ctx.procedure("scenario", i, spec) for i, spec in enumerate(scen_list))
+
+    seen: set[str] = set()
+    for proc in (*phases, full, *scenarios):
+        if proc.id in seen:
+            raise r.fail(proc.kind, "id", f"duplicate id {proc.id!r}")
+        seen.add(proc.id)
+    phase_ids = tuple(p.id for p in phases)
+    for proc in scenarios:
+        table = f"scenario.{proc.id}"
+        for key in ("keeps", "rolls_back"):
+            _known(r, table, key, getattr(proc, key), phase_ids, "phase")
+
+    matrix = []
+    for i, row in enumerate(_array(r, "matrix", top.get("matrix", []))):
+        table = f"matrix[{i}]"
+        r.keys(table, row, {"failure", "scope", "risk", "duration"}, {"target"})
+        target = row.get("target")
+        if target is not None and target not in seen:
+            raise r.fail(table, "target", f"unknown phase or scenario {target!r}")
+        matrix.append(
+            MatrixRow(
+                failure=r.str_(table, row, "failure"),
+                scope=r.str_(table, row, "scope"),
+                risk=r.str_(table, row, "risk"),
+                duration=r.str_(table, row, "duration"),
+                target=target,
+            )
+        )
+
+    contacts = top.get("contacts", {})
+    if not isinstance(contacts, dict) or not all(isinstance(v, str) for v in contacts.values()):
+        raise r.fail("contacts", None, "must be a table of strings")
+    after = r.keys("after", top.get("after", {}), set(), {"next_steps"})
+
+    return Plan(
+        path=path,
+        project_name=env.get("UNDOIT_PROJECT_NAME") or r.str_("project", proj, "name"),
+        root=root,
+        compose_files=r.strs("project", proj, "compose_files") or ("docker-compose.yml",),
+        services=services,
+        networks=networks,
+        test_command=r.strs("project", proj, "test_command"),
+        backup_branch=r.str_("backup", backup, "branch", "backup-{timestamp}"),
+        backup_tag=r.str_("backup", backup, "tag", "pre-change-{date}"),
+        snapshots_dir=snapshots,
+        volumes=volumes,
+        phases=phases,
+        full=full,
+        scenarios=scenarios,
+        matrix=tuple(matrix),
+        contacts=dict(contacts),
+        next_steps=r.strs("after", after, "next_steps"),
+        env=env,
+    )
+
+
+def _array(r: _Reader, table: str, value: Any) -> list:
+    if not isinstance(value, list):
+        raise r.fail(table, None, f"must be an array of tables ([[{table}]])")
+    return value
+
+
+def _known(r: _Reader, table: str, key: str, values, known, what: str) -> None:
+    for value in values:
+        if value not in known:
+            raise r.fail(table, key, f"unknown {what} {value!r}")
+
+
+class _Context:
+    """What steps and checks may refer to: the plan's services, networks and volumes."""
+
+    def __init__(self, r: _Reader, services, networks, volumes):
+        self.r, self.services, self.networks, self.volumes = r, services, networks, volumes
+
+    def procedure(self, kind: str, index: int | None, spec: Any) -> Procedure:
+        named = isinstance(spec, dict) and isinstance(spec.get("id"), str)
+        label = kind if index is None else (f"{kind}.{spec['id']}" if named else f"{kind}[{index}]")
+        r = self.r
+        r.keys(
+            label,
+            spec,
+            {"title"} | ({"id"} if kind != "full" else set()),
+            {"risk", "duration", "triggers", "ref", "volumes", "steps", "checks"}
+            | ({"keeps", "rolls_back"} if kind == "scenario" else set())
+            | ({"id"} if kind == "full" else set()),
+        )
+        pid = r.str_(label, spec, "id", "full")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", pid):
+            raise r.fail(label, "id", f"{pid!r}: use lowercase letters, digits, - and _")
+        table = f"{kind}.{pid}" if kind != "full" else "full"
+        vols = r.strs(table, spec, "volumes")
+        _known(r, table, "volumes", vols, self.volumes, "volume")
+        ref = spec.get("ref")
+        if ref is not None and not isinstance(ref, str):
+            raise r.fail(table, "ref", "must be a string")
+        return Procedure(
+            id=pid,
+            title=r.str_(table, spec, "title"),
+            kind=kind,
+            risk=r.str_(table, spec, "risk", ""),
+            duration=r.str_(table, spec, "duration", ""),
+            triggers=r.strs(table, spec, "triggers"),
+            ref=ref,
+            volumes=vols,
+            keeps=r.strs(table, spec, "keeps"),
+            rolls_back=r.strs(table, spec, "rolls_back"),
+            steps=tuple(
+                self.step(f"{table}.steps[{i}]", s)
+                for i, s in enumerate(_array(r, f"{table}.steps", spec.get("steps", [])))
+            ),
+            checks=tuple(
+                self.check(f"{table}.checks[{i}]", c)
+                for i, c in enumerate(_array(r, f"{table}.checks", spec.get("checks", [])))
+            ),
+        )
+
+    def step(self, table: str, spec: Any) -> Step:
+        kind = self._type(table, spec, "do", STEP_KEYS)
+        required, optional = STEP_KEYS[kind]
+        self.r.keys(table, spec, required | {"do"}, optional)
+        args = {k: v for k, v in spec.items() if k != "do"}
+        self._refs(table, args)
+        return Step(do=kind, args=args)
+
+    def check(self, table: str, spec: Any) -> Check:
+        kind = self._type(table, spec, "check", CHECK_KEYS)
+        required, optional = CHECK_KEYS[kind]
+        self.r.keys(table, spec, required | {"check"}, optional | {"name"})
+        args = {k: v for k, v in spec.items() if k not in ("check", "name")}
+        self._refs(table, args)
+        name = spec.get("name", kind)
+        return Check(check=kind, name=self.r.str_(table, spec, "name", name), args=args)
+
+    def _type(self, table: str, spec: Any, key: str, kinds: dict) -> str:
+        if not isinstance(spec, dict) or key not in spec:
+            raise self.r.fail(table, key, "missing")
+        kind = spec[key]
+        if kind not in kinds:
+            raise self.r.fail(table, key, f"unknown type {kind!r} (known: {', '.join(kinds)})")
+        return kind
+
+    def _refs(self, table: str, args: dict) -> None:
+        r = self.r
+        for key in ("services", "networks", "volumes", "paths", "argv"):
+            if key in args:
+                r.strs(table, args, key)
+        if "service" in args:
+            _known(r, table, "service", [r.str_(table, args, "service")], self.services, "service")
+        _known(r, table, "services", args.get("services", ()), self.services, "service")
+        _known(r, table, "networks", args.get("networks", ()), self.networks, "network")
+        _known(r, table, "volumes", args.get("volumes", ()), self.volumes, "volume")
+        for key in ("timeout", "expect"):
+            if key in args and not isinstance(args[key], (int, str)):
+                raise r.fail(table, key, "must be a number or a string")
+        if "env" in args and not (
+            isinstance(args["env"], dict) and all(isinstance(v, str) for v in args["env"].values())
+        ):
+            raise r.fail(table, "env", "must be a table of strings")

@@ -1,0 +1,122 @@
+"""Fixtures: a real engine, the kit's images, throwaway compose projects and git repos.
+
+Everything a test creates in Docker carries a unique prefix and is removed at teardown,
+pass or fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from scripts import demo, engine, gitstate, images
+from scripts import plan as planmod
+from scripts.compose import Compose
+
+KIT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """The engine's client; in CI a missing engine fails the test instead of skipping it."""
+    if not engine.engine_available():
+        msg = "no Docker engine answers (start one: bash .ci/docker-engine.sh)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return engine.client()
+
+
+@pytest.fixture(scope="session")
+def kit_images(docker_client):
+    """The kit's images, built once per session when missing or outdated."""
+    if not images.up_to_date():
+        images.build()
+    return images.names()
+
+
+def unique(prefix: str = "ut") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def sweep(client, project: str) -> None:
+    """Remove every container, volume and network of a compose project or with its prefix."""
+    label = {"label": f"com.docker.compose.project={project}"}
+    for c in client.containers.list(all=True, filters=label) + client.containers.list(
+        all=True, filters={"name": project}
+    ):
+        try:
+            c.remove(force=True, v=True)
+        except Exception:  # already gone
+            pass
+    for n in client.networks.list(filters=label) + client.networks.list(names=[project]):
+        if n.name.startswith(project):
+            try:
+                n.remove()
+            except Exception:
+                pass
+    for v in client.volumes.list(filters=label) + [
+        v for v in client.volumes.list() if v.name.startswith(project)
+    ]:
+        try:
+            v.remove(force=True)
+        except Exception:
+            pass
+
+
+class Projects:
+    """Throwaway compose projects: each gets a unique name and is swept at teardown."""
+
+    def __init__(self, client, tmp_path: Path):
+        self.client, self.tmp_path, self.names = client, tmp_path, []
+
+    def new(self, compose_yaml: str, files: dict[str, str] | None = None) -> Compose:
+        name = unique()
+        root = self.tmp_path / name
+        root.mkdir()
+        (root / "docker-compose.yml").write_text(compose_yaml)
+        for rel, text in (files or {}).items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+        self.names.append(name)
+        env = dict(os.environ, UNDOIT_IMAGE_PREFIX=images.prefix())
+        return Compose(root, name, env=env)
+
+    def cleanup(self):
+        for name in self.names:
+            sweep(self.client, name)
+
+
+@pytest.fixture
+def projects(docker_client, kit_images, tmp_path):
+    p = Projects(docker_client, tmp_path)
+    yield p
+    p.cleanup()
+
+
+@pytest.fixture
+def scratch_repo(tmp_path) -> Path:
+    """A real git repository with one commit, in tmp_path."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "README.md").write_text("scratch\n")
+    gitstate.init(root, "initial")
+    return root
+
+
+@pytest.fixture
+def demo_plan(docker_client, kit_images, tmp_path):
+    """The plan pointed at a fresh copy of the demo with a unique compose project name."""
+    name = unique("utdemo")
+    root = tmp_path / "demo"
+    demo.materialize(root)
+    plan = planmod.load(KIT / "phases.toml", env={})
+    plan = replace(plan, root=root, project_name=name, snapshots_dir=tmp_path / "snapshots")
+    yield plan
+    sweep(docker_client, name)
+    shutil.rmtree(root, ignore_errors=True)
