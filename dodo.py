@@ -31,6 +31,11 @@ def task_demo():
     yield from _tasks.demo_tasks(PLAN)
 
 
+def task_backup():
+    """back up the project: git refs, stack state, volume snapshots"""
+    yield from _tasks.backup_tasks(PLAN)
+
+
 def task_rollback():
     """roll back one phase, or everything"""
     yield from _tasks.rollback_tasks(PLAN)

@@ -38,3 +38,105 @@ def init(root: Path, message: str) -> str:
     run(root, "add", "-A")
     run(root, "commit", "-q", "-m", message)
     return run(root, "rev-parse", "HEAD")
+
+
+def head(root: Path) -> str:
+    return run(root, "rev-parse", "HEAD")
+
+
+def dirty(root: Path, paths=(".",)) -> list[str]:
+    """Uncommitted changes (tracked or untracked, not ignored) under paths, as porcelain lines."""
+    out = run(root, "status", "--porcelain", "--untracked-files=all", "--", *paths)
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def refs_at(root: Path, commit: str, kind: str) -> list[str]:
+    """Names of tags (kind='tags') or branches (kind='heads') that point at commit."""
+    out = run(root, "for-each-ref", f"--points-at={commit}", "--format=%(refname:short)", f"refs/{kind}/")
+    return out.split()
+
+
+def ref_exists(root: Path, ref: str) -> bool:
+    try:
+        run(root, "rev-parse", "--verify", "--quiet", ref)
+        return True
+    except UndoitError:
+        return False
+
+
+def template_regex(template: str):
+    """A regex matching names the template makes ({date}, {timestamp} are digits)."""
+    import re
+
+    parts = re.split(r"(\{date\}|\{timestamp\})", template)
+    rx = "".join(
+        r"\d{8}" if p == "{date}" else r"\d{8}-\d{6}" if p == "{timestamp}" else re.escape(p)
+        for p in parts
+    )
+    return re.compile(rx + r"(-\d+)?$")
+
+
+def commit_worktree(root: Path, message: str) -> str:
+    """A commit of the working tree (untracked files included) on top of HEAD, made with a
+    throwaway index so neither HEAD, the index nor any file changes."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, GIT_INDEX_FILE=os.path.join(tmp, "index"))
+        g = git(root).bake(_env=env)
+        g("read-tree", "HEAD")
+        g("add", "-A")
+        tree = str(g("write-tree")).strip()
+        return str(g("commit-tree", tree, "-p", "HEAD", "-m", message)).strip()
+
+
+def backup_refs(root: Path, branch_tpl: str, tag_tpl: str, restored_paths, include_dirty: bool,
+                remote: str | None, when) -> dict:
+    """The git half of a backup: a backup branch and an annotated tag at HEAD.
+
+    An unchanged HEAD reuses the tag (and branch) an earlier backup made. Uncommitted
+    changes under restored paths are refused unless include_dirty, in which case they
+    are committed on the backup branch only.
+    """
+    source = head(root)
+    changes = dirty(root, restored_paths)
+    if changes and not include_dirty:
+        first = changes[0][3:]
+        raise UndoitError(
+            f"uncommitted changes in {len(changes)} path(s) a rollback restores (first: {first}); "
+            "commit them, or run `doit backup include_dirty=1` to keep them on the backup branch only"
+        )
+    target = source
+    if changes:
+        target = commit_worktree(root, f"undoit: uncommitted changes at backup time (on top of {source[:12]})")
+    tag_rx, branch_rx = template_regex(tag_tpl), template_regex(branch_tpl)
+    tags = [t for t in refs_at(root, target, "tags") if tag_rx.match(t)]
+    branches = [b for b in refs_at(root, target, "heads") if branch_rx.match(b)]
+    stamp = {"date": when.strftime("%Y%m%d"), "timestamp": when.strftime("%Y%m%d-%H%M%S")}
+    created = []
+    if branches:
+        branch = sorted(branches)[0]
+    else:
+        branch = _free_name(root, branch_tpl.format(**stamp), "refs/heads/")
+        run(root, "branch", branch, target)
+        created.append(branch)
+    if tags:
+        tag = sorted(tags)[0]
+    else:
+        tag = _free_name(root, tag_tpl.format(**stamp), "refs/tags/")
+        run(root, "tag", "-a", tag, target, "-m", f"undoit backup of {source[:12]} ({stamp['timestamp']} UTC)")
+        created.append(tag)
+    if remote and created:
+        run(root, "push", remote, f"refs/heads/{branch}", f"refs/tags/{tag}")
+    return {"head": source, "commit": target, "branch": branch, "tag": tag,
+            "dirty_included": bool(changes), "pushed_to": remote if remote else None,
+            "reused": not created}
+
+
+def _free_name(root: Path, name: str, namespace: str) -> str:
+    candidate, n = name, 1
+    while ref_exists(root, namespace + candidate):
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate

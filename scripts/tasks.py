@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from doit import get_var
 from doit.exceptions import TaskFailed
 
 from .errors import UndoitError
@@ -99,3 +100,44 @@ def scenario_tasks(plan: Plan):
             "uptodate": [False],
             "verbosity": 2,
         }
+
+
+def _flag(name: str) -> bool:
+    return str(get_var(name, "")).lower() in ("1", "true", "yes", "on")
+
+
+def backup_tasks(plan: Plan):
+    from . import backup, snapshots
+
+    def run_backup():
+        backup.backup(plan, include_dirty=_flag("include_dirty"))
+
+    def run_verify():
+        backup.verify(plan, get_var("set", None) or None)
+
+    def show_snapshots():
+        from .report import snapshot_table
+
+        snapshot_table(snapshots.describe(plan.snapshots_dir, plan.project_name))
+
+    yield {
+        "basename": "backup",
+        "doc": "git backup branch + tag, stack state, and every volume that changed, as one snapshot set",
+        "actions": [action(run_backup)],
+        "uptodate": [lambda: backup.up_to_date(plan)],
+        "verbosity": 2,
+    }
+    yield {
+        "basename": "verify",
+        "doc": "re-hash and fully read a snapshot set (set=ID; default: the baseline)",
+        "actions": [action(run_verify)],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+    yield {
+        "basename": "snapshots",
+        "doc": "list snapshot sets: age, size, volumes, tag, valid, which is the baseline",
+        "actions": [action(show_snapshots)],
+        "uptodate": [False],
+        "verbosity": 2,
+    }

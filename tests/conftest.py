@@ -120,3 +120,85 @@ def demo_plan(docker_client, kit_images, tmp_path):
     yield plan
     sweep(docker_client, name)
     shutil.rmtree(root, ignore_errors=True)
+
+
+MINI_COMPOSE = """\
+services:
+  store:
+    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/redis:7
+    pull_policy: never
+    network_mode: none
+    volumes: [data:/data]
+    healthcheck:
+      test: ["CMD-SHELL", "[ \\"$$(redis-cli -h 127.0.0.1 ping)\\" = PONG ]"]
+      interval: 1s
+      retries: 30
+  app:
+    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
+    pull_policy: never
+    network_mode: none
+    user: "0"
+    volumes: [files:/files]
+    stop_grace_period: 2s
+    healthcheck:
+      test: ["CMD", "true"]
+      interval: 1s
+volumes:
+  data: {}
+  files: {}
+"""
+
+MINI_PLAN = """\
+[project]
+name = "{name}"
+root = "{root}"
+services = ["store", "app"]
+
+[backup]
+snapshots = "{snapshots}"
+
+[volumes.data]
+services = ["store"]
+quiesce = "stop"
+
+[volumes.files]
+services = ["app"]
+quiesce = "none"
+
+[[phase]]
+id = "p1"
+title = "config rollback"
+steps = [{{ do = "restore-files", paths = ["config.txt"] }}]
+
+[full]
+title = "everything"
+steps = [{{ do = "restore-files", paths = ["."] }}]
+"""
+
+
+@pytest.fixture
+def mini(docker_client, kit_images, tmp_path):
+    """A two-service stack (redis with `data`, an idle app with `files`) in a git repo, up."""
+    name = unique()
+    root = tmp_path / "mini"
+    root.mkdir()
+    (root / "docker-compose.yml").write_text(MINI_COMPOSE)
+    (root / "config.txt").write_text("v1\n")
+    gitstate.init(root, "mini stack")
+    plan_path = tmp_path / "phases.toml"
+    plan_path.write_text(MINI_PLAN.format(name=name, root=root, snapshots=tmp_path / "snapshots"))
+    plan = planmod.load(plan_path, env={})
+    compose = demo.compose_for(plan)
+    try:
+        compose.up(wait_timeout=60)
+        yield plan
+    finally:
+        sweep(docker_client, name)
+
+
+def volume_path(client, plan, key) -> Path:
+    """Host directory of a plan volume (tests write into volumes directly)."""
+    from scripts import volumes
+
+    ref = volumes.resolve(client, plan.project_name, [key])[key]
+    return Path(client.api.inspect_volume(ref.name)["Mountpoint"])

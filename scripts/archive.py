@@ -1,0 +1,380 @@
+"""Volume archives: pax tar through zstd, file listings, and safe reading. No Docker here.
+
+The archive keeps what the runbook's busybox tar and the plain Docker API drop:
+numeric uid/gid, setuid bits, symlinks (dangling too), hard links, FIFOs, names
+that are not UTF-8 and mtimes to the nanosecond (pax `mtime` records).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+import zstandard
+
+from .errors import UndoitError
+
+CHUNK = 1 << 20
+ZSTD_LEVEL = 3
+
+# listing entry types
+TYPES = {
+    stat.S_IFDIR: "d",
+    stat.S_IFREG: "f",
+    stat.S_IFLNK: "l",
+    stat.S_IFIFO: "p",
+    stat.S_IFCHR: "c",
+    stat.S_IFBLK: "b",
+}
+TAR_TYPES = {
+    tarfile.DIRTYPE: "d",
+    tarfile.REGTYPE: "f",
+    tarfile.AREGTYPE: "f",
+    tarfile.LNKTYPE: "f",
+    tarfile.SYMTYPE: "l",
+    tarfile.FIFOTYPE: "p",
+    tarfile.CHRTYPE: "c",
+    tarfile.BLKTYPE: "b",
+}
+
+
+@dataclass(frozen=True, order=True)
+class Entry:
+    """One file of a volume as the listing records it (hard links count as files)."""
+
+    path: bytes  # relative, b"." for the volume's root
+    type: str
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    target: bytes = b""  # symlink target
+
+    def line(self) -> str:
+        return json.dumps(
+            [_show(self.path), self.type, self.size, oct(self.mode), self.uid, self.gid,
+             self.mtime_ns, _show(self.target)]
+        )
+
+    @classmethod
+    def from_line(cls, line: str) -> "Entry":
+        p, t, size, mode, uid, gid, mtime, target = json.loads(line)
+        return cls(_unshow(p), t, size, int(mode, 8), uid, gid, mtime, _unshow(target))
+
+
+def _show(raw: bytes) -> str:
+    # surrogateescape keeps non-UTF-8 bytes invertible through JSON
+    return raw.decode("utf-8", "surrogateescape").encode("utf-8", "surrogatepass").decode(
+        "utf-8", "surrogatepass"
+    )
+
+
+def _unshow(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def listing_digest(entries: Iterable[Entry]) -> str:
+    h = hashlib.sha256()
+    for e in sorted(entries):
+        h.update(e.line().encode("utf-8", "surrogatepass") + b"\n")
+    return h.hexdigest()
+
+
+def walk(root: Path) -> Iterator[tuple[bytes, os.stat_result]]:
+    """(relative path, lstat) for the root and everything below, parents first, sorted."""
+    root_b = os.fsencode(root)
+    yield b".", os.lstat(root_b)
+    stack = [b""]
+    while stack:
+        rel = stack.pop()
+        full = os.path.join(root_b, rel) if rel else root_b
+        with os.scandir(full) as it:
+            names = sorted(e.name for e in it)
+        subdirs = []
+        for name in names:
+            child = os.path.join(rel, name) if rel else name
+            st = os.lstat(os.path.join(root_b, child))
+            if stat.S_ISSOCK(st.st_mode):
+                continue  # sockets are runtime state; tar cannot hold them
+            yield child, st
+            if stat.S_ISDIR(st.st_mode):
+                subdirs.append(child)
+        stack.extend(reversed(subdirs))
+
+
+def entry_of(rel: bytes, st: os.stat_result, root: Path) -> Entry:
+    kind = TYPES[stat.S_IFMT(st.st_mode)]
+    target = os.readlink(os.path.join(os.fsencode(root), rel)) if kind == "l" else b""
+    return Entry(
+        path=rel,
+        type=kind,
+        size=st.st_size if kind == "f" else 0,
+        mode=stat.S_IMODE(st.st_mode) if kind != "l" else 0,
+        uid=st.st_uid,
+        gid=st.st_gid,
+        mtime_ns=st.st_mtime_ns,
+        target=target,
+    )
+
+
+def listing(root: Path) -> list[Entry]:
+    """The volume's file listing from a host path (a metadata walk, no file is read)."""
+    return sorted(entry_of(rel, st, root) for rel, st in walk(root))
+
+
+def fingerprint(entries: Iterable[Entry]) -> str:
+    return listing_digest(entries)
+
+
+# --- writing -----------------------------------------------------------------
+
+
+class HashingWriter(io.RawIOBase):
+    """A file wrapper that hashes and counts what passes through it."""
+
+    def __init__(self, raw: BinaryIO, on_bytes: Callable[[int], None] | None = None):
+        self.raw, self.sha, self.count, self.on_bytes = raw, hashlib.sha256(), 0, on_bytes
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self.raw.write(b)
+        self.sha.update(b)
+        self.count += len(b)
+        return len(b)
+
+
+def tarinfo(e: Entry, linkname: bytes | None = None) -> tarfile.TarInfo:
+    name = "." if e.path == b"." else "./" + os.fsdecode(e.path)
+    ti = tarfile.TarInfo(name)
+    ti.uid, ti.gid, ti.uname, ti.gname = e.uid, e.gid, "", ""
+    ti.mode = e.mode
+    sec, ns = divmod(e.mtime_ns, 1_000_000_000)
+    ti.mtime = e.mtime_ns / 1e9
+    # exact nanoseconds: an explicit pax record wins over tarfile's float rendering
+    ti.pax_headers = {"mtime": f"{sec}.{ns:09d}"}
+    if linkname is not None:
+        ti.type, ti.linkname = tarfile.LNKTYPE, "./" + os.fsdecode(linkname)
+    elif e.type == "d":
+        ti.type = tarfile.DIRTYPE
+    elif e.type == "f":
+        ti.type, ti.size = tarfile.REGTYPE, e.size
+    elif e.type == "l":
+        ti.type, ti.linkname = tarfile.SYMTYPE, os.fsdecode(e.target)
+    elif e.type == "p":
+        ti.type = tarfile.FIFOTYPE
+    elif e.type in "cb":
+        ti.type = tarfile.CHRTYPE if e.type == "c" else tarfile.BLKTYPE
+    return ti
+
+
+def open_tar_writer(out: BinaryIO) -> tarfile.TarFile:
+    tar = tarfile.open(
+        fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
+        errors="surrogateescape", bufsize=CHUNK,
+    )
+    tar.copybufsize = CHUNK
+    return tar
+
+
+def zstd_writer(out: BinaryIO):
+    # threads=-1: one worker per core; the compressor, not the disk, is the bottleneck
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).stream_writer(
+        out, closefd=False, write_size=CHUNK
+    )
+
+
+def write_host_archive(root: Path, out: BinaryIO, progress: Callable[[int], None] | None = None) -> list[Entry]:
+    """Stream root (a host path) into out as tar.zst; return the listing of what went in."""
+    entries: list[Entry] = []
+    seen_inodes: dict[tuple[int, int], bytes] = {}
+    root_b = os.fsencode(root)
+    with zstd_writer(out) as z:
+        tar = open_tar_writer(z)
+        for rel, st in walk(root):
+            e = entry_of(rel, st, root)
+            entries.append(e)
+            link = None
+            if e.type == "f" and st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
+                link = seen_inodes.get(key)
+                if link is None:
+                    seen_inodes[key] = rel
+            ti = tarinfo(e, link)
+            if ti.type == tarfile.REGTYPE:
+                with open(os.path.join(root_b, rel), "rb") as f:
+                    tar.addfile(ti, _Counting(f, progress))
+            else:
+                tar.addfile(ti)
+        tar.close()
+    return sorted(entries)
+
+
+class _Counting:
+    def __init__(self, f, progress):
+        self.f, self.progress = f, progress
+
+    def read(self, n=-1):
+        b = self.f.read(n)
+        if self.progress and b:
+            self.progress(len(b))
+        return b
+
+
+def repack(members: tarfile.TarFile, out: BinaryIO, strip: str, mtimes: dict[bytes, int],
+           progress: Callable[[int], None] | None = None) -> list[Entry]:
+    """Re-write a tar stream (e.g. Docker's get_archive) in this module's format.
+
+    Docker truncates mtimes to whole seconds; `mtimes` (from a listing made where the
+    volume is mounted) puts the nanoseconds back.
+    """
+    entries: list[Entry] = []
+    sizes: dict[bytes, int] = {}
+    with zstd_writer(out) as z:
+        tar = open_tar_writer(z)
+        for m in members:
+            name = m.name
+            if name == strip or name == strip + "/":
+                rel = b"."
+            elif name.startswith(strip + "/"):
+                rel = os.fsencode(name[len(strip) + 1:].rstrip("/"))
+            else:
+                raise UndoitError(f"unexpected member {name!r} in the engine's archive")
+            kind = TAR_TYPES.get(m.type)
+            if kind is None:
+                continue
+            size = m.size if m.type in (tarfile.REGTYPE, tarfile.AREGTYPE) else 0
+            link = None
+            if m.type == tarfile.LNKTYPE:
+                link_name = m.linkname
+                link = os.fsencode(link_name[len(strip) + 1:] if link_name.startswith(strip + "/") else link_name)
+                size = sizes.get(link, 0)
+            e = Entry(rel, kind, size, m.mode & 0o7777 if kind != "l" else 0, m.uid, m.gid,
+                      mtimes.get(rel, int(m.mtime) * 1_000_000_000),
+                      os.fsencode(m.linkname) if kind == "l" else b"")
+            sizes[rel] = size
+            entries.append(e)
+            ti = tarinfo(e, link)
+            if ti.type == tarfile.REGTYPE:
+                tar.addfile(ti, _Counting(members.extractfile(m), progress))
+            else:
+                tar.addfile(ti)
+        tar.close()
+    return sorted(entries)
+
+
+# --- reading -----------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_member(m: tarfile.TarInfo, names: set[str], symlinks: set[str]) -> None:
+    """Never trust member names: no absolute paths, no `..`, nothing written through a
+    symlink of the archive, no relative link that climbs out of the volume."""
+    name = m.name
+    parts = name.split("/")
+    if name.startswith("/") or ".." in parts:
+        raise UndoitError(f"unsafe archive member {name!r}: absolute or contains '..'")
+    for i in range(1, len(parts)):
+        if "/".join(parts[:i]) in symlinks:
+            raise UndoitError(f"unsafe archive member {name!r}: lies below a symlink")
+    if m.issym() and not m.linkname.startswith("/"):
+        # absolute targets are left alone: they resolve in whatever container mounts
+        # the volume, and extraction never follows them
+        depth = len([p for p in parts[:-1] if p not in ("", ".")])
+        for p in m.linkname.split("/"):
+            depth += -1 if p == ".." else (p not in ("", "."))
+            if depth < 0:
+                raise UndoitError(f"unsafe archive member {name!r}: symlink escapes the volume")
+    if m.islnk():
+        target = m.linkname
+        if target.startswith("/") or ".." in target.split("/") or target not in names:
+            raise UndoitError(f"unsafe archive member {name!r}: hard link to {target!r}")
+
+
+def read_listing(archive: Path) -> list[Entry]:
+    """Decompress and parse the whole archive (checking every member); return its listing."""
+    entries: list[Entry] = []
+    sizes: dict[str, int] = {}
+    names: set[str] = set()
+    symlinks: set[str] = set()
+    with open(archive, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK) as z:
+        tar = tarfile.open(fileobj=z, mode="r|", encoding="utf-8", errors="surrogateescape")
+        for m in tar:
+            _check_member(m, names, symlinks)
+            names.add(m.name)
+            if m.issym():
+                symlinks.add(m.name.rstrip("/"))
+            rel = b"." if m.name in (".", "./") else os.fsencode(m.name.removeprefix("./").rstrip("/"))
+            kind = TAR_TYPES.get(m.type)
+            if kind is None:
+                raise UndoitError(f"{archive.name}: member {m.name!r} has an unknown type")
+            size = m.size if m.isreg() else (sizes.get(m.linkname, 0) if m.islnk() else 0)
+            sizes[m.name] = size
+            if m.isreg():
+                f = tar.extractfile(m)
+                while f.read(CHUNK):
+                    pass
+            mtime = m.pax_headers.get("mtime")
+            mtime_ns = parse_ns(mtime) if mtime else int(m.mtime) * 1_000_000_000
+            entries.append(Entry(rel, kind, size, m.mode & 0o7777 if kind != "l" else 0, m.uid, m.gid,
+                                 mtime_ns, os.fsencode(m.linkname) if kind == "l" else b""))
+    return sorted(entries)
+
+
+def parse_ns(text: str) -> int:
+    """'1700000000.123456789' (any number of decimals) -> integer nanoseconds."""
+    sec, _, frac = text.partition(".")
+    return int(sec) * 1_000_000_000 + int((frac + "000000000")[:9] or 0)
+
+
+def stream_decompressed(archive: Path, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    """The archive's tar bytes as a generator of chunks (for put_archive; memory stays flat)."""
+    with open(archive, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK) as z:
+        while chunk := z.read(CHUNK):
+            if progress:
+                progress(len(chunk))
+            yield chunk
+
+
+def check_members(archive: Path) -> None:
+    """Read the archive's headers only, refusing unsafe names before anything is restored."""
+    read_listing(archive)
+
+
+def diff(expected: list[Entry], actual: list[Entry], limit: int = 5) -> list[str]:
+    """Human-readable differences between two listings (first few)."""
+    a = {e.path: e for e in expected}
+    b = {e.path: e for e in actual}
+    out = []
+    for path in sorted(a.keys() | b.keys()):
+        ea, eb = a.get(path), b.get(path)
+        if ea == eb:
+            continue
+        shown = _show(path)
+        if ea is None:
+            out.append(f"unexpected {shown}")
+        elif eb is None:
+            out.append(f"missing {shown}")
+        else:
+            fields = [f for f in ("type", "size", "mode", "uid", "gid", "mtime_ns", "target")
+                      if getattr(ea, f) != getattr(eb, f)]
+            out.append(f"{shown}: {', '.join(f'{f} {getattr(ea, f)!r}->{getattr(eb, f)!r}' for f in fields)}")
+        if len(out) >= limit:
+            break
+    return out

@@ -1,0 +1,243 @@
+"""`doit backup`: git refs, stack state and the volumes that changed, as one immutable set."""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import archive, engine, gitstate, snapshots, volumes
+from .archive import HashingWriter
+from .compose import Compose
+from .errors import UndoitError
+from .plan import Plan, Volume
+from .progress import human, say, transfer
+
+SERVICE_LABEL = "com.docker.compose.service"
+
+
+def compose_for(plan: Plan) -> Compose:
+    from .demo import stack_env
+
+    return Compose(plan.root, plan.project_name, plan.compose_files, env=stack_env(plan))
+
+
+def restored_paths(plan: Plan) -> list[str]:
+    """Every path any procedure restores from git (what a backup must not leave dirty)."""
+    paths = []
+    for proc in (*plan.phases, plan.full, *plan.scenarios):
+        for step in proc.steps:
+            if step.do == "restore-files":
+                paths += [p for p in step.args["paths"] if p not in paths]
+    return paths or ["."]
+
+
+def current_fingerprints(plan: Plan, client) -> dict[str, tuple[str, list]]:
+    """volume key -> (fingerprint, listing) of the live volumes, by a metadata walk."""
+    refs = volumes.resolve(client, plan.project_name, list(plan.volumes))
+    out = {}
+    for key, ref in refs.items():
+        entries = volumes.listing(client, ref.name)
+        out[key] = (archive.fingerprint(entries), entries)
+    return out
+
+
+def up_to_date(plan: Plan) -> bool:
+    """doit uptodate: the latest set already holds this HEAD and every volume as it is now."""
+    latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
+    if latest is None or not gitstate.is_repo(plan.root):
+        return False
+    git = latest.manifest.get("git") or {}
+    if git.get("head") != gitstate.head(plan.root) or gitstate.dirty(plan.root, restored_paths(plan)):
+        return False
+    if sorted(latest.volumes) != sorted(plan.volumes):
+        return False
+    try:
+        client = engine.client()
+        live = current_fingerprints(plan, client)
+    except UndoitError:
+        return False
+    return all(latest.volumes[k]["fingerprint"] == fp for k, (fp, _) in live.items())
+
+
+def backup(plan: Plan, include_dirty: bool = False, export_hook=None) -> snapshots.SnapshotSet:
+    """Take a snapshot set; volumes unchanged since the latest set are referenced, not copied.
+
+    export_hook(key) runs just before each export (tests use it to fail midway).
+    """
+    client = engine.client()
+    compose = compose_for(plan)
+    refs = volumes.resolve(client, plan.project_name, list(plan.volumes))
+    when = datetime.now(timezone.utc)
+    git = gitstate.backup_refs(
+        plan.root, plan.backup_branch, plan.backup_tag, restored_paths(plan), include_dirty,
+        plan.env.get("UNDOIT_GIT_REMOTE"), when,
+    )
+    say(f"git: branch {git['branch']}, tag {git['tag']}" + (" (reused: HEAD unchanged)" if git["reused"] else ""))
+    latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
+    set_id, path = snapshots.new_set(plan.snapshots_dir)
+    manifest = snapshots.manifest_skeleton(set_id, "backup", plan.project_name)
+    manifest["git"] = git
+    manifest["state"] = record_state(client, compose, plan, path)
+
+    for key, ref in refs.items():
+        entries = volumes.listing(client, ref.name)
+        fp = archive.fingerprint(entries)
+        prev = (latest.volumes.get(key) if latest else None) or None
+        if prev and prev["fingerprint"] == fp and prev["name"] == ref.name:
+            entry = dict(prev, reused_from=prev.get("reused_from") or latest.id)
+            manifest["volumes"][key] = entry
+            say(f"{key}: unchanged since set {entry['reused_from']}, archive referenced")
+            continue
+        if export_hook:
+            export_hook(key)
+        manifest["volumes"][key] = export_volume(client, compose, plan.volumes[key], ref, path, set_id)
+
+    sets_with_tag = [s for s in snapshots.all_sets(plan.snapshots_dir, plan.project_name)
+                     if s.complete and s.tag == git["tag"]]
+    manifest["baseline"] = not sets_with_tag
+    manifest["finished"] = snapshots.now_iso()
+    snapshots.write_manifest(path, manifest)
+    result = snapshots.load_set(path)
+    say(f"snapshot set {set_id}" + (" (baseline for tag " + git["tag"] + ")" if manifest["baseline"] else ""))
+    return result
+
+
+def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, set_path: Path,
+                  set_id: str, kind_label: str = "") -> dict:
+    """Export one volume under its quiesce policy; the services come back whatever happens."""
+    archive_name = f"{vol.key}.tar.zst"
+    listing_name = f"{vol.key}.listing"
+    start = time.monotonic()
+    with quiesced(client, compose, vol, ref) as policy:
+        total = sum(e.size for e in volumes.listing(client, ref.name))
+        with snapshots.private_open(set_path / archive_name) as raw, \
+                transfer(f"{kind_label}{vol.key} ({ref.name})", total) as advance:
+            out = HashingWriter(raw)
+            exported = volumes.export(client, ref.name, out, progress=advance)
+            raw.flush()
+    # the fingerprint staleness is judged against: the volume as it is with its services
+    # back (they rewrite pid files on start), taken right after they came back
+    live = archive.fingerprint(volumes.listing(client, ref.name)) if policy != "none" else None
+    snapshots.write_listing(set_path / listing_name, exported)
+    return {
+        "name": ref.name,
+        "archive": f"{set_path.name}/{archive_name}",
+        "sha256": out.sha.hexdigest(),
+        "size": out.count,
+        "listing": f"{set_path.name}/{listing_name}",
+        "listing_sha256": archive.sha256_file(set_path / listing_name),
+        "listing_digest": archive.listing_digest(exported),
+        "fingerprint": live or archive.fingerprint(exported),
+        "entries": len(exported),
+        "bytes": sum(e.size for e in exported),
+        "quiesce": policy,
+        "seconds": round(time.monotonic() - start, 3),
+        "set": set_id,
+    }
+
+
+@contextmanager
+def quiesced(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef):
+    """Hold the volume still while it is exported, per its policy; yields the policy applied.
+
+    `stop` stops the running services that mount it (compose stops them in reverse
+    dependency order) and, in a finally, brings them back in dependency order and waits
+    for them to be healthy, even when the export failed.
+    """
+    running = [c for c in volumes.users(client, ref.name) if c.status in ("running", "paused")]
+    services = sorted({c.labels.get(SERVICE_LABEL) for c in running} - {None})
+    hook_service = vol.hook_service or (vol.services[0] if vol.services else None)
+    if vol.pre and services:
+        compose.exec(hook_service, *vol.pre)
+    policy = vol.quiesce if services else "none"
+    if policy == "stop":
+        compose.stop(services)
+    elif policy == "pause":
+        compose("pause", *services)
+    failed = None
+    try:
+        yield policy
+    except BaseException as err:
+        failed = err
+        raise
+    finally:
+        try:
+            if policy == "stop":
+                compose("up", "--detach", "--wait", "--no-recreate", "--no-deps", *services)
+            elif policy == "pause":
+                compose("unpause", *services)
+            if vol.post and services:
+                compose.exec(hook_service, *vol.post)
+        except UndoitError as err:
+            if failed is None:
+                raise
+            raise UndoitError(f"{failed}; and bringing {', '.join(services)} back failed too: {err}") from failed
+
+
+def record_state(client, compose: Compose, plan: Plan, set_path: Path) -> dict:
+    """The stack's state next to its volumes: containers, networks, volumes, images, config."""
+    label = {"label": f"com.docker.compose.project={plan.project_name}"}
+    files = {}
+
+    def put(name: str, data) -> None:
+        p = set_path / name
+        if isinstance(data, str):
+            with snapshots.private_open(p) as f:
+                f.write(data.encode())
+        else:
+            snapshots.write_json(p, data)
+        files[name] = archive.sha256_file(p)
+
+    put("containers.json", compose.ps())
+    put("containers.txt", compose("ps", "--all"))
+    nets = client.networks.list(filters=label)
+    put("networks.json", {
+        "list": [{"name": n.name, "id": n.id, "driver": n.attrs.get("Driver")} for n in nets],
+        "inspect": [_redact_network(n.attrs) for n in nets],
+    })
+    put("volumes.json", [
+        {"name": v.name, "labels": v.attrs.get("Labels"), "driver": v.attrs.get("Driver")}
+        for v in client.volumes.list(filters=label)
+    ])
+    images = {}
+    for c in client.containers.list(all=True, filters=label):
+        images[c.labels.get(SERVICE_LABEL, c.name)] = {"image": c.attrs["Config"]["Image"], "id": c.attrs["Image"]}
+    put("images.json", images)
+    put("compose-config.json", redact_config(compose.config_json()))
+    return files
+
+
+def redact_config(config: dict) -> dict:
+    """compose config without environment values: they come from .env and secrets/."""
+    config = json.loads(json.dumps(config))
+    for svc in (config.get("services") or {}).values():
+        env = svc.get("environment")
+        if isinstance(env, dict):
+            svc["environment"] = {k: "<redacted>" for k in env}
+    return config
+
+
+def _redact_network(attrs: dict) -> dict:
+    return {k: v for k, v in attrs.items() if k != "Containers"} | {
+        "Containers": sorted((c or {}).get("Name", "") for c in (attrs.get("Containers") or {}).values())
+    }
+
+
+def verify(plan: Plan, set_id: str | None = None) -> list[str]:
+    """`doit verify`: re-hash and fully read a set (default: the baseline, else the latest)."""
+    if set_id:
+        s = snapshots.get_set(plan.snapshots_dir, set_id)
+    else:
+        s = snapshots.baseline(plan.snapshots_dir, plan.project_name) or snapshots.latest_complete(
+            plan.snapshots_dir, plan.project_name)
+    if s is None:
+        raise UndoitError("no snapshot set to verify: run `doit backup` first")
+    problems = snapshots.check_set(s, deep=True)
+    if problems:
+        raise UndoitError(f"set {s.id} is NOT valid: " + "; ".join(problems))
+    size = sum(v["size"] for v in s.volumes.values())
+    say(f"set {s.id}: valid ({len(s.volumes)} volume archive(s), {human(size)}, every checksum matches)")
+    return []

@@ -1,0 +1,29 @@
+"""Tables for people: rich on a terminal, plain aligned text when piped."""
+
+from __future__ import annotations
+
+from .progress import human, interactive
+
+
+def console():
+    from rich.console import Console
+
+    # a fixed width when piped: CI logs should not wrap or truncate rows
+    return Console() if interactive() else Console(width=200, no_color=True)
+
+
+def snapshot_table(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    if not rows:
+        print("no snapshot sets yet: run `doit backup`")
+        return
+    t = Table(title="snapshot sets (oldest first)")
+    for col in ("set", "age", "size", "volumes", "tag", "valid", "baseline"):
+        t.add_column(col)
+    for r in rows:
+        valid = "yes" if r["valid"] else f"NO: {r['problem']}"
+        vols = r["volumes"] + (f" ({r['reused']} referenced)" if r["reused"] else "")
+        t.add_row(r["set"], r["age"], human(r["size"]), vols, r["tag"], valid,
+                  "BASELINE" if r["baseline"] else "")
+    console().print(t)

@@ -1,0 +1,255 @@
+"""Snapshot sets on disk: immutable folders of volume archives, state files and a manifest.
+
+A set is `snapshots/<id>/` holding one `<volume>.tar.zst` and `<volume>.listing` per
+exported volume, the stack's state, and `manifest.json`, written last (temp file,
+fsync, rename): no manifest, no set. Unchanged volumes are referenced from the set
+that holds them instead of being copied. Files are 0600, folders 0700.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import __version__, archive
+from .archive import Entry
+from .errors import UndoitError
+
+FORMAT = "undoit-snapshot/1"
+MANIFEST = "manifest.json"
+SAFETY = "safety"  # safety snapshots live in snapshots/safety/<id>/
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_set(root: Path, kind: str = "backup") -> tuple[str, Path]:
+    """Create a fresh, empty set folder (never an existing one) and return (id, path)."""
+    base = Path(root) / (SAFETY if kind == SAFETY else "")
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(root, 0o700)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    set_id = f"{stamp}-{secrets.token_hex(2)}"
+    path = base / set_id
+    path.mkdir(mode=0o700)  # raises if it exists: nothing overwrites a set
+    return set_id, path
+
+
+def private_open(path: Path, mode: str = "xb"):
+    """Open a new file readable by its owner only (snapshots may hold secrets)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return os.fdopen(fd, mode.replace("x", "w"))
+
+
+def write_json(path: Path, data) -> None:
+    with private_open(path) as f:
+        f.write(json.dumps(data, indent=2, sort_keys=True, default=str).encode())
+
+
+def write_listing(path: Path, entries: list[Entry]) -> None:
+    with private_open(path) as f:
+        for e in entries:
+            f.write(e.line().encode("utf-8", "surrogatepass") + b"\n")
+
+
+def read_listing_file(path: Path) -> list[Entry]:
+    with open(path, "rb") as f:
+        return [Entry.from_line(line.decode("utf-8", "surrogatepass")) for line in f if line.strip()]
+
+
+def write_manifest(set_path: Path, manifest: dict) -> None:
+    """The last write of a set: temp file, fsync, rename, fsync the folder."""
+    tmp = set_path / (MANIFEST + ".tmp")
+    with private_open(tmp) as f:
+        f.write(json.dumps(manifest, indent=2, sort_keys=True).encode())
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, set_path / MANIFEST)
+    fd = os.open(set_path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class SnapshotSet:
+    id: str
+    path: Path
+    manifest: dict | None  # None: incomplete (no manifest) or unreadable
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest is not None
+
+    @property
+    def created(self) -> str:
+        return (self.manifest or {}).get("finished", "")
+
+    @property
+    def tag(self) -> str | None:
+        return ((self.manifest or {}).get("git") or {}).get("tag")
+
+    @property
+    def volumes(self) -> dict:
+        return (self.manifest or {}).get("volumes", {})
+
+    def archive_path(self, key: str) -> Path:
+        return self.path.parent / self.volumes[key]["archive"]
+
+    def listing_path(self, key: str) -> Path:
+        return self.path.parent / self.volumes[key]["listing"]
+
+    def listing(self, key: str) -> list[Entry]:
+        return read_listing_file(self.listing_path(key))
+
+
+def load_set(path: Path) -> SnapshotSet:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        if manifest.get("format") != FORMAT:
+            manifest = None
+    except (OSError, ValueError):
+        manifest = None
+    return SnapshotSet(path.name, path, manifest)
+
+
+def all_sets(root: Path, project: str | None = None) -> list[SnapshotSet]:
+    """Every set folder under root, oldest first (incomplete ones included)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and p.name != SAFETY and not p.name.startswith("."):
+            s = load_set(p)
+            if project is None or s.manifest is None or s.manifest.get("project") == project:
+                out.append(s)
+    return out
+
+
+def get_set(root: Path, set_id: str) -> SnapshotSet:
+    for base in (Path(root), Path(root) / SAFETY):
+        if (base / set_id).is_dir():
+            return load_set(base / set_id)
+    raise UndoitError(f"no snapshot set {set_id!r} in {root}")
+
+
+def latest_complete(root: Path, project: str) -> SnapshotSet | None:
+    sets = [s for s in all_sets(root, project) if s.complete]
+    return sets[-1] if sets else None
+
+
+def baseline(root: Path, project: str) -> SnapshotSet | None:
+    """What rollbacks restore: the oldest set marked baseline, never simply the latest.
+
+    A backup taken later (of a stack that may already be broken) must never replace
+    it; a team that wants another baseline names the set with set=ID.
+    """
+    for s in all_sets(root, project):
+        if s.complete and s.manifest.get("baseline"):
+            return s
+    return None
+
+
+# --- verification -------------------------------------------------------------
+
+
+def check_set(s: SnapshotSet, deep: bool = True) -> list[str]:
+    """Problems with a set (empty list = valid): checksums always, full read when deep."""
+    if not s.complete:
+        return [f"{s.id}: no manifest (incomplete or interrupted set)"]
+    problems = []
+    for key, vol in sorted(s.volumes.items()):
+        for what, digest in (("archive", "sha256"), ("listing", "listing_sha256")):
+            p = s.path.parent / vol[what]
+            try:
+                actual = archive.sha256_file(p)
+            except OSError as err:
+                problems.append(f"{p}: {err.strerror}")
+                continue
+            if actual != vol[digest]:
+                problems.append(f"{p}: checksum mismatch (manifest {vol[digest][:12]}, file {actual[:12]})")
+        if deep and not problems:
+            try:
+                entries = archive.read_listing(s.archive_path(key))
+            except UndoitError as err:
+                problems.append(f"{s.archive_path(key)}: {err}")
+                continue
+            except Exception as err:  # zstd or tar decoding errors: the file is damaged
+                problems.append(f"{s.archive_path(key)}: unreadable ({type(err).__name__}: {err})")
+                continue
+            if archive.listing_digest(entries) != vol["listing_digest"]:
+                problems.append(f"{s.archive_path(key)}: contents differ from the manifest's listing")
+    for name, digest in sorted((s.manifest.get("state") or {}).items()):
+        p = s.path / name
+        if not p.exists() or archive.sha256_file(p) != digest:
+            problems.append(f"{p}: state file missing or changed")
+    return problems
+
+
+def verify_archive(s: SnapshotSet, key: str) -> None:
+    """Refuse (UndoitError) unless the volume's archive and listing match the manifest."""
+    vol = s.volumes.get(key)
+    if vol is None:
+        raise UndoitError(f"set {s.id} holds no volume {key!r}")
+    for what, digest in (("archive", "sha256"), ("listing", "listing_sha256")):
+        p = s.path.parent / vol[what]
+        if not p.exists():
+            raise UndoitError(f"{p} is missing: set {s.id} cannot be restored")
+        if archive.sha256_file(p) != vol[digest]:
+            raise UndoitError(f"{p} fails its checksum: refusing to restore from set {s.id}")
+
+
+def describe(root: Path, project: str) -> list[dict]:
+    """One row per set for `doit snapshots` (checksums checked, archives not decompressed)."""
+    base = baseline(root, project)
+    rows = []
+    for s in all_sets(root, project):
+        problems = check_set(s, deep=False)
+        size = sum(f.stat().st_size for f in s.path.iterdir() if f.is_file())
+        created = s.created or datetime.fromtimestamp(s.path.stat().st_mtime, timezone.utc).isoformat()
+        rows.append({
+            "set": s.id,
+            "age": _age(created),
+            "size": size,
+            "volumes": ", ".join(sorted(s.volumes)) or "-",
+            "reused": sum(1 for v in s.volumes.values() if v.get("reused_from")),
+            "tag": s.tag or "-",
+            "valid": not problems,
+            "problem": problems[0] if problems else "",
+            "baseline": bool(base and base.id == s.id),
+            "kind": (s.manifest or {}).get("kind", "?"),
+        })
+    return rows
+
+
+def _age(iso: str) -> str:
+    try:
+        then = datetime.fromisoformat(iso)
+    except ValueError:
+        return "?"
+    secs = max(0, time.time() - then.timestamp())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{int(secs // size)}{unit}"
+    return f"{int(secs)}s"
+
+
+def manifest_skeleton(set_id: str, kind: str, project: str) -> dict:
+    return {
+        "format": FORMAT,
+        "kit_version": __version__,
+        "set": set_id,
+        "kind": kind,
+        "project": project,
+        "started": now_iso(),
+        "volumes": {},
+        "state": {},
+    }

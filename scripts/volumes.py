@@ -1,0 +1,231 @@
+"""Named volumes through the Docker API: find, fingerprint, export and restore (docker SDK inside).
+
+Export: a created, never-started helper container mounts the volume read-only and
+`get_archive` streams it; when the engine is local and the mountpoint readable, the
+host path is walked directly instead. Both produce the same archive (scripts/archive.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import archive
+from .archive import Entry
+from .errors import UndoitError
+
+MOUNT = "/v"
+HELPER_LABEL = "undoit.helper"
+
+
+@dataclass(frozen=True)
+class VolumeRef:
+    key: str  # the compose key (postgres_data)
+    name: str  # the engine's name (motovault_postgres_data)
+
+
+def resolve(client, project: str, keys) -> dict[str, VolumeRef]:
+    """Compose volume keys -> real volume names, through the compose labels.
+
+    Labels, not "<project>_<key>": a volume declared with `name:` or a renamed project
+    would otherwise resolve to the wrong volume, or to none.
+    """
+    found = {}
+    for vol in client.volumes.list(filters={"label": f"com.docker.compose.project={project}"}):
+        key = (vol.attrs.get("Labels") or {}).get("com.docker.compose.volume")
+        if key:
+            found[key] = vol.name
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise UndoitError(
+            f"volume(s) {', '.join(missing)} of compose project {project!r} not found; "
+            "is the stack created (docker compose up)?"
+        )
+    return {k: VolumeRef(k, found[k]) for k in keys}
+
+
+def helper_image(client) -> str:
+    """An image already present to mount volumes in: the kit's base image (never pulled)."""
+    from .images import names
+
+    ref = names()["base"]
+    try:
+        client.images.get(ref)
+    except Exception as err:  # docker.errors.ImageNotFound
+        raise UndoitError(f"helper image {ref} is missing: run `doit images`") from err
+    return ref
+
+
+@contextmanager
+def helper(client, volume: str, read_only: bool = True):
+    """A created, never-started container with the volume at /v; removed afterwards."""
+    c = client.containers.create(
+        helper_image(client),
+        command=["true"],
+        entrypoint=[],
+        volumes={volume: {"bind": MOUNT, "mode": "ro" if read_only else "rw"}},
+        network_disabled=True,
+        labels={HELPER_LABEL: "1"},
+        name=f"undoit-helper-{uuid.uuid4().hex[:10]}",
+    )
+    try:
+        yield c
+    finally:
+        c.remove(force=True)
+
+
+def host_path(client, volume: str) -> Path | None:
+    """The volume's directory on this host when the engine is local and we may read it."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if host and not host.startswith("unix://"):
+        return None
+    try:
+        mp = Path(client.api.inspect_volume(volume)["Mountpoint"])
+    except Exception:
+        return None
+    return mp if mp.is_dir() and os.access(mp, os.R_OK | os.X_OK) else None
+
+
+def _run_helper(client, volume: str, script: str, read_only: bool = True):
+    """Run a shell script as root in a short-lived helper with the volume at /v.
+
+    Returns the stopped container (caller removes it): output that matters is written
+    to a file in the container and fetched with get_archive, because the log driver
+    mangles bytes that are not UTF-8.
+    """
+    c = client.containers.create(
+        helper_image(client),
+        entrypoint=["sh", "-c", script],
+        volumes={volume: {"bind": MOUNT, "mode": "ro" if read_only else "rw"}},
+        network_disabled=True,
+        labels={HELPER_LABEL: "1"},
+        user="0",
+        name=f"undoit-helper-{uuid.uuid4().hex[:10]}",
+    )
+    try:
+        c.start()
+        if c.wait()["StatusCode"] != 0:
+            err = c.logs(stdout=False, stderr=True).decode(errors="replace").strip()[-200:]
+            raise UndoitError(f"helper on volume {volume} failed: {err}")
+    except BaseException:
+        c.remove(force=True)
+        raise
+    return c
+
+
+def _fetch_file(container, path: str) -> bytes:
+    import tarfile
+
+    stream, _ = container.get_archive(path)
+    tar = tarfile.open(fileobj=_IterReader(stream), mode="r|")
+    for m in tar:
+        return tar.extractfile(m).read()
+    return b""
+
+
+def run_listing(client, volume: str) -> list[Entry]:
+    """The listing made inside a short-lived container (when the host cannot read the volume)."""
+    fmt = r"%y\t%s\t%m\t%U\t%G\t%T@\t%P\t%l\0"
+    c = _run_helper(client, volume, f"find {MOUNT} -printf '{fmt}' > /tmp/listing")
+    try:
+        out = _fetch_file(c, "/tmp/listing")
+    finally:
+        c.remove(force=True)
+    kinds = {b"d": "d", b"f": "f", b"l": "l", b"p": "p", b"c": "c", b"b": "b"}
+    entries = []
+    for rec in out.split(b"\0"):
+        if not rec.strip():
+            continue
+        y, size, mode, uid, gid, mtime, path, target = rec.split(b"\t", 7)
+        kind = kinds.get(y)
+        if kind is None:
+            continue  # sockets
+        entries.append(Entry(path or b".", kind, int(size) if kind == "f" else 0,
+                             int(mode, 8) if kind != "l" else 0, int(uid), int(gid),
+                             archive.parse_ns(mtime.decode()), target if kind == "l" else b""))
+    return sorted(entries)
+
+
+def listing(client, volume: str) -> list[Entry]:
+    """The volume's file listing: a metadata walk of the host path, or made in a container."""
+    path = host_path(client, volume)
+    return archive.listing(path) if path else run_listing(client, volume)
+
+
+def export(client, volume: str, out, progress: Callable[[int], None] | None = None,
+           use_host: bool = True) -> list[Entry]:
+    """Stream the volume as tar.zst into out; return the listing of what was written."""
+    path = host_path(client, volume) if use_host else None
+    if path:
+        return archive.write_host_archive(path, out, progress)
+    mtimes = {e.path: e.mtime_ns for e in run_listing(client, volume)}
+    import tarfile
+
+    with helper(client, volume) as c:
+        stream, _ = c.get_archive(MOUNT + "/.", chunk_size=archive.CHUNK)
+        reader = _IterReader(stream)
+        tar = tarfile.open(fileobj=reader, mode="r|", encoding="utf-8", errors="surrogateescape")
+        return archive.repack(tar, out, strip=".", mtimes=mtimes, progress=progress)
+
+
+class _IterReader:
+    """A read()-able file over an iterator of byte chunks (Docker's streamed archive)."""
+
+    def __init__(self, chunks):
+        self.chunks, self.buf = iter(chunks), b""
+
+    def read(self, n=-1):
+        while n < 0 or len(self.buf) < n:
+            try:
+                self.buf += next(self.chunks)
+            except StopIteration:
+                break
+        if n < 0:
+            out, self.buf = self.buf, b""
+        else:
+            out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+def empty(client, volume: str) -> None:
+    """Delete everything inside the volume (the volume itself stays, with its labels)."""
+    path = host_path(client, volume)
+    if path:
+        for child in os.scandir(path):
+            if child.is_dir(follow_symlinks=False):
+                shutil.rmtree(child.path)
+            else:
+                os.unlink(child.path)
+        return
+    _run_helper(client, volume, f"find {MOUNT} -mindepth 1 -delete", read_only=False).remove(force=True)
+
+
+def put(client, volume: str, archive_path: Path, root_mtime_ns: int,
+        progress: Callable[[int], None] | None = None) -> None:
+    """Extract an archive into the (empty) volume through the API, streamed from a generator."""
+    with helper(client, volume, read_only=False) as c:
+        ok = c.put_archive(MOUNT, archive.stream_decompressed(archive_path, progress))
+        if not ok:
+            raise UndoitError(f"the engine refused to extract {archive_path.name} into {volume}")
+    set_root_mtime(client, volume, root_mtime_ns)
+
+
+def set_root_mtime(client, volume: str, mtime_ns: int) -> None:
+    """Put the volume root's mtime back: extracting into it changes it after the fact."""
+    path = host_path(client, volume)
+    if path:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+        return
+    sec, ns = divmod(mtime_ns, 1_000_000_000)
+    _run_helper(client, volume, f"touch -m -d @{sec}.{ns:09d} {MOUNT}", read_only=False).remove(force=True)
+
+
+def users(client, volume: str) -> list:
+    """Containers (any state) that mount the volume, helpers excluded."""
+    return [c for c in client.containers.list(all=True, filters={"volume": volume})
+            if HELPER_LABEL not in (c.labels or {})]

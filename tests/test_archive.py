@@ -1,0 +1,77 @@
+"""Archive safety and listing logic: pure, on host files only."""
+
+import io
+import os
+import tarfile
+
+import pytest
+import zstandard
+
+from scripts import archive
+from scripts.errors import UndoitError
+
+
+def make_archive(path, members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for ti, data in members:
+            tar.addfile(ti, io.BytesIO(data) if data is not None else None)
+    path.write_bytes(zstandard.ZstdCompressor().compress(buf.getvalue()))
+
+
+def member(name, kind=tarfile.REGTYPE, data=b"x", link=""):
+    ti = tarfile.TarInfo(name)
+    ti.type = kind
+    ti.linkname = link
+    if kind == tarfile.REGTYPE:
+        ti.size = len(data)
+        return ti, data
+    return ti, None
+
+
+@pytest.mark.parametrize("members, why", [
+    ([member("../evil")], "contains '..'"),
+    ([member("/etc/passwd")], "absolute"),
+    ([member("./a/../../b")], "contains '..'"),
+    ([member("./l", tarfile.SYMTYPE, link="../../outside")], "escapes"),
+    ([member("./l", tarfile.SYMTYPE, link="/etc"), member("./l/passwd")], "below a symlink"),
+    ([member("./h", tarfile.LNKTYPE, link="/etc/shadow")], "hard link"),
+])
+def test_unsafe_members_refused(tmp_path, members, why):
+    path = tmp_path / "bad.tar.zst"
+    make_archive(path, members)
+    with pytest.raises(UndoitError, match=why):
+        archive.read_listing(path)
+
+
+def test_host_archive_listing_round_trip(tmp_path):
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(b"abc" * 1000)
+    os.link(src / "d" / "f", src / "hl")
+    os.symlink("d/f", src / "sl")
+    os.mkfifo(src / "p")
+    with open(os.path.join(os.fsencode(src), b"n\xff"), "wb") as f:
+        f.write(b"1")
+    os.utime(src / "d" / "f", ns=(1, 1_600_000_000_000_000_007))
+    out = tmp_path / "a.tar.zst"
+    with open(out, "wb") as f:
+        written = archive.write_host_archive(src, f)
+    assert written == archive.listing(src)
+    assert archive.read_listing(out) == written
+    assert {e.path for e in written} >= {b".", b"d", b"d/f", b"hl", b"sl", b"p", b"n\xff"}
+    entry = {e.path: e for e in written}[b"d/f"]
+    assert entry.mtime_ns == 1_600_000_000_000_000_007
+    assert archive.Entry.from_line(entry.line()) == entry
+
+
+def test_diff_names_what_differs():
+    a = [archive.Entry(b"x", "f", 1, 0o644, 0, 0, 5)]
+    b = [archive.Entry(b"x", "f", 2, 0o644, 0, 0, 5), archive.Entry(b"y", "f", 1, 0o644, 0, 0, 5)]
+    out = archive.diff(a, b)
+    assert out[0].startswith("x: size 1->2") and out[1] == "unexpected y"
+
+
+def test_parse_ns():
+    assert archive.parse_ns("1700000000.5") == 1_700_000_000_500_000_000
+    assert archive.parse_ns("12") == 12_000_000_000
