@@ -10,18 +10,12 @@ from pathlib import Path
 
 from . import archive, engine, gitstate, snapshots, volumes
 from .archive import HashingWriter
-from .compose import Compose
+from .compose import Compose, for_plan
 from .errors import UndoitError
 from .plan import Plan, Volume
 from .progress import human, say, transfer
 
 SERVICE_LABEL = "com.docker.compose.service"
-
-
-def compose_for(plan: Plan) -> Compose:
-    from .demo import stack_env
-
-    return Compose(plan.root, plan.project_name, plan.compose_files, env=stack_env(plan))
 
 
 def restored_paths(plan: Plan) -> list[str]:
@@ -68,7 +62,7 @@ def backup(plan: Plan, include_dirty: bool = False, export_hook=None) -> snapsho
     export_hook(key) runs just before each export (tests use it to fail midway).
     """
     client = engine.client()
-    compose = compose_for(plan)
+    compose = for_plan(plan)
     refs = volumes.resolve(client, plan.project_name, list(plan.volumes))
     when = datetime.now(timezone.utc)
     git = gitstate.backup_refs(
@@ -118,6 +112,10 @@ def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef,
             out = HashingWriter(raw)
             exported = volumes.export(client, ref.name, out, progress=advance)
             raw.flush()
+    if exported is None:
+        # the volume changed while it was read (quiesce=none): the archive is the truth
+        say(f"{vol.key}: changed during the export (quiesce={policy}); listing read from the archive")
+        exported = archive.read_listing(set_path / archive_name)
     # the fingerprint staleness is judged against: the volume as it is with its services
     # back (they rewrite pid files on start), taken right after they came back
     live = archive.fingerprint(volumes.listing(client, ref.name)) if policy != "none" else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from functools import lru_cache
@@ -102,3 +103,18 @@ class Compose:
     def exec(self, service: str, *argv: str, user: str | None = None, timeout=None) -> str:
         opts = ["-T"] + (["--user", user] if user else [])
         return self("exec", *opts, service, *argv, timeout=timeout)
+
+
+def stack_env() -> dict[str, str]:
+    """Environment for compose and the project's scripts: the image prefix compose files
+    use, and DOCKER_COMPOSE, the compose command scripts should call (it may not be the
+    docker CLI plugin)."""
+    from .images import prefix
+
+    return dict(os.environ, UNDOIT_IMAGE_PREFIX=prefix(), DOCKER_COMPOSE=" ".join(compose_argv()))
+
+
+def for_plan(plan) -> Compose:
+    """The compose project a plan is about."""
+    env = dict(stack_env(), COMPOSE_PROJECT_NAME=plan.project_name)
+    return Compose(plan.root, plan.project_name, plan.compose_files, env=env)

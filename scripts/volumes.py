@@ -162,7 +162,7 @@ def export(client, volume: str, out, progress: Callable[[int], None] | None = No
     """Stream the volume as tar.zst into out; return the listing of what was written."""
     path = host_path(client, volume) if use_host else None
     if path:
-        return archive.write_host_archive(path, out, progress)
+        return archive.write_host_archive(path, out, progress)  # None: re-read the archive
     mtimes = {e.path: e.mtime_ns for e in run_listing(client, volume)}
     import tarfile
 
@@ -207,7 +207,12 @@ def empty(client, volume: str) -> None:
 
 def put(client, volume: str, archive_path: Path, root_mtime_ns: int,
         progress: Callable[[int], None] | None = None) -> None:
-    """Extract an archive into the (empty) volume through the API, streamed from a generator."""
+    """Extract an archive into the (empty) volume: on the host when the engine is local,
+    else through the API, streamed from a generator (memory stays flat either way)."""
+    path = host_path(client, volume)
+    if path and archive.gnu_tar() and os.access(path, os.W_OK):
+        archive.extract_host(archive_path, path, progress)
+        return
     with helper(client, volume, read_only=False) as c:
         ok = c.put_archive(MOUNT, archive.stream_decompressed(archive_path, progress))
         if not ok:

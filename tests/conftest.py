@@ -16,7 +16,7 @@ import pytest
 
 from scripts import demo, engine, gitstate, images
 from scripts import plan as planmod
-from scripts.compose import Compose
+from scripts.compose import Compose, for_plan
 
 KIT = Path(__file__).resolve().parent.parent
 
@@ -188,7 +188,7 @@ def mini(docker_client, kit_images, tmp_path):
     plan_path = tmp_path / "phases.toml"
     plan_path.write_text(MINI_PLAN.format(name=name, root=root, snapshots=tmp_path / "snapshots"))
     plan = planmod.load(plan_path, env={})
-    compose = demo.compose_for(plan)
+    compose = for_plan(plan)
     try:
         compose.up(wait_timeout=60)
         yield plan

@@ -15,6 +15,7 @@ from unittest import mock
 import pytest
 
 from scripts import archive, backup, gitstate, restore, snapshots, volumes
+from scripts.compose import for_plan
 from scripts.errors import UndoitError
 
 from .conftest import KIT, volume_path
@@ -46,7 +47,7 @@ def set_of(plan, s_id=None):
 
 
 def compose(plan):
-    return backup.compose_for(plan)
+    return for_plan(plan)
 
 
 def service_state(docker_client, plan, service):

@@ -1,0 +1,2 @@
+export { tenantRoutes } from './tenant.routes';
+export { TenantService } from './tenant.service';
