@@ -28,14 +28,37 @@ def restored_paths(plan: Plan) -> list[str]:
     return paths or ["."]
 
 
-def current_fingerprints(plan: Plan, client) -> dict[str, tuple[str, list]]:
-    """volume key -> (fingerprint, listing) of the live volumes, by a metadata walk."""
-    refs = volumes.resolve(client, plan.project_name, list(plan.volumes))
-    out = {}
-    for key, ref in refs.items():
-        entries = volumes.listing(client, ref.name)
-        out[key] = (archive.fingerprint(entries), entries)
-    return out
+def probe(client, plan_project: str, vol: Volume) -> str | None:
+    """The volume's probe output digest, from its running service (None: no probe, or
+    the service is not running, so the metadata walk decides)."""
+    if not vol.probe:
+        return None
+    import hashlib
+
+    service = vol.hook_service or vol.services[0]
+    cs = client.containers.list(filters={"label": [f"com.docker.compose.project={plan_project}",
+                                                   f"{SERVICE_LABEL}={service}"], "status": "running"})
+    if not cs:
+        return None
+    code, out = cs[0].exec_run(list(vol.probe), stdout=True, stderr=False)
+    if code != 0:
+        return None
+    return hashlib.sha256(out).hexdigest()
+
+
+def volume_state(client, plan: Plan, key: str, name: str) -> dict:
+    """What staleness is judged on: a metadata walk, and the probe where there is one."""
+    entries = volumes.listing(client, name)
+    return {"fingerprint": archive.fingerprint(entries), "probe": probe(client, plan.project_name, plan.volumes[key]),
+            "listing": entries}
+
+
+def unchanged(prev: dict | None, now: dict, name: str) -> bool:
+    if not prev or prev.get("name") != name:
+        return False
+    if now["probe"] and prev.get("probe"):
+        return now["probe"] == prev["probe"]
+    return now["fingerprint"] == prev["fingerprint"]
 
 
 def up_to_date(plan: Plan) -> bool:
@@ -50,10 +73,11 @@ def up_to_date(plan: Plan) -> bool:
         return False
     try:
         client = engine.client()
-        live = current_fingerprints(plan, client)
+        refs = volumes.resolve(client, plan.project_name, list(plan.volumes))
+        return all(unchanged(latest.volumes[k], volume_state(client, plan, k, ref.name), ref.name)
+                   for k, ref in refs.items())
     except UndoitError:
         return False
-    return all(latest.volumes[k]["fingerprint"] == fp for k, (fp, _) in live.items())
 
 
 def backup(plan: Plan, include_dirty: bool = False, export_hook=None) -> snapshots.SnapshotSet:
@@ -77,17 +101,17 @@ def backup(plan: Plan, include_dirty: bool = False, export_hook=None) -> snapsho
     manifest["state"] = record_state(client, compose, plan, path)
 
     for key, ref in refs.items():
-        entries = volumes.listing(client, ref.name)
-        fp = archive.fingerprint(entries)
         prev = (latest.volumes.get(key) if latest else None) or None
-        if prev and prev["fingerprint"] == fp and prev["name"] == ref.name:
+        if unchanged(prev, volume_state(client, plan, key, ref.name), ref.name):
             entry = dict(prev, reused_from=prev.get("reused_from") or latest.id)
             manifest["volumes"][key] = entry
             say(f"{key}: unchanged since set {entry['reused_from']}, archive referenced")
             continue
         if export_hook:
             export_hook(key)
-        manifest["volumes"][key] = export_volume(client, compose, plan.volumes[key], ref, path, set_id)
+        entry = export_volume(client, compose, plan.volumes[key], ref, path, set_id)
+        entry["probe"] = probe(client, plan.project_name, plan.volumes[key])
+        manifest["volumes"][key] = entry
 
     sets_with_tag = [s for s in snapshots.all_sets(plan.snapshots_dir, plan.project_name)
                      if s.complete and s.tag == git["tag"]]

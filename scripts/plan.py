@@ -106,6 +106,10 @@ class Volume:
     pre: tuple[str, ...] = ()
     post: tuple[str, ...] = ()
     hook_service: str | None = None
+    # a command run in the hook service whose output changes whenever the data does:
+    # staleness for volumes that a clean stop/start rewrites (Postgres' pg_control,
+    # pg_wal...), where a metadata walk would call every backup stale
+    probe: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         raise r.fail("volumes", None, "must be a table of volume tables")
     for key, spec in vols_raw.items():
         table = f"volumes.{key}"
-        r.keys(table, spec, {"services"}, {"quiesce", "pre", "post", "hook_service"})
+        r.keys(table, spec, {"services"}, {"quiesce", "pre", "post", "hook_service", "probe"})
         vol_services = r.strs(table, spec, "services")
         _known(r, table, "services", vol_services, services, "service")
         quiesce = r.str_(table, spec, "quiesce", "stop")
@@ -251,6 +255,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
             pre=r.strs(table, spec, "pre"),
             post=r.strs(table, spec, "post"),
             hook_service=hook,
+            probe=r.strs(table, spec, "probe"),
         )
 
     ctx = _Context(r, services, networks, tuple(volumes))
