@@ -2,6 +2,8 @@
 
 import sys
 
+from doit import get_var
+
 from scripts import plan as _plan
 from scripts import tasks as _tasks
 from scripts.errors import UndoitError
@@ -10,7 +12,8 @@ DOIT_CONFIG = {
     "default_tasks": ["demo:up"],
     # sqlite3, not dbm: dbm breaks when two doit processes touch it at once
     "backend": "sqlite3",
-    "dep_file": ".doit.sqlite3",
+    # a dry run keeps its own state: it must never mark anything up to date for the real run
+    "dep_file": ".doit-dry-run.sqlite3" if get_var("dry_run", "") not in ("", "0") else ".doit.sqlite3",
     "verbosity": 2,
 }
 
@@ -44,3 +47,8 @@ def task_rollback():
 def task_scenario():
     """partial rollback scenarios"""
     yield from _tasks.scenario_tasks(PLAN)
+
+
+def task_safety():
+    """verification, checkpoints and undo"""
+    yield from _tasks.safety_tasks(PLAN)

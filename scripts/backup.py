@@ -63,7 +63,7 @@ def unchanged(prev: dict | None, now: dict, name: str) -> bool:
 
 def up_to_date(plan: Plan) -> bool:
     """doit uptodate: the latest set already holds this HEAD and every volume as it is now."""
-    latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
+    latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name, kind="backup")
     if latest is None or not gitstate.is_repo(plan.root):
         return False
     git = latest.manifest.get("git") or {}
@@ -81,23 +81,47 @@ def up_to_date(plan: Plan) -> bool:
 
 
 def backup(plan: Plan, include_dirty: bool = False, export_hook=None) -> snapshots.SnapshotSet:
-    """Take a snapshot set; volumes unchanged since the latest set are referenced, not copied.
-
-    export_hook(key) runs just before each export (tests use it to fail midway).
-    """
-    client = engine.client()
-    compose = for_plan(plan)
-    refs = volumes.resolve(client, plan.project_name, list(plan.volumes))
+    """`doit backup`: git branch and tag, then a set of every volume of the plan."""
     when = datetime.now(timezone.utc)
     git = gitstate.backup_refs(
         plan.root, plan.backup_branch, plan.backup_tag, restored_paths(plan), include_dirty,
         plan.env.get("UNDOIT_GIT_REMOTE"), when,
     )
     say(f"git: branch {git['branch']}, tag {git['tag']}" + (" (reused: HEAD unchanged)" if git["reused"] else ""))
+    return take_set(plan, list(plan.volumes), git, "backup", export_hook=export_hook)
+
+
+def checkpoint(plan: Plan, pid: str, force: bool = False) -> snapshots.SnapshotSet:
+    """`doit checkpoint:<phase>`: tag undoit/<phase>/pre at HEAD and snapshot the volumes the
+    phase touches, before the phase starts. A rollback of that phase goes back here."""
+    proc = plan.procedure(pid)
+    tag = f"undoit/{pid}/pre"
+    if gitstate.ref_exists(plan.root, f"refs/tags/{tag}") and not force:
+        raise UndoitError(f"{tag} exists already (a checkpoint taken after the phase began would "
+                          f"capture the change): pass force=1 to move it to HEAD")
+    changes = gitstate.dirty(plan.root, restored_paths(plan))
+    if changes:
+        raise UndoitError(f"uncommitted changes ({changes[0][3:]}, ...): commit before the checkpoint")
+    head = gitstate.head(plan.root)
+    gitstate.tag(plan.root, tag, head, message=f"undoit checkpoint before {pid}", force=force)
+    git = {"head": head, "commit": head, "tag": tag, "branch": None, "reused": False}
+    say(f"git: tag {tag} at {head[:12]}")
+    return take_set(plan, list(proc.volumes), git, "checkpoint", phase=pid)
+
+
+def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | None = None,
+             export_hook=None) -> snapshots.SnapshotSet:
+    """A snapshot set of the given volumes; volumes unchanged since the latest set are
+    referenced, not copied. export_hook(key) runs just before each export (tests use it)."""
+    client = engine.client()
+    compose = for_plan(plan)
+    refs = volumes.resolve(client, plan.project_name, keys)
     latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
     set_id, path = snapshots.new_set(plan.snapshots_dir)
-    manifest = snapshots.manifest_skeleton(set_id, "backup", plan.project_name)
+    manifest = snapshots.manifest_skeleton(set_id, kind, plan.project_name)
     manifest["git"] = git
+    if phase:
+        manifest["phase"] = phase
     manifest["state"] = record_state(client, compose, plan, path)
 
     for key, ref in refs.items():
@@ -114,8 +138,8 @@ def backup(plan: Plan, include_dirty: bool = False, export_hook=None) -> snapsho
         manifest["volumes"][key] = entry
 
     sets_with_tag = [s for s in snapshots.all_sets(plan.snapshots_dir, plan.project_name)
-                     if s.complete and s.tag == git["tag"]]
-    manifest["baseline"] = not sets_with_tag
+                     if s.complete and s.tag == git["tag"] and s.manifest.get("kind") == kind]
+    manifest["baseline"] = kind == "backup" and not sets_with_tag
     manifest["finished"] = snapshots.now_iso()
     snapshots.write_manifest(path, manifest)
     result = snapshots.load_set(path)

@@ -140,3 +140,119 @@ def _free_name(root: Path, name: str, namespace: str) -> str:
         n += 1
         candidate = f"{name}-{n}"
     return candidate
+
+
+def _z(root: Path, *args: str) -> list[str]:
+    """A git listing command with -z output, as a list of paths."""
+    try:
+        out = git(root)(*args, _decode_errors="surrogateescape")
+    except sh.ErrorReturnCode as err:
+        msg = err.stderr.decode(errors="replace").strip().splitlines()
+        raise UndoitError(f"git {' '.join(args)} failed in {root}: {msg[-1] if msg else err.exit_code}") from None
+    return [p for p in str(out).split("\0") if p]
+
+
+def matches(path: str, specs) -> bool:
+    """git's default pathspec rules for the plan's paths: "." is everything, "dir/" or "dir"
+    a folder, a glob matches with `*` crossing `/` (as `git checkout -- 'a/*/b'` does)."""
+    import fnmatch
+
+    for spec in specs:
+        spec = spec.strip()
+        if spec in (".", "./", "*"):
+            return True
+        bare = spec.rstrip("/")
+        if path == bare or path.startswith(bare + "/"):
+            return True
+        if any(c in spec for c in "*?[") and fnmatch.fnmatchcase(path, spec):
+            return True
+    return False
+
+
+def files_at(root: Path, ref: str, paths) -> set[str]:
+    """Files tracked at ref under paths."""
+    return {p for p in _z(root, "ls-tree", "-r", "-z", "--name-only", "--full-tree", ref) if matches(p, paths)}
+
+
+def files_now(root: Path, paths) -> tuple[set[str], set[str]]:
+    """(tracked, untracked-not-ignored) files in the working tree under paths."""
+    tracked = {p for p in _z(root, "ls-files", "-z") if matches(p, paths)
+               and ((Path(root) / p).exists() or (Path(root) / p).is_symlink())}
+    untracked = {p for p in _z(root, "ls-files", "-z", "--others", "--exclude-standard") if matches(p, paths)}
+    return tracked, untracked
+
+
+def blob_differs(root: Path, ref: str, path: str) -> bool:
+    """Whether the working-tree file differs from its version at ref."""
+    full = Path(root) / path
+    try:
+        want = run(root, "rev-parse", f"{ref}:{path}")
+        have = run(root, "hash-object", "--no-filters", "--", str(full)) if not full.is_symlink() else None
+    except UndoitError:
+        return True
+    return have != want
+
+
+def restore_plan(root: Path, ref: str, paths) -> dict:
+    """What a no-overlay restore of paths from ref would do, without doing it.
+
+    checkout: files tracked at ref (restored, deleted ones reappear)
+    remove:   tracked files added since ref (they disappear)
+    move:     untracked files in those paths (moved aside, never deleted)
+    changed:  files whose current content a restore overwrites or removes
+    """
+    at_ref = files_at(root, ref, paths)
+    tracked, untracked = files_now(root, paths)
+    remove = sorted(tracked - at_ref)
+    changed = sorted({p for p in tracked & at_ref if blob_differs(root, ref, p)} | set(remove))
+    missing = sorted(at_ref - tracked - untracked)
+    return {"ref": ref, "checkout": sorted(at_ref), "remove": remove, "move": sorted(untracked),
+            "changed": changed, "missing": missing}
+
+
+def restore_paths(root: Path, ref: str, paths, safety_dir: Path) -> dict:
+    """No-overlay restore of paths from ref (the runbook's `git checkout REF -- PATHS`, minus
+    its overlay): tracked-at-ref files come back, files added since are removed, untracked
+    files are moved into safety_dir/moved. Everything it overwrites or removes is first
+    copied to safety_dir/files, so `doit undo` can put it back bit for bit.
+    """
+    import shutil
+
+    plan = restore_plan(root, ref, paths)
+    root = Path(root)
+    saved = safety_dir / "files"
+    for rel in plan["changed"]:
+        src, dst = root / rel, saved / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            dst.symlink_to(src.readlink())
+        else:
+            shutil.copy2(src, dst)
+    for rel in plan["move"]:
+        dst = safety_dir / "moved" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(root / rel), dst)
+    if plan["remove"]:
+        for chunk in _chunks(plan["remove"]):
+            run(root, "rm", "-q", "-f", "--", *chunk)
+    if plan["checkout"]:
+        for chunk in _chunks(plan["checkout"]):
+            run(root, "checkout", ref, "--", *chunk)
+    return plan
+
+
+def _chunks(items, n=200):
+    items = list(items)
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def differences(root: Path, ref: str, paths) -> list[str]:
+    """Files under paths whose working-tree state differs from ref (empty: they match)."""
+    plan = restore_plan(root, ref, paths)
+    return sorted(set(plan["changed"]) | set(plan["missing"]) | set(plan["move"]))
+
+
+def tag(root: Path, name: str, target: str = "HEAD", message: str | None = None, force: bool = False) -> None:
+    args = ["tag"] + (["-f"] if force else []) + (["-a", "-m", message] if message else []) + [name, target]
+    run(root, *args)

@@ -133,6 +133,8 @@ class Plan:
     backup_branch: str
     backup_tag: str
     snapshots_dir: Path
+    log_path: Path
+    reports_dir: Path
     volumes: dict[str, Volume]
     phases: tuple[Procedure, ...]
     full: Procedure
@@ -220,7 +222,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         "project",
         top["project"],
         {"name", "root", "services"},
-        {"compose_files", "networks", "test_command"},
+        {"compose_files", "networks", "test_command", "log", "reports"},
     )
     services = r.strs("project", proj, "services")
     networks = r.strs("project", proj, "networks")
@@ -313,6 +315,8 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         backup_branch=r.str_("backup", backup, "branch", "backup-{timestamp}"),
         backup_tag=r.str_("backup", backup, "tag", "pre-change-{date}"),
         snapshots_dir=snapshots,
+        log_path=_beside(path, r.str_("project", proj, "log", "ROLLBACK-LOG.md")),
+        reports_dir=_beside(path, r.str_("project", proj, "reports", "reports")),
         volumes=volumes,
         phases=phases,
         full=full,
@@ -322,6 +326,11 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         next_steps=r.strs("after", after, "next_steps"),
         env=env,
     )
+
+
+def _beside(plan_path: Path, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else plan_path.parent / p
 
 
 def _array(r: _Reader, table: str, value: Any) -> list:

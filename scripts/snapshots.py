@@ -23,6 +23,7 @@ from .errors import UndoitError
 FORMAT = "undoit-snapshot/1"
 MANIFEST = "manifest.json"
 SAFETY = "safety"  # safety snapshots live in snapshots/safety/<id>/
+RUNS = "runs"  # rollback runs: safety copies of files, the run record
 
 
 def now_iso() -> str:
@@ -127,7 +128,7 @@ def all_sets(root: Path, project: str | None = None) -> list[SnapshotSet]:
         return []
     out = []
     for p in sorted(root.iterdir()):
-        if p.is_dir() and p.name != SAFETY and not p.name.startswith("."):
+        if p.is_dir() and p.name not in (SAFETY, RUNS) and not p.name.startswith("."):
             s = load_set(p)
             if project is None or s.manifest is None or s.manifest.get("project") == project:
                 out.append(s)
@@ -141,8 +142,8 @@ def get_set(root: Path, set_id: str) -> SnapshotSet:
     raise UndoitError(f"no snapshot set {set_id!r} in {root}")
 
 
-def latest_complete(root: Path, project: str) -> SnapshotSet | None:
-    sets = [s for s in all_sets(root, project) if s.complete]
+def latest_complete(root: Path, project: str, kind: str | None = None) -> SnapshotSet | None:
+    sets = [s for s in all_sets(root, project) if s.complete and (kind is None or s.manifest.get("kind") == kind)]
     return sets[-1] if sets else None
 
 
@@ -153,7 +154,7 @@ def baseline(root: Path, project: str) -> SnapshotSet | None:
     it; a team that wants another baseline names the set with set=ID.
     """
     for s in all_sets(root, project):
-        if s.complete and s.manifest.get("baseline"):
+        if s.complete and s.manifest.get("baseline") and s.manifest.get("kind") == "backup":
             return s
     return None
 

@@ -17,17 +17,10 @@ def action(fn, *args, **kwargs):
             result = fn(*args, **kwargs)
         except UndoitError as err:
             return TaskFailed(str(err))
-        return result if isinstance(result, dict) else None
+        return result if isinstance(result, (dict, TaskFailed)) else None
 
     run.__name__ = getattr(fn, "__name__", "action")
     run.__doc__ = getattr(fn, "__doc__", None)
-    return run
-
-
-def not_yet(what: str, issue: int):
-    def run():
-        return TaskFailed(f"{what} is not built yet (issue #{issue})")
-
     return run
 
 
@@ -76,6 +69,62 @@ def demo_tasks(plan: Plan):
     }
 
 
+def _run_procedure(plan: Plan, pid: str):
+    from . import rollback
+
+    def run():
+        rec = rollback.execute(plan, pid, dry_run=_flag("dry_run"), yes=_flag("yes"),
+                               reason=str(get_var("reason", "")), set_id=get_var("set", None) or None)
+        return _conclude(plan, rec)
+
+    run.__name__ = f"rollback_{pid}"
+    return action(run)
+
+
+def _conclude(plan: Plan, rec: dict):
+    """The end of a rollback's output: what next, and on failure who to call."""
+    from .progress import say
+
+    if rec["outcome"] == "dry-run":
+        return None
+    say(f"outcome: {rec['outcome']} in {rec['seconds']} s (log: {plan.log_path}, report: "
+        f"{plan.reports_dir / (rec['run'] + '.json')})")
+    for line in plan.next_steps:
+        say(f"next: {line}")
+    if rec["outcome"] == "success":
+        return None
+    failed = rec.get("failed_step")
+    if failed:
+        say(f"FAILED at step {failed['n']} ({failed['do']}): {failed['detail']}")
+        say(f"services: {rec['services']}")
+    else:
+        bad = [c for c in rec["checks"] if not c["ok"]]
+        say(f"{len(bad)} check(s) failed: " + "; ".join(f"{c['name']}: {c['reason']}" for c in bad))
+    say("try next: fix the cause and run the same task again, or `doit undo` to put back the state "
+        "from before this rollback")
+    for who, contact in plan.contacts.items():
+        say(f"contact: {who}: {contact}")
+    what = f"step {failed['n']} ({failed['do']}) failed" if failed else "checks failed"
+    return TaskFailed(f"rollback {rec['procedure']}: {what}; see {plan.log_path}")
+
+
+def _verified(plan: Plan, pid: str) -> dict:
+    from . import rollback
+
+    def run():
+        s = rollback.verified_set(plan, pid, get_var("set", None) or None)
+        print(f"{pid}: restores from set {s.id}: checksums match")
+
+    return {
+        "basename": "verified",
+        "name": pid,
+        "doc": f"the snapshot set {pid} restores exists and is sound (never takes a new backup)",
+        "actions": [action(run)],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
 def rollback_tasks(plan: Plan):
     yield {"basename": "rollback", "name": None, "doc": "roll back one phase, or everything (full)"}
     for proc in (*plan.phases, plan.full):
@@ -83,7 +132,9 @@ def rollback_tasks(plan: Plan):
             "basename": "rollback",
             "name": proc.id,
             "doc": f"{proc.title} (risk {proc.risk or '?'}, runbook {proc.duration or '?'})",
-            "actions": [not_yet("the rollback engine", 4)],
+            "actions": [_run_procedure(plan, proc.id)],
+            # a verified existing set, never a fresh backup: that would snapshot the broken stack
+            "task_dep": [f"verified:{proc.id}"],
             "uptodate": [False],
             "verbosity": 2,
         }
@@ -95,11 +146,46 @@ def scenario_tasks(plan: Plan):
         yield {
             "basename": "scenario",
             "name": proc.id,
-            "doc": proc.title,
-            "actions": [not_yet("the rollback engine", 4)],
+            "doc": f"{proc.title} (keeps {', '.join(proc.keeps) or '-'})",
+            "actions": [_run_procedure(plan, proc.id)],
+            "task_dep": [f"verified:{proc.id}"],
             "uptodate": [False],
             "verbosity": 2,
         }
+
+
+def safety_tasks(plan: Plan):
+    from . import backup, lock, rollback
+
+    yield {"basename": "verified", "name": None, "doc": "verification of the set each rollback restores"}
+    for proc in (*plan.phases, plan.full, *plan.scenarios):
+        yield _verified(plan, proc.id)
+    yield {"basename": "checkpoint", "name": None, "doc": "before starting a phase: tag + snapshot what it touches"}
+    for proc in plan.phases:
+
+        def run(pid=proc.id):
+            with lock.held(rollback.lock_path(plan), f"checkpoint {pid}"):
+                backup.checkpoint(plan, pid, force=_flag("force"))
+
+        yield {
+            "basename": "checkpoint",
+            "name": proc.id,
+            "doc": f"before {proc.id}: tag undoit/{proc.id}/pre, snapshot {', '.join(proc.volumes) or 'no volumes'}",
+            "actions": [action(run)],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+
+    def run_undo():
+        rollback.undo(plan, yes=_flag("yes"))
+
+    yield {
+        "basename": "undo",
+        "doc": "put back the state from before the last rollback (volumes, files, services)",
+        "actions": [action(run_undo)],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
 
 
 def _flag(name: str) -> bool:
@@ -110,7 +196,10 @@ def backup_tasks(plan: Plan):
     from . import backup, snapshots
 
     def run_backup():
-        backup.backup(plan, include_dirty=_flag("include_dirty"))
+        from . import lock, rollback
+
+        with lock.held(rollback.lock_path(plan), "backup"):
+            backup.backup(plan, include_dirty=_flag("include_dirty"))
 
     def run_verify():
         backup.verify(plan, get_var("set", None) or None)

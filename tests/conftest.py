@@ -176,22 +176,32 @@ steps = [{{ do = "restore-files", paths = ["."] }}]
 """
 
 
+def make_stack(name: str, tmp_path: Path, compose_yaml: str, plan_toml: str, files: dict | None = None):
+    """A compose project in a fresh git repo plus its plan, up and healthy; returns the plan.
+
+    The caller sweeps the project `name` at teardown, whatever happened (see `mini`).
+    """
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "docker-compose.yml").write_text(compose_yaml)
+    for rel, text in {"config.txt": "v1\n", **(files or {})}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    gitstate.init(root, "stack")
+    plan_path = tmp_path / "phases.toml"
+    plan_path.write_text(plan_toml.format(name=name, root=root, snapshots=tmp_path / "snapshots",
+                                          log=tmp_path / "ROLLBACK-LOG.md", reports=tmp_path / "reports"))
+    plan = planmod.load(plan_path, env={})
+    for_plan(plan).up(wait_timeout=60)
+    return plan
+
+
 @pytest.fixture
 def mini(docker_client, kit_images, tmp_path):
     """A two-service stack (redis with `data`, an idle app with `files`) in a git repo, up."""
     name = unique()
-    root = tmp_path / "mini"
-    root.mkdir()
-    (root / "docker-compose.yml").write_text(MINI_COMPOSE)
-    (root / "config.txt").write_text("v1\n")
-    gitstate.init(root, "mini stack")
-    plan_path = tmp_path / "phases.toml"
-    plan_path.write_text(MINI_PLAN.format(name=name, root=root, snapshots=tmp_path / "snapshots"))
-    plan = planmod.load(plan_path, env={})
-    compose = for_plan(plan)
     try:
-        compose.up(wait_timeout=60)
-        yield plan
+        yield make_stack(name, tmp_path, MINI_COMPOSE, MINI_PLAN)
     finally:
         sweep(docker_client, name)
 

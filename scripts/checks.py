@@ -1,0 +1,237 @@
+"""The runbook's validation lists, made executable: each check returns pass/fail and one line.
+
+A check never raises for an expected failure: it reports it. All checks of a procedure
+run, so a failed rollback tells everything that is wrong at once.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+
+from . import archive, gitstate, volumes
+from .errors import UndoitError
+from .plan import Check
+
+DEFAULT_LOG_PATTERN = r"(?i)\b(error|fatal|panic|exception)\b"
+SERVICE_LABEL = "com.docker.compose.service"
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    check: str
+    ok: bool
+    reason: str
+    seconds: float = 0.0
+
+
+def project_containers(run, running_only: bool = True) -> list:
+    filters = {"label": f"com.docker.compose.project={run.plan.project_name}"}
+    if running_only:
+        filters["status"] = "running"
+    return [c for c in run.client.containers.list(all=not running_only, filters=filters)
+            if volumes.HELPER_LABEL not in (c.labels or {})]
+
+
+def container_count(run, check: Check) -> tuple[bool, str]:
+    n = len(project_containers(run))
+    want = int(check.args["expect"])
+    return n == want, f"{n} container(s) running, expected {want}"
+
+
+def healthy(run, check: Check) -> tuple[bool, str]:
+    wanted = check.args.get("services") or None
+    deadline = time.monotonic() + run.health_wait
+    while True:
+        bad = []
+        cs = {c.labels.get(SERVICE_LABEL): c for c in project_containers(run, running_only=False)}
+        for svc in wanted or sorted(cs):
+            c = cs.get(svc)
+            if c is None:
+                bad.append(f"{svc}: no container")
+                continue
+            state = c.attrs["State"]
+            health = (state.get("Health") or {}).get("Status")
+            if state.get("Status") != "running":
+                bad.append(f"{svc}: {state.get('Status')}")
+            elif health not in (None, "healthy"):
+                bad.append(f"{svc}: {health} ({last_health_output(c)})")
+        if not bad:
+            return True, f"{len(wanted or cs)} service(s) running and healthy"
+        if time.monotonic() > deadline or any("no container" in b or ": exited" in b for b in bad):
+            return False, "; ".join(bad)
+        time.sleep(1)
+
+
+def last_health_output(container) -> str:
+    """The last line the container's healthcheck printed: usually the reason it fails."""
+    log = ((container.attrs.get("State") or {}).get("Health") or {}).get("Log") or []
+    if not log:
+        return "no health output yet"
+    lines = (log[-1].get("Output") or "").strip().splitlines()
+    return lines[-1][:160] if lines else f"exit {log[-1].get('ExitCode')}"
+
+
+def logs_clean(run, check: Check) -> tuple[bool, str]:
+    pattern = re.compile(check.args.get("pattern") or DEFAULT_LOG_PATTERN)
+    services = check.args.get("services") or ()
+    out = run.compose("logs", "--no-color", "--since", run.since_iso, *services)
+    hits = [line for line in out.splitlines() if pattern.search(line)]
+    if hits:
+        return False, f"{len(hits)} matching line(s) since the rollback began, first: {hits[0][:160]}"
+    return True, "no error lines in the logs since the rollback began"
+
+
+def _networks(run) -> dict[str, str]:
+    nets = run.client.networks.list(filters={"label": f"com.docker.compose.project={run.plan.project_name}"})
+    return {(n.attrs.get("Labels") or {}).get("com.docker.compose.network"): n.name for n in nets}
+
+
+def networks_exist(run, check: Check) -> tuple[bool, str]:
+    have = _networks(run)
+    missing = [k for k in check.args["networks"] if k not in have]
+    if missing:
+        return False, f"missing network(s): {', '.join(missing)}"
+    return True, f"{len(check.args['networks'])} network(s) exist"
+
+
+def networks_absent(run, check: Check) -> tuple[bool, str]:
+    have = _networks(run)
+    present = [k for k in check.args["networks"] if k in have]
+    return not present, (f"still present: {', '.join(present)}" if present else "none of them exist")
+
+
+def volume_matches(run, check: Check) -> tuple[bool, str]:
+    """Every entry of the snapshot is there with its type, owner and mode; regular files
+    keep their size and mtime. Files added since (pid files, new uploads) are allowed."""
+    if run.snapshot is None:
+        return False, "no snapshot set to compare with"
+    problems = []
+    for key in check.args["volumes"]:
+        expected = run.snapshot.listing(key)
+        name = run.volume_names.get(key) or run.snapshot.volumes[key]["name"]
+        try:
+            actual = {e.path: e for e in volumes.listing(run.client, name)}
+        except Exception as err:  # the volume is gone
+            problems.append(f"{key}: cannot list {name} ({err})")
+            continue
+        bad = 0
+        first = ""
+        for e in expected:
+            a = actual.get(e.path)
+            same = a is not None and (a.type, a.uid, a.gid, a.mode) == (e.type, e.uid, e.gid, e.mode)
+            if same and e.type == "f" and e.path != b".":
+                same = (a.size, a.mtime_ns) == (e.size, e.mtime_ns)
+            if not same:
+                bad += 1
+                first = first or archive.diff([e], [a] if a else [])[0]
+        if bad:
+            problems.append(f"{key}: {bad} of {len(expected)} entries differ (first: {first})")
+    if problems:
+        return False, "; ".join(problems)
+    return True, f"{len(check.args['volumes'])} volume(s) hold everything the snapshot holds"
+
+
+def files_match(run, check: Check) -> tuple[bool, str]:
+    ref = check.args.get("ref") or run.ref
+    diffs = gitstate.differences(run.plan.root, ref, check.args["paths"])
+    if diffs:
+        return False, f"{len(diffs)} file(s) differ from {ref}, first: {diffs[0]}"
+    return True, f"files match {ref}"
+
+
+def _run_host(run, argv, cwd=None) -> subprocess.CompletedProcess:
+    root = run.plan.root
+    return subprocess.run(list(argv), cwd=root / cwd if cwd else root, env=run.env,
+                          capture_output=True, text=True, timeout=run.command_timeout)
+
+
+def _expect(check: Check, out: str) -> tuple[bool, str]:
+    want = check.args.get("expect")
+    if want is None:
+        return True, ""
+    text = out.strip()
+    ok = text == str(want) or (isinstance(want, str) and want in text.splitlines())
+    return ok, f"output {text[-80:]!r}, expected {want!r}"
+
+
+def command(run, check: Check) -> tuple[bool, str]:
+    try:
+        res = _run_host(run, check.args["argv"], check.args.get("cwd"))
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return False, f"{check.args['argv'][0]}: {err}"
+    if res.returncode != 0:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
+        return False, f"exit {res.returncode}: {tail[0][:160]}"
+    ok, why = _expect(check, res.stdout)
+    return ok, why or f"{' '.join(check.args['argv'])} succeeded"
+
+
+def exec_(run, check: Check) -> tuple[bool, str]:
+    try:
+        out = run.compose.exec(check.args["service"], *check.args["argv"], user=check.args.get("user"),
+                               timeout=run.command_timeout)
+    except UndoitError as err:
+        return False, str(err)[-200:]
+    ok, why = _expect(check, out)
+    return ok, why or f"command in {check.args['service']} succeeded"
+
+
+def test(run, check: Check) -> tuple[bool, str]:
+    argv = run.plan.test_command
+    if not argv:
+        return False, "the plan names no test_command"
+    try:
+        res = _run_host(run, argv)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return False, f"{argv[0]}: {err}"
+    last = (res.stdout + res.stderr).strip().splitlines()[-1:] or [""]
+    return res.returncode == 0, f"{' '.join(argv)}: exit {res.returncode}: {last[0][:160]}"
+
+
+CHECKS = {
+    "container-count": container_count,
+    "healthy": healthy,
+    "logs-clean": logs_clean,
+    "networks-exist": networks_exist,
+    "networks-absent": networks_absent,
+    "volume-matches": volume_matches,
+    "files-match": files_match,
+    "command": command,
+    "exec": exec_,
+    "test": test,
+}
+
+
+def describe(run, check: Check) -> str:
+    a = check.args
+    if check.check == "container-count":
+        return f"{a['expect']} containers of project {run.plan.project_name} running"
+    if check.check in ("healthy", "logs-clean"):
+        return f"{check.check}: {', '.join(a.get('services') or ['all services'])}"
+    if check.check in ("networks-exist", "networks-absent"):
+        return f"{check.check}: {', '.join(a['networks'])}"
+    if check.check == "volume-matches":
+        return "volume-matches: " + ", ".join(f"{k} vs set {run.snapshot.id if run.snapshot else '?'}" for k in a["volumes"])
+    if check.check == "files-match":
+        return f"files-match {a.get('ref') or run.ref}: {' '.join(a['paths'])}"
+    if check.check == "command":
+        return f"$ {' '.join(a['argv'])}" + (f"  (in {a['cwd']})" if a.get("cwd") else "")
+    if check.check == "exec":
+        return f"{a['service']}$ {' '.join(a['argv'])}" + (f"  (expect {a['expect']!r})" if "expect" in a else "")
+    return f"$ {' '.join(run.plan.test_command)}"
+
+
+def run_all(run, checks) -> list[Result]:
+    results = []
+    for check in checks:
+        start = time.monotonic()
+        try:
+            ok, reason = CHECKS[check.check](run, check)
+        except UndoitError as err:
+            ok, reason = False, str(err)
+        results.append(Result(check.name, check.check, ok, run.redact(reason), round(time.monotonic() - start, 3)))
+    return results

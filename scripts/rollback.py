@@ -1,0 +1,384 @@
+"""Run a procedure of the plan (a phase, full, a scenario) as a checked, recorded rollback.
+
+Order of business: resolve where to go back to and from which snapshot set; refuse
+before any live change if that set is not there or not sound; take the lock; record
+the state and tag HEAD; run the steps (safety copies before anything destructive);
+run every check; bring services back if a step failed; write the log and the report.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import checks, engine, gitstate, lock, restore, runlog, snapshots, steps, volumes
+from .compose import Compose, for_plan, stack_env
+from .errors import UndoitError
+from .plan import Plan, Procedure, Step
+from .progress import say
+from .redact import Redactor
+
+NO_BACKUP = "no verified backup: run `doit backup` before the change"
+
+
+def checkpoint_tag(pid: str) -> str:
+    return f"undoit/{pid}/pre"
+
+
+def lock_path(plan: Plan) -> Path:
+    return plan.snapshots_dir / ".lock"
+
+
+def runs_dir(plan: Plan) -> Path:
+    return plan.snapshots_dir / snapshots.RUNS
+
+
+@dataclass
+class Run:
+    plan: Plan
+    proc: Procedure
+    client: object
+    compose: Compose
+    ref: str
+    ref_source: str
+    snapshot: snapshots.SnapshotSet | None
+    snapshot_source: str
+    volume_names: dict[str, str]
+    run_id: str
+    run_dir: Path
+    dry_run: bool
+    interactive: bool
+    reason: str
+    redact: Redactor
+    env: dict
+    since_iso: str = ""
+    health_wait: int = 60
+    up_timeout: int = 180
+    command_timeout: int = 900
+    safety_sets: list[str] = field(default_factory=list)
+    file_restores: list[dict] = field(default_factory=list)
+
+    def step_index(self, step: Step) -> int:
+        return self.proc.steps.index(step)
+
+    def step_dir(self, step: Step) -> Path:
+        return self.run_dir / f"step{self.step_index(step) + 1}"
+
+    def network_name(self, key: str) -> str:
+        for n in self.client.networks.list(filters={"label": f"com.docker.compose.project={self.plan.project_name}"}):
+            if (n.attrs.get("Labels") or {}).get("com.docker.compose.network") == key:
+                return n.name
+        return f"{self.plan.project_name}_{key}"
+
+    def safety_snapshot(self, targets: dict[str, str]) -> None:
+        existing = {k: v for k, v in targets.items() if _volume_exists(self.client, v)}
+        if not existing:
+            return
+        s = restore.safety_snapshot(self.client, self.plan.snapshots_dir, self.plan.project_name, existing,
+                                    f"before {self.proc.kind} {self.proc.id} ({self.run_id})")
+        self.safety_sets.append(s.id)
+
+
+def _volume_exists(client, name: str) -> bool:
+    try:
+        client.volumes.get(name)
+        return True
+    except Exception:
+        return False
+
+
+def checkpoint_set(plan: Plan, pid: str) -> snapshots.SnapshotSet | None:
+    sets = [s for s in snapshots.all_sets(plan.snapshots_dir, plan.project_name)
+            if s.complete and s.manifest.get("kind") == "checkpoint" and s.manifest.get("phase") == pid]
+    return sets[-1] if sets else None
+
+
+def choose_set(plan: Plan, proc: Procedure, set_id: str | None):
+    """The set a procedure restores: named, else the phase's checkpoint, else the baseline."""
+    if set_id:
+        return snapshots.get_set(plan.snapshots_dir, set_id), f"set {set_id} (named)"
+    if proc.kind == "phase":
+        cp = checkpoint_set(plan, proc.id)
+        if cp is not None:
+            return cp, f"checkpoint of {proc.id}"
+    base = snapshots.baseline(plan.snapshots_dir, plan.project_name)
+    return base, "baseline"
+
+
+def choose_ref(plan: Plan, proc: Procedure, base: snapshots.SnapshotSet | None) -> tuple[str, str]:
+    """Where files go back to: the plan's ref, the phase's checkpoint tag, the baseline tag.
+
+    Never HEAD~1: it is wrong as soon as a phase has two commits or phases are undone
+    out of order.
+    """
+    if proc.ref:
+        return proc.ref, "plan ref"
+    if proc.kind == "phase" and gitstate.ref_exists(plan.root, f"refs/tags/{checkpoint_tag(proc.id)}"):
+        return checkpoint_tag(proc.id), "checkpoint tag"
+    baseline = snapshots.baseline(plan.snapshots_dir, plan.project_name) or base
+    tag = ((baseline.manifest or {}).get("git") or {}).get("tag") if baseline else None
+    if not tag:
+        raise UndoitError(NO_BACKUP)
+    return tag, "baseline tag"
+
+
+def restored_volumes(proc: Procedure) -> list[str]:
+    keys = []
+    for step in proc.steps:
+        if step.do == "restore-volumes":
+            keys += [k for k in step.args["volumes"] if k not in keys]
+    return keys
+
+
+def verified_set(plan: Plan, pid: str, set_id: str | None = None) -> snapshots.SnapshotSet:
+    """The set a procedure will restore, checked: every checksum, and every archive it
+    restores read to the end. One line and no change when there is none or it is bad."""
+    proc = plan.procedure(pid)
+    s, source = choose_set(plan, proc, set_id)
+    if s is None:
+        raise UndoitError(NO_BACKUP)
+    problems = snapshots.check_set(s, deep=False)
+    if problems:
+        raise UndoitError(f"{NO_BACKUP} (the {source} set {s.id} is not valid: {problems[0]})")
+    for key in restored_volumes(proc):
+        if key not in s.volumes:
+            raise UndoitError(f"{NO_BACKUP} (the {source} set {s.id} holds no volume {key})")
+        restore.check_restorable(s, key)
+    return s
+
+
+def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reason: str = "",
+            set_id: str | None = None) -> Run:
+    proc = plan.procedure(pid)
+    snap = verified_set(plan, pid, set_id)
+    _, source = choose_set(plan, proc, set_id)
+    ref, ref_source = choose_ref(plan, proc, snap)
+    if not gitstate.ref_exists(plan.root, ref):
+        raise UndoitError(f"ref {ref} ({ref_source}) does not exist in {plan.root}")
+    client = engine.client()
+    names = {}
+    for key in restored_volumes(proc):
+        try:
+            names[key] = volumes.resolve(client, plan.project_name, [key])[key].name
+        except UndoitError:
+            names[key] = snap.volumes[key]["name"]  # removed by the change: recreated under its old name
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_id = f"{stamp}-{proc.id}" + ("-dry-run" if dry_run else "")
+    interactive = not yes and os.environ.get("CI", "").lower() not in ("1", "true", "yes") and os.isatty(0)
+    env = dict(stack_env(), COMPOSE_PROJECT_NAME=plan.project_name)
+    return Run(plan=plan, proc=proc, client=client, compose=for_plan(plan), ref=ref, ref_source=ref_source,
+               snapshot=snap, snapshot_source=source, volume_names=names, run_id=run_id,
+               run_dir=runs_dir(plan) / run_id, dry_run=dry_run, interactive=interactive, reason=reason,
+               redact=Redactor.for_project(plan.root, plan.path.parent), env=env)
+
+
+def describe(run: Run) -> list[str]:
+    """The whole plan of a run, as printed by a dry run and before a real one."""
+    p = run.proc
+    lines = [f"{p.kind} {p.id}: {p.title}" + (f" (risk {p.risk}, runbook estimate {p.duration})" if p.risk else ""),
+             f"  files go back to {run.ref} ({run.ref_source}); volumes come from set "
+             f"{run.snapshot.id if run.snapshot else '-'} ({run.snapshot_source})",
+             "  before any destructive step: HEAD tagged undoit/pre-rollback/<time>, safety copies of "
+             f"what is overwritten or removed (in {run.run_dir})"]
+    for i, step in enumerate(p.steps, 1):
+        mark = "!" if step.do in steps.DESTRUCTIVE else " "
+        lines.append(f" {mark}{i:2d}. {run.redact(steps.describe(run, step))}")
+    for check in p.checks:
+        lines.append(f"   check: {check.name}: {run.redact(checks.describe(run, check))}")
+    return lines
+
+
+def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reason: str = "",
+            set_id: str | None = None, stop_after_step: int | None = None) -> dict:
+    """Run (or, with dry_run, only print) a procedure; returns the run record."""
+    run = prepare(plan, pid, dry_run, yes, reason, set_id)
+    for line in describe(run):
+        say(line)
+    if dry_run:
+        say("dry run: nothing was changed")
+        return {"outcome": "dry-run", "run": run.run_id}
+    with lock.held(lock_path(plan), f"rollback {pid}"):
+        return _execute(run, stop_after_step)
+
+
+def _confirm(run: Run) -> None:
+    if not run.interactive or not any(s.do in steps.DESTRUCTIVE for s in run.proc.steps):
+        return
+    answer = input(f"This replaces data of project {run.plan.project_name} (safety copies are kept). "
+                   "Type 'yes' to go on: ")
+    if answer.strip().lower() != "yes":
+        raise UndoitError("not confirmed: nothing was changed")
+
+
+def _execute(run: Run, stop_after_step: int | None) -> dict:
+    _confirm(run)
+    run.run_dir.mkdir(parents=True, mode=0o700)
+    t0 = time.monotonic()
+    started = datetime.now(timezone.utc)
+    run.since_iso = started.isoformat(timespec="seconds")
+    head = gitstate.head(run.plan.root)
+    pre_tag = f"undoit/pre-rollback/{started.strftime('%Y%m%dT%H%M%SZ')}"
+    gitstate.tag(run.plan.root, pre_tag, head)
+    running_before = running_services(run)
+    record = {
+        "run": run.run_id, "kind": run.proc.kind, "procedure": run.proc.id, "title": run.proc.title,
+        "reason": run.redact(run.reason), "host": socket.gethostname(), "user": _user(),
+        "started": run.since_iso, "project": run.plan.project_name, "ref": run.ref, "ref_source": run.ref_source,
+        "snapshot_set": run.snapshot.id if run.snapshot else None, "snapshot_source": run.snapshot_source,
+        "head_before": head, "pre_rollback_tag": pre_tag, "running_before": running_before,
+        "rolls_back": list(run.proc.rolls_back) or ([run.proc.id] if run.proc.kind == "phase" else ["all"]),
+        "keeps": list(run.proc.keeps), "steps": [], "checks": [], "safety_sets": run.safety_sets,
+        "file_restores": run.file_restores, "runbook_minutes": run.proc.minutes,
+    }
+    failed = None
+    for i, step in enumerate(run.proc.steps, 1):
+        s0 = time.monotonic()
+        say(f"[{i}/{len(run.proc.steps)}] {step.do} ...")
+        try:
+            if stop_after_step is not None and i > stop_after_step:
+                raise UndoitError(f"injected failure at step {i}")
+            detail = steps.execute(run, step)
+            ok = True
+        except UndoitError as err:
+            detail, ok = str(err), False
+        except Exception as err:  # a bug, or the engine falling over: still recorded, still cleaned up
+            detail, ok = f"{type(err).__name__}: {err}", False
+            traceback.print_exc()
+        detail = run.redact(detail)
+        record["steps"].append({"n": i, "do": step.do, "what": run.redact(steps.describe(run, step)),
+                                "ok": ok, "detail": detail, "seconds": round(time.monotonic() - s0, 3)})
+        say(f"      {'ok' if ok else 'FAILED'} in {time.monotonic() - s0:.1f} s: {detail}")
+        if not ok:
+            failed = {"n": i, "do": step.do, "detail": detail}
+            break
+    if failed:
+        record["services"] = bring_back(run, running_before)
+        record["checks"] = []
+    else:
+        record["services"] = "as the plan left them"
+        results = checks.run_all(run, run.proc.checks)
+        record["checks"] = [r.__dict__ for r in results]
+        for r in results:
+            say(f"  {'PASS' if r.ok else 'FAIL'}  {r.name}: {r.reason}")
+    record["failed_step"] = failed
+    record["seconds"] = round(time.monotonic() - t0, 2)
+    record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    ok = failed is None and all(c["ok"] for c in record["checks"])
+    record["outcome"] = "success" if ok else ("step failed" if failed else "checks failed")
+    record["next_steps"] = list(run.plan.next_steps)
+    runlog.write(run.plan, record, run.redact)
+    return record
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())
+
+
+def running_services(run: Run) -> list[str]:
+    return sorted({c.labels.get(checks.SERVICE_LABEL) for c in checks.project_containers(run)} - {None})
+
+
+def bring_back(run: Run, running_before: list[str]) -> str:
+    """After a failed step: every service that ran before runs again (the state it was
+    in), never left stopped by accident. Says what it did."""
+    now = set(running_services(run))
+    missing = [s for s in running_before if s not in now]
+    if not missing:
+        return "every service that was running is still running"
+    try:
+        run.compose("up", "--detach", "--no-recreate", *missing)
+        return f"brought back {', '.join(missing)} (stopped by the failed rollback)"
+    except UndoitError as err:
+        return f"could NOT bring back {', '.join(missing)}: {run.redact(err)}"
+
+
+# --- undo ---------------------------------------------------------------------
+
+
+def last_record(plan: Plan) -> dict | None:
+    return runlog.last_record(plan, kinds=("phase", "full", "scenario"))
+
+
+def undo(plan: Plan, yes: bool = False) -> dict:
+    """Put back the state from before the last rollback: its volumes from the safety
+    snapshots, its files from the safety copies, its services as they were."""
+    rec = last_record(plan)
+    if rec is None:
+        raise UndoitError("no rollback to undo")
+    if rec.get("undone"):
+        raise UndoitError(f"the last rollback ({rec['run']}) was already undone")
+    client = engine.client()
+    compose = for_plan(plan)
+    with lock.held(lock_path(plan), "undo"):
+        say(f"undoing {rec['kind']} {rec['procedure']} of {rec['started']} ({rec['run']})")
+        restored = []
+        for set_id in reversed(rec.get("safety_sets") or []):
+            s = snapshots.get_set(plan.snapshots_dir, set_id)
+            for key, vol in s.volumes.items():
+                users = [c for c in volumes.users(client, vol["name"]) if c.status in ("running", "paused")]
+                services = sorted({c.labels.get(checks.SERVICE_LABEL) for c in users} - {None})
+                if services:
+                    compose.stop(services)
+                restore.restore_volume(client, s, key, target=vol["name"])
+                restored.append(key)
+        files = 0
+        for fr in reversed(rec.get("file_restores") or []):
+            files += _undo_files(plan.root, fr)
+        before = rec.get("running_before") or []
+        if before:
+            compose("up", "--detach", "--wait", "--no-recreate", *before)
+        now = sorted({c.labels.get(checks.SERVICE_LABEL) for c in client.containers.list(
+            filters={"label": f"com.docker.compose.project={plan.project_name}"})} - {None})
+        extra = [s for s in now if s not in before]
+        if extra:
+            compose.stop(extra)
+        runlog.mark_undone(plan, rec["run"])
+        summary = (f"undone: {len(restored)} volume(s) restored from safety snapshots, {files} file(s) put back, "
+                   f"services as before ({', '.join(before) or 'none running'})")
+        say(summary)
+        return {"undone": rec["run"], "volumes": restored, "files": files}
+
+
+def _undo_files(root: Path, fr: dict) -> int:
+    import shutil
+
+    step_dir = Path(fr["dir"])
+    n = 0
+    for rel in fr.get("missing", []):  # files the rollback created: they did not exist before
+        p = root / rel
+        if p.exists() or p.is_symlink():
+            p.unlink()
+            n += 1
+    for rel in fr.get("changed", []):
+        src, dst = step_dir / "files" / rel, root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists() or dst.is_symlink():
+            dst.unlink()
+        if src.is_symlink():
+            dst.symlink_to(src.readlink())
+        else:
+            shutil.copy2(src, dst)
+        n += 1
+    for rel in fr.get("move", []):
+        src, dst = step_dir / "moved" / rel, root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists():
+            dst.unlink()
+        shutil.move(str(src), dst)
+        n += 1
+    touched = sorted(set(fr.get("missing", [])) | set(fr.get("changed", [])) | set(fr.get("remove", [])))
+    if touched:
+        # the index goes back to HEAD for these paths, as it was before the rollback staged them
+        for i in range(0, len(touched), 200):
+            gitstate.run(root, "reset", "-q", "HEAD", "--", *touched[i:i + 200])
+    return n

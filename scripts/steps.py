@@ -1,0 +1,195 @@
+"""Rollback steps: each can say exactly what it will do (dry run) and then do it.
+
+`describe` must print what `execute` runs: resolved refs, real volume names, the exact
+commands. Steps that destroy something (DESTRUCTIVE) are preceded by a safety copy of
+what they destroy, taken here or by the runner.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from . import checks, gitstate, restore, volumes
+from .errors import UndoitError
+from .plan import Check, Step
+
+DESTRUCTIVE = {"down", "restore-files", "restore-volumes", "remove-networks"}
+
+
+def _services(step: Step) -> list[str]:
+    return list(step.args.get("services") or [])
+
+
+def _compose_line(run, *args: str) -> str:
+    return f"docker compose --project-name {run.plan.project_name} " + " ".join(args)
+
+
+def describe(run, step: Step) -> str:
+    a = step.args
+    svcs = _services(step)
+    if step.do in ("stop", "down", "restart"):
+        return "$ " + _compose_line(run, step.do, *svcs)
+    if step.do == "up":
+        return "$ " + _compose_line(run, "up", "--detach", "--wait", "--wait-timeout",
+                                    str(a.get("timeout", run.up_timeout)), *svcs)
+    if step.do == "restore-files":
+        ref = a.get("ref") or run.ref
+        try:
+            p = gitstate.restore_plan(run.plan.root, ref, a["paths"])
+            what = (f"{len(p['checkout'])} file(s) from {ref}, {len(p['changed'])} overwritten or removed "
+                    f"(copied to the safety area first), {len(p['remove'])} added since removed, "
+                    f"{len(p['move'])} untracked moved aside")
+        except UndoitError as err:
+            what = f"cannot plan: {err}"
+        return f"$ git checkout {ref} -- {' '.join(a['paths'])}   (no overlay: {what})"
+    if step.do == "restore-volumes":
+        parts = []
+        for key in a["volumes"]:
+            vol = run.snapshot.volumes.get(key) if run.snapshot else None
+            src = f"{run.snapshot.archive_path(key).name} of set {run.snapshot.id} (sha256 {vol['sha256'][:12]})" \
+                if vol else "NO ARCHIVE IN THE SET"
+            parts.append(f"{key} -> volume {run.volume_names.get(key, '?')} from {src}")
+        return "restore volumes (safety snapshot first, then empty, refill, compare listing): " + "; ".join(parts)
+    if step.do == "remove-networks":
+        return "$ docker network rm " + " ".join(run.network_name(k) for k in a["networks"])
+    if step.do == "create-networks":
+        return "create networks as the compose file declares them: " + " ".join(run.network_name(k) for k in a["networks"])
+    if step.do == "run":
+        env = " ".join(f"{k}=…" for k in (a.get("env") or {}))
+        return f"$ (cd {a.get('cwd', '.')} && {env + ' ' if env else ''}{' '.join(a['argv'])})"
+    if step.do == "exec":
+        return "$ " + _compose_line(run, "exec", "-T", a["service"], *a["argv"])
+    if step.do == "note":
+        return f"note: {a['text']}"
+    raise UndoitError(f"unknown step {step.do}")
+
+
+def execute(run, step: Step) -> str:
+    """Do the step; return one line saying what was done; raise UndoitError on failure."""
+    a = step.args
+    svcs = _services(step)
+    if step.do == "stop":
+        run.compose.stop(svcs)
+        return f"stopped {', '.join(svcs) or 'all services'}"
+    if step.do == "down":
+        if svcs:
+            run.compose("rm", "--stop", "--force", *svcs)
+        else:
+            run.compose.down()
+        return f"removed containers of {', '.join(svcs) or 'all services'}"
+    if step.do == "up":
+        up(run, svcs, int(a.get("timeout", run.up_timeout)))
+        return f"{', '.join(svcs) or 'all services'} up and healthy"
+    if step.do == "restart":
+        run.compose.restart(svcs)
+        wait_healthy(run, svcs, int(a.get("timeout", run.up_timeout)))
+        return f"restarted {', '.join(svcs) or 'all services'}, healthy"
+    if step.do == "restore-files":
+        ref = a.get("ref") or run.ref
+        p = gitstate.restore_paths(run.plan.root, ref, a["paths"], run.step_dir(step))
+        run.file_restores.append({"step": run.step_index(step), "ref": ref, "paths": list(a["paths"]),
+                                  "dir": str(run.step_dir(step)), **{k: p[k] for k in ("changed", "move", "missing", "remove")}})
+        run.redact.add_from(run.plan.root)
+        return (f"{len(p['checkout'])} file(s) at {ref}; {len(p['remove'])} removed, "
+                f"{len(p['move'])} moved aside, {len(p['changed'])} saved first")
+    if step.do == "restore-volumes":
+        return restore_volumes(run, a["volumes"])
+    if step.do == "remove-networks":
+        removed = []
+        for key in a["networks"]:
+            name = run.network_name(key)
+            try:
+                run.client.networks.get(name).remove()
+                removed.append(name)
+            except Exception as err:  # docker.errors.NotFound / APIError
+                if "not found" not in str(err).lower():
+                    raise UndoitError(f"removing network {name} failed: {err}") from err
+        return f"removed {', '.join(removed) or 'nothing (already gone)'}"
+    if step.do == "create-networks":
+        return create_networks(run, a["networks"])
+    if step.do == "run":
+        cwd = run.plan.root / a.get("cwd", ".")
+        env = dict(run.env, **(a.get("env") or {}))
+        try:
+            res = subprocess.run(list(a["argv"]), cwd=cwd, env=env, capture_output=True, text=True,
+                                 timeout=run.command_timeout)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise UndoitError(f"{a['argv'][0]}: {err}") from None
+        if res.returncode != 0:
+            tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
+            raise UndoitError(run.redact(f"{' '.join(a['argv'])} failed (exit {res.returncode}): {tail[0][:200]}"))
+        return f"{' '.join(a['argv'])}: ok"
+    if step.do == "exec":
+        run.compose.exec(a["service"], *a["argv"], user=a.get("user"), timeout=run.command_timeout)
+        return f"ran in {a['service']}"
+    if step.do == "note":
+        print(f"\n  NOTE: {a['text']}\n", flush=True)
+        if run.interactive:
+            input("  Press Enter when done (Ctrl-C to stop) ")
+            return "confirmed"
+        return "shown (non-interactive)"
+    raise UndoitError(f"unknown step {step.do}")
+
+
+def up(run, services, timeout: int) -> None:
+    """compose up --wait; on failure, say which service is not healthy and why."""
+    try:
+        run.compose.up(services, wait_timeout=timeout)
+    except UndoitError as err:
+        ok, why = checks.healthy(run, Check("healthy", "healthy", {"services": services} if services else {}))
+        raise UndoitError(f"up failed: {why if not ok else err}") from None
+
+
+def wait_healthy(run, services, timeout: int) -> None:
+    saved, run.health_wait = run.health_wait, timeout
+    try:
+        ok, why = checks.healthy(run, Check("healthy", "healthy", {"services": services} if services else {}))
+    finally:
+        run.health_wait = saved
+    if not ok:
+        raise UndoitError(f"not healthy after {timeout} s: {why}")
+
+
+def restore_volumes(run, keys) -> str:
+    if run.snapshot is None:
+        raise UndoitError("no verified backup: run `doit backup` before the change")
+    targets = {k: run.volume_names[k] for k in keys}
+    for key, name in targets.items():
+        ensure_volume(run, key, name)
+    run.safety_snapshot(targets)
+    done = []
+    for key, name in targets.items():
+        r = restore.restore_volume(run.client, run.snapshot, key, target=name)
+        done.append(f"{key} ({r['entries']} entries)")
+    return f"restored {', '.join(done)} from set {run.snapshot.id}"
+
+
+def ensure_volume(run, key: str, name: str) -> None:
+    """Create a volume a phase removed, labelled so compose adopts it as its own."""
+    try:
+        run.client.volumes.get(name)
+    except Exception:
+        run.client.volumes.create(name, labels={"com.docker.compose.project": run.plan.project_name,
+                                                "com.docker.compose.volume": key})
+        print(f"  created missing volume {name}", flush=True)
+
+
+def create_networks(run, keys) -> str:
+    config = run.compose.config_json().get("networks") or {}
+    made = []
+    for key in keys:
+        spec = config.get(key)
+        if spec is None:
+            raise UndoitError(f"the compose file declares no network {key!r}")
+        name = spec.get("name") or f"{run.plan.project_name}_{key}"
+        try:
+            run.client.networks.get(name)
+            continue
+        except Exception:
+            pass
+        labels = dict(spec.get("labels") or {})
+        labels.update({"com.docker.compose.project": run.plan.project_name, "com.docker.compose.network": key})
+        run.client.networks.create(name, driver=spec.get("driver") or "bridge",
+                                   internal=bool(spec.get("internal")), labels=labels)
+        made.append(name)
+    return f"created {', '.join(made) or 'nothing (all exist)'}"
