@@ -16,6 +16,9 @@ DOIT_CONFIG = {
     "dep_file": ".doit-dry-run.sqlite3" if get_var("dry_run", "") not in ("", "0") else ".doit.sqlite3",
     "verbosity": 2,
 }
+if get_var("format", "") == "json":
+    # machine-readable output: no task titles around the JSON
+    DOIT_CONFIG["reporter"] = "zero"
 
 try:
     PLAN = _plan.load()
@@ -52,3 +55,8 @@ def task_scenario():
 def task_safety():
     """verification, checkpoints and undo"""
     yield from _tasks.safety_tasks(PLAN)
+
+
+def task_decide():
+    """failure type -> recommended rollback scope"""
+    return _tasks.decide_task(PLAN)

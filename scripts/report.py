@@ -27,3 +27,19 @@ def snapshot_table(rows: list[dict]) -> None:
         t.add_row(r["set"], r["age"], human(r["size"]), vols, r["tag"], valid,
                   "BASELINE" if r["baseline"] else "")
     console().print(t)
+
+
+def decision_table(result: dict) -> None:
+    from rich.table import Table
+
+    title = (f"decision matrix: rows matching {result['failure']!r}" if result["matched"]
+             else "decision matrix (no row matched" + (f" {result['failure']!r}" if result["failure"] else "") + "; all rows)")
+    t = Table(title=title)
+    for col in ("failure type", "rollback scope", "risk", "duration", "run"):
+        t.add_column(col)
+    for r in result["rows"]:
+        t.add_row(r["failure"], r["scope"], r["risk"], r["duration"], r["command"])
+    console().print(t)
+    for p in result["phases_with_matching_triggers"]:
+        console().print(f"also matches the triggers of {p['id']} ({p['title']}, risk {p['risk']}, "
+                        f"{p['duration']}): {p['command']}")

@@ -230,3 +230,25 @@ def backup_tasks(plan: Plan):
         "uptodate": [False],
         "verbosity": 2,
     }
+
+
+def decide_task(plan: Plan) -> dict:
+    def run():
+        import json
+
+        from .decide import decide
+        from .report import decision_table
+
+        result = decide(plan, str(get_var("failure", "")))
+        if str(get_var("format", "")).lower() == "json":
+            print(json.dumps(result, indent=2))
+        else:
+            decision_table(result)
+
+    return {
+        "basename": "decide",
+        "doc": 'failure="..." -> the decision matrix row, risk, duration and the command to run (format=json)',
+        "actions": [action(run)],
+        "uptodate": [False],
+        "verbosity": 2,
+    }

@@ -1,0 +1,46 @@
+"""The decision matrix as data: pure tests on the bundled plan."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from scripts import plan as planmod
+from scripts.decide import decide
+
+KIT = Path(__file__).resolve().parent.parent
+PLAN = planmod.load(KIT / "phases.toml", env={})
+
+
+def failures(result):
+    return [r["failure"] for r in result["rows"]]
+
+
+def test_partial_case_insensitive_match_with_command():
+    r = decide(PLAN, "NETWORK errors")
+    assert r["matched"] and failures(r) == ["Network issues"]
+    assert r["rows"][0]["command"].startswith("doit rollback:phase5")
+    assert r["rows"][0]["risk"] == "Medium" and r["rows"][0]["duration"] == "10 min"
+
+
+def test_words_in_other_forms_match():
+    assert failures(decide(PLAN, "containers won't start")) == ["Container start fails"]
+    assert failures(decide(PLAN, "the platform api is down"))[0] == "Platform API down"
+    assert decide(PLAN, "data corruption")["rows"][0]["command"].startswith("doit rollback:full")
+
+
+def test_nothing_matches_gives_every_row():
+    r = decide(PLAN, "cosmic rays")
+    assert not r["matched"] and len(r["rows"]) == len(PLAN.matrix) == 7
+
+
+def test_rows_without_a_target_say_investigate():
+    r = decide(PLAN, "build errors")
+    assert failures(r) == ["Build errors"] and "investigate" in r["rows"][0]["command"]
+
+
+def test_json_form_for_ci():
+    res = subprocess.run([sys.executable, "-m", "doit", "decide", "failure=Test failures", "format=json"],
+                         cwd=KIT, capture_output=True, text=True, check=True)
+    data = json.loads(res.stdout)
+    assert data["rows"][0]["scope"] == "Investigate, partial"
