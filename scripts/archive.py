@@ -211,7 +211,8 @@ def gnu_tar() -> str | None:
     return path if "GNU tar" in out else None
 
 
-def write_host_archive(root: Path, out: BinaryIO, progress: Callable[[int], None] | None = None) -> list[Entry]:
+def write_host_archive(root: Path, out: BinaryIO, progress: Callable[[int], None] | None = None,
+                       before: list[Entry] | None = None) -> list[Entry]:
     """Stream root (a host path) into out as tar.zst; return the listing of what went in.
 
     GNU tar in posix format writes the same pax archive as tarfile does here (numeric
@@ -223,7 +224,7 @@ def write_host_archive(root: Path, out: BinaryIO, progress: Callable[[int], None
         return write_host_archive_py(root, out, progress)
     import subprocess
 
-    before = listing(root)
+    before = before if before is not None else listing(root)
     argv = [tar_bin, "--create", "--file=-", f"--directory={root}", "--format=posix",
             "--pax-option=delete=atime,delete=ctime", "--numeric-owner", "--sort=name",
             "--warning=no-file-ignored", "."]

@@ -126,14 +126,15 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
 
     for key, ref in refs.items():
         prev = (latest.volumes.get(key) if latest else None) or None
-        if unchanged(prev, volume_state(client, plan, key, ref.name), ref.name):
+        state = volume_state(client, plan, key, ref.name)
+        if unchanged(prev, state, ref.name):
             entry = dict(prev, reused_from=prev.get("reused_from") or latest.id)
             manifest["volumes"][key] = entry
             say(f"{key}: unchanged since set {entry['reused_from']}, archive referenced")
             continue
         if export_hook:
             export_hook(key)
-        entry = export_volume(client, compose, plan.volumes[key], ref, path, set_id)
+        entry = export_volume(client, compose, plan.volumes[key], ref, path, set_id, listing=state["listing"])
         entry["probe"] = probe(client, plan.project_name, plan.volumes[key])
         manifest["volumes"][key] = entry
 
@@ -148,17 +149,19 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
 
 
 def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, set_path: Path,
-                  set_id: str, kind_label: str = "") -> dict:
+                  set_id: str, kind_label: str = "", listing: list | None = None) -> dict:
     """Export one volume under its quiesce policy; the services come back whatever happens."""
     archive_name = f"{vol.key}.tar.zst"
     listing_name = f"{vol.key}.listing"
     start = time.monotonic()
     with quiesced(client, compose, vol, ref) as policy:
-        total = sum(e.size for e in volumes.listing(client, ref.name))
+        # a listing taken before the services stopped is stale once they have
+        before = listing if policy == "none" and listing is not None else volumes.listing(client, ref.name)
+        total = sum(e.size for e in before)
         with snapshots.private_open(set_path / archive_name) as raw, \
                 transfer(f"{kind_label}{vol.key} ({ref.name})", total) as advance:
             out = HashingWriter(raw)
-            exported = volumes.export(client, ref.name, out, progress=advance)
+            exported = volumes.export(client, ref.name, out, progress=advance, before=before)
             raw.flush()
     if exported is None:
         # the volume changed while it was read (quiesce=none): the archive is the truth

@@ -100,11 +100,11 @@ def test_stopped_service_comes_back_even_when_export_fails(docker_client, mini):
     # fail inside the quiesced window: patch the exporter, not the hook
     real = volumes.export
 
-    def failing_export(client, name, out, progress=None, use_host=True):
+    def failing_export(client, name, out, **kwargs):
         if name.endswith("_data"):
             assert service_state(docker_client, mini, "store")[0] == "exited"
             raise UndoitError("injected export failure")
-        return real(client, name, out, progress, use_host)
+        return real(client, name, out, **kwargs)
 
     with mock.patch.object(volumes, "export", failing_export), pytest.raises(UndoitError, match="injected"):
         backup.backup(mini)
