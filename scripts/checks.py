@@ -219,10 +219,20 @@ def describe(run, check: Check) -> str:
     if check.check == "files-match":
         return f"files-match {a.get('ref') or run.ref}: {' '.join(a['paths'])}"
     if check.check == "command":
-        return f"$ {' '.join(a['argv'])}" + (f"  (in {a['cwd']})" if a.get("cwd") else "")
+        return f"$ {argv_line(a['argv'])}" + (f"  (in {a['cwd']})" if a.get("cwd") else "")
     if check.check == "exec":
-        return f"{a['service']}$ {' '.join(a['argv'])}" + (f"  (expect {a['expect']!r})" if "expect" in a else "")
+        return f"{a['service']}$ {argv_line(a['argv'])}" + (f"  (expect {a['expect']!r})" if "expect" in a else "")
     return f"$ {' '.join(run.plan.test_command)}"
+
+
+def argv_line(argv) -> str:
+    """A command on one line: a multi-line argument (an inline script) shows its first line."""
+    out = []
+    for arg in argv:
+        lines = [line for line in str(arg).strip().splitlines() if line.strip()]
+        shown = lines[0] + (f" … (+{len(lines) - 1} lines)" if len(lines) > 1 else "") if lines else "''"
+        out.append(shown if " " not in shown or len(lines) > 1 else repr(shown))
+    return " ".join(out)
 
 
 def run_all(run, checks) -> list[Result]:

@@ -11,6 +11,7 @@ from .errors import UndoitError
 from .plan import KIT_ROOT, Plan
 
 DEMO_SOURCE = KIT_ROOT / "demo"
+DEMO_ROOT = KIT_ROOT / ".undoit" / "demo"  # where phases.toml's [project] root points
 
 
 def materialize(dest: Path, source: Path = DEMO_SOURCE) -> bool:

@@ -43,3 +43,19 @@ def decision_table(result: dict) -> None:
     for p in result["phases_with_matching_triggers"]:
         console().print(f"also matches the triggers of {p['id']} ({p['title']}, risk {p['risk']}, "
                         f"{p['duration']}): {p['command']}")
+
+
+def rehearsal_table(report: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"rehearsal of set {report['set']} in {report['rehearsal']} ({report['seconds']} s)")
+    for col in ("procedure", "result", "failed checks", "recovery time", "runbook estimate", "ratio"):
+        t.add_column(col)
+    for r in report["rows"]:
+        est = f"{r['runbook_minutes']} min" if r["runbook_minutes"] else "-"
+        ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
+        t.add_row(r["procedure"], "PASS" if r["ok"] else "FAIL", "; ".join(r["failed"])[:200] or "-",
+                  f"{r['seconds']:.1f} s", est, ratio)
+    console().print(t)
+    print(f"every archive of set {report['set']} restored and compared: {', '.join(report['archives_proven'])}")
+    print(f"report: {report['path']}")

@@ -63,7 +63,7 @@ def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | Non
     root = next((e for e in expected if e.path == b"."), None)
     total = sum(e.size for e in expected)
     with transfer(f"restore {key} -> {name}", total) as advance:
-        volumes.put(client, name, s.archive_path(key), root.mtime_ns if root else 0, progress=advance)
+        volumes.put(client, name, s.archive_path(key), root, progress=advance)
     after = volumes.listing(client, name)
     differences = archive.diff(expected, after)
     if differences:

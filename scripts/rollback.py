@@ -62,6 +62,7 @@ class Run:
     command_timeout: int = 900
     safety_sets: list[str] = field(default_factory=list)
     file_restores: list[dict] = field(default_factory=list)
+    sandbox: bool = False  # a rehearsal: shares the live repo's refs, so it tags nothing
 
     def step_index(self, step: Step) -> int:
         return self.proc.steps.index(step)
@@ -135,11 +136,12 @@ def restored_volumes(proc: Procedure) -> list[str]:
     return keys
 
 
-def verified_set(plan: Plan, pid: str, set_id: str | None = None) -> snapshots.SnapshotSet:
+def verified_set(plan: Plan, pid: str, set_id: str | None = None,
+                 given: snapshots.SnapshotSet | None = None) -> snapshots.SnapshotSet:
     """The set a procedure will restore, checked: every checksum, and every archive it
     restores read to the end. One line and no change when there is none or it is bad."""
     proc = plan.procedure(pid)
-    s, source = choose_set(plan, proc, set_id)
+    s, source = (given, "rehearsed") if given else choose_set(plan, proc, set_id)
     if s is None:
         raise UndoitError(NO_BACKUP)
     problems = snapshots.check_set(s, deep=False)
@@ -153,11 +155,22 @@ def verified_set(plan: Plan, pid: str, set_id: str | None = None) -> snapshots.S
 
 
 def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reason: str = "",
-            set_id: str | None = None) -> Run:
+            set_id: str | None = None, source: snapshots.SnapshotSet | None = None,
+            sandbox: bool = False) -> Run:
+    """Everything a run needs, resolved and checked; raises before anything changes.
+
+    source/sandbox: a rehearsal passes the live set to restore from, and runs in a
+    sandbox plan (its own project, worktree and snapshots folder)."""
     proc = plan.procedure(pid)
-    snap = verified_set(plan, pid, set_id)
-    _, source = choose_set(plan, proc, set_id)
-    ref, ref_source = choose_ref(plan, proc, snap)
+    snap = verified_set(plan, pid, set_id, given=source)
+    if source is not None:
+        ref = proc.ref or ((source.manifest.get("git") or {}).get("tag"))
+        ref_source, set_source = ("plan ref" if proc.ref else "rehearsed set's tag"), "rehearsed set"
+        if not ref:
+            raise UndoitError(NO_BACKUP)
+    else:
+        _, set_source = choose_set(plan, proc, set_id)
+        ref, ref_source = choose_ref(plan, proc, snap)
     if not gitstate.ref_exists(plan.root, ref):
         raise UndoitError(f"ref {ref} ({ref_source}) does not exist in {plan.root}")
     client = engine.client()
@@ -166,15 +179,16 @@ def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
         try:
             names[key] = volumes.resolve(client, plan.project_name, [key])[key].name
         except UndoitError:
-            names[key] = snap.volumes[key]["name"]  # removed by the change: recreated under its old name
+            # removed by the change: recreated under its old name (a sandbox's own name)
+            names[key] = f"{plan.project_name}_{key}" if sandbox else snap.volumes[key]["name"]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_id = f"{stamp}-{proc.id}" + ("-dry-run" if dry_run else "")
     interactive = not yes and os.environ.get("CI", "").lower() not in ("1", "true", "yes") and os.isatty(0)
     env = dict(stack_env(), COMPOSE_PROJECT_NAME=plan.project_name)
     return Run(plan=plan, proc=proc, client=client, compose=for_plan(plan), ref=ref, ref_source=ref_source,
-               snapshot=snap, snapshot_source=source, volume_names=names, run_id=run_id,
+               snapshot=snap, snapshot_source=set_source, volume_names=names, run_id=run_id,
                run_dir=runs_dir(plan) / run_id, dry_run=dry_run, interactive=interactive, reason=reason,
-               redact=Redactor.for_project(plan.root, plan.path.parent), env=env)
+               redact=Redactor.for_project(plan.root, plan.path.parent), env=env, sandbox=sandbox)
 
 
 def describe(run: Run) -> list[str]:
@@ -194,9 +208,10 @@ def describe(run: Run) -> list[str]:
 
 
 def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reason: str = "",
-            set_id: str | None = None, stop_after_step: int | None = None) -> dict:
+            set_id: str | None = None, stop_after_step: int | None = None,
+            source: snapshots.SnapshotSet | None = None, sandbox: bool = False) -> dict:
     """Run (or, with dry_run, only print) a procedure; returns the run record."""
-    run = prepare(plan, pid, dry_run, yes, reason, set_id)
+    run = prepare(plan, pid, dry_run, yes, reason, set_id, source, sandbox)
     for line in describe(run):
         say(line)
     if dry_run:
@@ -223,7 +238,10 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
     run.since_iso = started.isoformat(timespec="seconds")
     head = gitstate.head(run.plan.root)
     pre_tag = f"undoit/pre-rollback/{started.strftime('%Y%m%dT%H%M%SZ')}"
-    gitstate.tag(run.plan.root, pre_tag, head)
+    if run.sandbox:
+        pre_tag = None  # the worktree shares the live repository's tags
+    else:
+        gitstate.tag(run.plan.root, pre_tag, head)
     running_before = running_services(run)
     record = {
         "run": run.run_id, "kind": run.proc.kind, "procedure": run.proc.id, "title": run.proc.title,

@@ -31,7 +31,7 @@ def markdown(rec: dict) -> str:
         f"- **Reason:** {rec['reason'] or NO_REASON}",
         f"- **Phases rolled back:** {', '.join(rec['rolls_back'])}" + (f" (kept: {', '.join(rec['keeps'])})" if rec["keeps"] else ""),
         f"- **Procedure:** {rec['title']}",
-        f"- **Files from:** {rec['ref']} ({rec['ref_source']}); HEAD was {rec['head_before'][:12]}, tagged {rec['pre_rollback_tag']}",
+        f"- **Files from:** {rec['ref']} ({rec['ref_source']}); HEAD was {rec['head_before'][:12]}" + (f", tagged {rec['pre_rollback_tag']}" if rec["pre_rollback_tag"] else ""),
         f"- **Volumes from:** set {rec['snapshot_set']} ({rec['snapshot_source']})"
         + (f"; safety snapshots {', '.join(rec['safety_sets'])}" if rec["safety_sets"] else ""),
         "",

@@ -56,9 +56,9 @@ def describe(run, step: Step) -> str:
         return "create networks as the compose file declares them: " + " ".join(run.network_name(k) for k in a["networks"])
     if step.do == "run":
         env = " ".join(f"{k}=…" for k in (a.get("env") or {}))
-        return f"$ (cd {a.get('cwd', '.')} && {env + ' ' if env else ''}{' '.join(a['argv'])})"
+        return f"$ (cd {a.get('cwd', '.')} && {env + ' ' if env else ''}{checks.argv_line(a['argv'])})"
     if step.do == "exec":
-        return "$ " + _compose_line(run, "exec", "-T", a["service"], *a["argv"])
+        return "$ " + _compose_line(run, "exec", "-T", a["service"], checks.argv_line(a["argv"]))
     if step.do == "note":
         return f"note: {a['text']}"
     raise UndoitError(f"unknown step {step.do}")
@@ -156,6 +156,9 @@ def restore_volumes(run, keys) -> str:
     targets = {k: run.volume_names[k] for k in keys}
     for key, name in targets.items():
         ensure_volume(run, key, name)
+        owner = (run.client.volumes.get(name).attrs.get("Labels") or {}).get("com.docker.compose.project")
+        if run.sandbox and owner != run.plan.project_name:
+            raise UndoitError(f"refusing to restore {name}: it belongs to project {owner}, not the sandbox")
     run.safety_snapshot(targets)
     done = []
     for key, name in targets.items():

@@ -252,3 +252,42 @@ def decide_task(plan: Plan) -> dict:
         "uptodate": [False],
         "verbosity": 2,
     }
+
+
+def _is_demo(plan: Plan) -> bool:
+    from .demo import DEMO_ROOT
+
+    return plan.root.resolve() == DEMO_ROOT.resolve()
+
+
+def demo_drill_change(plan: Plan, proc) -> None:
+    """For the bundled demo: apply the changes a procedure undoes, in the sandbox."""
+    from . import demo_changes
+
+    for pid in demo_changes.drill_phases(proc):
+        demo_changes.apply(plan, pid)
+
+
+def rehearse_task(plan: Plan) -> dict:
+    def run():
+        from . import rehearse
+        from .report import rehearsal_table
+
+        change = demo_drill_change if _is_demo(plan) else None
+        report = rehearse.rehearse(plan, only=get_var("only", None) or None,
+                                   set_id=get_var("set", None) or None, change=change)
+        rehearsal_table(report)
+        if not report["ok"]:
+            bad = [r["procedure"] for r in report["rows"] if not r["ok"]]
+            return TaskFailed(f"rehearsal failed for {', '.join(bad)}; see {report['path']}")
+        return None
+
+    deps = ["demo:up", "backup"] if _is_demo(plan) else ["backup"]
+    return {
+        "basename": "rehearse",
+        "doc": "drill every rollback in a sandbox (worktree, compose project, scratch volumes); only=phase3,full",
+        "actions": [action(run)],
+        "task_dep": deps,
+        "uptodate": [False],
+        "verbosity": 2,
+    }

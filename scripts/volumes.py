@@ -205,29 +205,35 @@ def empty(client, volume: str) -> None:
     _run_helper(client, volume, f"find {MOUNT} -mindepth 1 -delete", read_only=False).remove(force=True)
 
 
-def put(client, volume: str, archive_path: Path, root_mtime_ns: int,
+def put(client, volume: str, archive_path: Path, root: Entry | None,
         progress: Callable[[int], None] | None = None) -> None:
     """Extract an archive into the (empty) volume: on the host when the engine is local,
     else through the API, streamed from a generator (memory stays flat either way)."""
     path = host_path(client, volume)
     if path and archive.gnu_tar() and os.access(path, os.W_OK):
         archive.extract_host(archive_path, path, progress)
-        return
-    with helper(client, volume, read_only=False) as c:
-        ok = c.put_archive(MOUNT, archive.stream_decompressed(archive_path, progress))
-        if not ok:
-            raise UndoitError(f"the engine refused to extract {archive_path.name} into {volume}")
-    set_root_mtime(client, volume, root_mtime_ns)
+    else:
+        with helper(client, volume, read_only=False) as c:
+            ok = c.put_archive(MOUNT, archive.stream_decompressed(archive_path, progress))
+            if not ok:
+                raise UndoitError(f"the engine refused to extract {archive_path.name} into {volume}")
+    if root is not None:
+        set_root(client, volume, root)
 
 
-def set_root_mtime(client, volume: str, mtime_ns: int) -> None:
-    """Put the volume root's mtime back: extracting into it changes it after the fact."""
+def set_root(client, volume: str, root: Entry) -> None:
+    """Put the volume root's owner, mode and mtime back: extraction leaves an existing
+    root alone (a recreated volume is root:root 0755), and writing into it moves its mtime."""
     path = host_path(client, volume)
     if path:
-        os.utime(path, ns=(mtime_ns, mtime_ns))
+        os.chown(path, root.uid, root.gid)
+        os.chmod(path, root.mode)
+        os.utime(path, ns=(root.mtime_ns, root.mtime_ns))
         return
-    sec, ns = divmod(mtime_ns, 1_000_000_000)
-    _run_helper(client, volume, f"touch -m -d @{sec}.{ns:09d} {MOUNT}", read_only=False).remove(force=True)
+    sec, ns = divmod(root.mtime_ns, 1_000_000_000)
+    script = (f"chown {root.uid}:{root.gid} {MOUNT} && chmod {root.mode:o} {MOUNT} && "
+              f"touch -m -d @{sec}.{ns:09d} {MOUNT}")
+    _run_helper(client, volume, script, read_only=False).remove(force=True)
 
 
 def users(client, volume: str) -> list:

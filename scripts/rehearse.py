@@ -1,0 +1,252 @@
+"""`doit rehearse`: every rollback of the plan, drilled in a sandbox, never on the live stack.
+
+The sandbox is a git worktree of HEAD in a scratch folder, a compose project named
+`<project>-rehearsal-<id>` (its own containers, networks and volumes; networks forced
+internal, fixed names and published ports dropped), and volumes filled from the live
+ones as they are now. Each procedure starts from that state afresh, has the change it
+undoes applied (where the project supplies one, as the demo does), and is then rolled
+back by the same code as the real task, restoring from the live snapshot set; then
+its checks run. Every archive of the set is restored at least once and its listing
+compared. The sandbox is removed at the end, also on failure and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import engine, gitstate, restore, rollback, snapshots, volumes
+from .compose import for_plan
+from .errors import UndoitError
+from .plan import Plan, Procedure
+from .progress import say
+
+Change = Callable[[Plan, Procedure], None]
+
+
+def _compose_project_label(name: str) -> dict:
+    return {"label": f"com.docker.compose.project={name}"}
+
+
+class Sandbox:
+    """The sandbox's worktree, compose project and volumes; `close()` removes all of it."""
+
+    def __init__(self, plan: Plan, source: snapshots.SnapshotSet, client):
+        self.live = plan
+        self.source = source
+        self.client = client
+        self.id = uuid.uuid4().hex[:6]
+        self.name = f"{plan.project_name}-rehearsal-{self.id}"
+        self.work = Path(tempfile.mkdtemp(prefix=f"undoit-rehearsal-{self.id}-"))
+        self.tree = self.work / "tree"
+        self.override = self.work / "sandbox-override.yml"
+        self.start: snapshots.SnapshotSet | None = None
+        self.worktree_added = False
+        self.plan = replace(
+            plan, root=self.tree, project_name=self.name,
+            compose_files=(*plan.compose_files, str(self.override)),
+            snapshots_dir=self.work / "snapshots", log_path=self.work / "ROLLBACK-LOG.md",
+            reports_dir=self.work / "reports",
+        )
+
+    # --- setup -------------------------------------------------------------------
+    def open(self) -> None:
+        gitstate.run(self.live.root, "worktree", "add", "--detach", "--quiet", str(self.tree), "HEAD")
+        self.worktree_added = True
+        self.tree.chmod(0o755)  # bind-mounted into containers that run as other users
+        self.override.write_text(self._override_yaml())
+        self._capture_live()
+
+    def _override_yaml(self) -> str:
+        """What keeps the sandbox off the live stack: its own names, no published ports,
+        internal networks. Volumes and networks without a fixed name get the sandbox
+        project's prefix from compose itself."""
+        config = for_plan(self.live).config_json()
+        lines = ["# written by undoit rehearse: isolates the sandbox from the live stack"]
+        svc_lines = []
+        for svc, spec in (config.get("services") or {}).items():
+            extra = []
+            if spec.get("container_name"):
+                extra.append(f"    container_name: {self.name}-{svc}")
+            if spec.get("ports"):
+                extra.append("    ports: !reset []")
+            if extra:
+                svc_lines += [f"  {svc}:"] + extra
+        if svc_lines:
+            lines += ["services:"] + svc_lines
+        nets = config.get("networks") or {}
+        if nets:
+            lines.append("networks:")
+            for key in nets:
+                lines.append(f"  {key}: {{name: {self.name}_{key}, internal: true, external: false}}")
+        vols = config.get("volumes") or {}
+        if vols:
+            lines.append("volumes:")
+            for key in vols:
+                lines.append(f"  {key}: {{name: {self.name}_{key}, external: false}}")
+        return "\n".join(lines) + "\n"
+
+    def _capture_live(self) -> None:
+        """The live volumes as they are now, read without stopping anything."""
+        refs = volumes.resolve(self.client, self.live.project_name, list(self.live.volumes))
+        say(f"rehearsal {self.name}: copying {len(refs)} live volume(s) into the sandbox's start state")
+        self.start = restore.safety_snapshot(
+            self.client, self.work / "start", self.live.project_name, {k: r.name for k, r in refs.items()},
+            "rehearsal start state")
+
+    def volume_name(self, key: str) -> str:
+        return f"{self.name}_{key}"
+
+    def reset(self) -> None:
+        """A fresh sandbox: no containers, the worktree at HEAD, volumes as captured, up."""
+        self._down()
+        gitstate.run(self.tree, "checkout", "--quiet", "--force", "--detach", gitstate.head(self.live.root))
+        gitstate.run(self.tree, "clean", "-q", "-d", "-f", "-x")
+        for key in self.start.volumes:
+            name = self.volume_name(key)
+            self.client.volumes.create(name, labels={"com.docker.compose.project": self.name,
+                                                     "com.docker.compose.volume": key})
+            restore.restore_volume(self.client, self.start, key, target=name)
+        for_plan(self.plan).up(wait_timeout=180)
+
+    def _down(self) -> None:
+        try:
+            for_plan(self.plan).down(volumes=True)
+        except UndoitError:
+            pass
+        self._sweep()
+
+    def _sweep(self) -> None:
+        label = _compose_project_label(self.name)
+        for c in self.client.containers.list(all=True, filters=label):
+            c.remove(force=True)
+        for v in self.client.volumes.list(filters=label) + [
+                v for v in self.client.volumes.list() if v.name.startswith(self.name)]:
+            try:
+                v.remove(force=True)
+            except Exception:  # already gone
+                pass
+        for n in self.client.networks.list(filters=label):
+            try:
+                n.remove()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        """Remove everything the sandbox made; safe to call twice, and after any failure."""
+        try:
+            self._down()
+        finally:
+            if self.worktree_added:
+                try:
+                    gitstate.run(self.live.root, "worktree", "remove", "--force", str(self.tree))
+                except UndoitError:
+                    pass
+                gitstate.run(self.live.root, "worktree", "prune")
+                self.worktree_added = False
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    # --- proving the archives ------------------------------------------------------
+    def prove(self, key: str) -> None:
+        """Restore one archive of the source set into a scratch volume and compare listings."""
+        name = f"{self.name}_proof_{key}"
+        self.client.volumes.create(name, labels={"com.docker.compose.project": self.name})
+        try:
+            restore.restore_volume(self.client, self.source, key, target=name)
+        finally:
+            self.client.volumes.get(name).remove(force=True)
+
+
+def procedures(plan: Plan, only: str | None) -> list[Procedure]:
+    procs = [*plan.phases, plan.full, *plan.scenarios]
+    if not only:
+        return procs
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in {p.id for p in procs}]
+    if unknown:
+        raise UndoitError(f"only={only}: no phase or scenario named {', '.join(unknown)}")
+    return [p for p in procs if p.id in wanted]
+
+
+def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
+             change: Change | None = None) -> dict:
+    """Drill every procedure (or `only`) in a sandbox; returns the report (also written)."""
+    client = engine.client()
+    source = snapshots.get_set(plan.snapshots_dir, set_id) if set_id else \
+        snapshots.baseline(plan.snapshots_dir, plan.project_name)
+    if source is None:
+        raise UndoitError(rollback.NO_BACKUP)
+    problems = snapshots.check_set(source, deep=False)
+    if problems:
+        raise UndoitError(f"the backup being rehearsed ({source.id}) is broken: {problems[0]}")
+    procs = procedures(plan, only)
+    started = time.monotonic()
+    rows = []
+    restored: set[str] = set()
+    sandbox = Sandbox(plan, source, client)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        sandbox.open()
+        for proc in procs:
+            rows.append(_drill(sandbox, proc, change, restored))
+        for key in sorted(set(source.volumes) - restored):
+            t0 = time.monotonic()
+            try:
+                sandbox.prove(key)
+                rows.append(_row(f"archive {key}", "proof", True, [], time.monotonic() - t0, None))
+            except UndoitError as err:
+                rows.append(_row(f"archive {key}", "proof", False, [str(err)], time.monotonic() - t0, None))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        say(f"rehearsal {sandbox.name}: removing the sandbox")
+        sandbox.close()
+    report = {
+        "rehearsal": sandbox.name,
+        "set": source.id,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - started, 1),
+        "ok": all(r["ok"] for r in rows),
+        "rows": rows,
+        "archives_proven": sorted(set(source.volumes)),
+    }
+    path = plan.reports_dir / f"rehearsal-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    report["path"] = str(path)
+    return report
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _row(pid: str, kind: str, ok: bool, failed: list[str], seconds: float, minutes: int | None) -> dict:
+    return {"procedure": pid, "kind": kind, "ok": ok, "failed": failed, "seconds": round(seconds, 1),
+            "runbook_minutes": minutes,
+            "ratio": round(seconds / (minutes * 60), 4) if minutes else None}
+
+
+def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: set[str]) -> dict:
+    say(f"--- drill {proc.kind} {proc.id}: {proc.title}")
+    try:
+        sandbox.reset()
+        if change:
+            change(sandbox.plan, proc)
+        rec = rollback.execute(sandbox.plan, proc.id, yes=True, reason="rehearsal", source=sandbox.source,
+                               sandbox=True)
+    except UndoitError as err:
+        return _row(proc.id, proc.kind, False, [f"drill could not run: {err}"], 0.0, proc.minutes)
+    for step_def in proc.steps:
+        if step_def.do == "restore-volumes" and rec["outcome"] == "success":
+            restored.update(step_def.args["volumes"])
+    failed = [f"step {rec['failed_step']['n']} ({rec['failed_step']['do']}): {rec['failed_step']['detail']}"] \
+        if rec.get("failed_step") else [f"{c['name']}: {c['reason']}" for c in rec["checks"] if not c["ok"]]
+    return _row(proc.id, proc.kind, rec["outcome"] == "success", failed, rec["seconds"], proc.minutes)
