@@ -177,7 +177,7 @@ def procedures(plan: Plan, only: str | None) -> list[Procedure]:
 
 
 def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
-             change: Change | None = None) -> dict:
+             change: Change | None = None, up_timeout: int | None = None) -> dict:
     """Drill every procedure (or `only`) in a sandbox; returns the report (also written)."""
     client = engine.client()
     source = snapshots.get_set(plan.snapshots_dir, set_id) if set_id else \
@@ -196,7 +196,7 @@ def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
     try:
         sandbox.open()
         for proc in procs:
-            rows.append(_drill(sandbox, proc, change, restored))
+            rows.append(_drill(sandbox, proc, change, restored, up_timeout))
         for key in sorted(set(source.volumes) - restored):
             t0 = time.monotonic()
             try:
@@ -234,14 +234,15 @@ def _row(pid: str, kind: str, ok: bool, failed: list[str], seconds: float, minut
             "ratio": round(seconds / (minutes * 60), 4) if minutes else None}
 
 
-def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: set[str]) -> dict:
+def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: set[str],
+           up_timeout: int | None) -> dict:
     say(f"--- drill {proc.kind} {proc.id}: {proc.title}")
     try:
         sandbox.reset()
         if change:
             change(sandbox.plan, proc)
         rec = rollback.execute(sandbox.plan, proc.id, yes=True, reason="rehearsal", source=sandbox.source,
-                               sandbox=True)
+                               sandbox=True, up_timeout=up_timeout)
     except UndoitError as err:
         return _row(proc.id, proc.kind, False, [f"drill could not run: {err}"], 0.0, proc.minutes)
     for step_def in proc.steps:

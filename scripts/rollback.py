@@ -209,9 +209,14 @@ def describe(run: Run) -> list[str]:
 
 def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reason: str = "",
             set_id: str | None = None, stop_after_step: int | None = None,
-            source: snapshots.SnapshotSet | None = None, sandbox: bool = False) -> dict:
-    """Run (or, with dry_run, only print) a procedure; returns the run record."""
+            source: snapshots.SnapshotSet | None = None, sandbox: bool = False,
+            up_timeout: int | None = None) -> dict:
+    """Run (or, with dry_run, only print) a procedure; returns the run record.
+
+    up_timeout: how long `up`/`restart` steps wait for health (default 180 s)."""
     run = prepare(plan, pid, dry_run, yes, reason, set_id, source, sandbox)
+    if up_timeout:
+        run.up_timeout = run.health_wait = up_timeout
     for line in describe(run):
         say(line)
     if dry_run:

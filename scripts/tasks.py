@@ -273,7 +273,17 @@ def rehearse_task(plan: Plan) -> dict:
         from . import rehearse
         from .report import rehearsal_table
 
-        change = demo_drill_change if _is_demo(plan) else None
+        change = None
+        if _is_demo(plan):
+            # the demo first comes up and is backed up (task_dep cannot order demo:up
+            # before backup, and backup must not depend on demo:up: it stays fast)
+            from . import backup, demo, lock, rollback
+
+            demo.up(plan)
+            if not backup.up_to_date(plan):
+                with lock.held(rollback.lock_path(plan), "backup"):
+                    backup.backup(plan)
+            change = demo_drill_change
         report = rehearse.rehearse(plan, only=get_var("only", None) or None,
                                    set_id=get_var("set", None) or None, change=change)
         rehearsal_table(report)
@@ -282,7 +292,9 @@ def rehearse_task(plan: Plan) -> dict:
             return TaskFailed(f"rehearsal failed for {', '.join(bad)}; see {report['path']}")
         return None
 
-    deps = ["demo:up", "backup"] if _is_demo(plan) else ["backup"]
+    # no backup here: a backup may stop live services (quiesce), and a rehearsal must
+    # leave the live stack as it was; it rehearses the baseline that exists
+    deps = ["images", "demo:init"] if _is_demo(plan) else []
     return {
         "basename": "rehearse",
         "doc": "drill every rollback in a sandbox (worktree, compose project, scratch volumes); only=phase3,full",

@@ -1,0 +1,167 @@
+"""`doit rehearse` on the demo: the whole drill green, the live stack untouched, nothing
+left behind (after success, failure and SIGINT), and failures reported, not hidden."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+
+from scripts import backup, demo, gitstate, rehearse, snapshots, volumes
+from scripts import plan as planmod
+from scripts.compose import for_plan
+from scripts.errors import UndoitError
+from scripts.tasks import demo_drill_change
+
+from .conftest import KIT, sweep, unique
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def live(docker_client, kit_images, tmp_path_factory):
+    """A live demo, up and backed up, with a plan file of its own (for `doit` runs)."""
+    tmp = tmp_path_factory.mktemp("rehearse")
+    name = unique("utreh")
+    root = tmp / "demo"
+    demo.materialize(root)
+    text = (KIT / "phases.toml").read_text()
+    text = text.replace('name = "motovault"', f'name = "{name}"', 1)
+    text = text.replace('root = ".undoit/demo"', f'root = "{root}"', 1)
+    text = text.replace('snapshots = "snapshots"', f'snapshots = "{tmp / "snapshots"}"', 1)
+    text = text.replace('[project]\n', f'[project]\nlog = "{tmp / "LOG.md"}"\nreports = "{tmp / "reports"}"\n', 1)
+    (tmp / "phases.toml").write_text(text)
+    plan = planmod.load(tmp / "phases.toml", env={})
+    try:
+        demo.up(plan)
+        # settle the databases: autovacuum analysing the fresh seed would otherwise change
+        # the live volumes during the test, on its own
+        compose = for_plan(plan)
+        compose.exec("mvp-postgres", "psql", "-U", "postgres", "-d", "app", "-qc", "VACUUM ANALYZE")
+        compose.exec("mvp-platform-vehicles-db", "psql", "-U", "postgres", "-d", "vehicles", "-qc", "VACUUM ANALYZE")
+        backup.backup(plan)
+        yield plan
+    finally:
+        sweep(docker_client, name)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+PG_CONTENT = {
+    "postgres_data": ("mvp-postgres", "app", ["vehicles", "schema_migrations", "tenants"]),
+    "platform_db_data": ("mvp-platform-vehicles-db", "vehicles", ["vehicle_models"]),
+}
+
+
+def live_state(client, plan) -> dict:
+    """The live stack as a rehearsal must leave it: containers, volumes, networks, repo."""
+    label = {"label": f"com.docker.compose.project={plan.project_name}"}
+    containers = sorted((c.name, c.id, c.status, c.attrs["State"]["StartedAt"])
+                        for c in client.containers.list(all=True, filters=label))
+    refs = volumes.resolve(client, plan.project_name, list(plan.volumes))
+    vols = {}
+    compose = for_plan(plan)
+    for key, ref in refs.items():
+        if key in PG_CONTENT:
+            # a running Postgres touches its own files (autovacuum, stats): compare its rows
+            service, db, tables = PG_CONTENT[key]
+            sql = " union all ".join(f"select '{t}', md5(coalesce(string_agg(x::text, ',' order by x::text), '')) "
+                                     f"from {t} x" for t in tables)
+            vols[key] = compose.exec(service, "psql", "-U", "postgres", "-d", db, "-Atc", sql)
+        else:
+            vols[key] = backup.volume_state(client, plan, key, ref.name)["fingerprint"]
+    networks = sorted(n.id for n in client.networks.list(filters=label))
+    repo = (gitstate.head(plan.root), gitstate.run(plan.root, "for-each-ref"),
+            gitstate.run(plan.root, "status", "--porcelain", "--untracked-files=all"),
+            gitstate.run(plan.root, "worktree", "list", "--porcelain"),
+            {str(p.relative_to(plan.root)): p.read_bytes() for p in plan.root.rglob("*")
+             if p.is_file() and ".git" not in p.parts})
+    return {"containers": containers, "volumes": vols, "networks": networks, "repo": repo}
+
+
+def leftovers(client, plan) -> list[str]:
+    prefix = f"{plan.project_name}-rehearsal-"
+    out = [c.name for c in client.containers.list(all=True) if c.name.startswith(prefix)]
+    out += [v.name for v in client.volumes.list() if v.name.startswith(prefix)]
+    out += [n.name for n in client.networks.list() if n.name.startswith(prefix)]
+    out += [line for line in gitstate.run(plan.root, "worktree", "list").splitlines()
+            if "rehearsal" in line]
+    return out
+
+
+def test_full_drill_is_green_and_leaves_the_live_stack_alone(docker_client, live):
+    before = live_state(docker_client, live)
+    report = rehearse.rehearse(live, change=demo_drill_change)
+    failed = [(r["procedure"], r["failed"]) for r in report["rows"] if not r["ok"]]
+    assert report["ok"], failed
+    drilled = [r["procedure"] for r in report["rows"] if r["kind"] != "proof"]
+    assert drilled == [p.id for p in live.phases] + ["full"] + [s.id for s in live.scenarios]
+    assert set(report["archives_proven"]) == set(live.volumes)
+    for r in report["rows"]:
+        if r["runbook_minutes"]:
+            assert r["ratio"] <= 0.1, r  # recovery within a tenth of the runbook's estimate
+    assert os.path.exists(report["path"])
+    assert live_state(docker_client, live) == before
+    assert leftovers(docker_client, live) == []
+
+
+def test_a_failing_check_is_reported_and_the_others_still_run(docker_client, live):
+    def break_more(plan, proc):
+        demo_drill_change(plan, proc)
+        if proc.id == "phase4":
+            from scripts import demo_changes
+
+            demo_changes.apply(plan, "phase2")  # phase 4's rollback does not bring tenant code back
+
+    report = rehearse.rehearse(live, only="phase4,phase11", change=break_more, up_timeout=15)
+    rows = {r["procedure"]: r for r in report["rows"]}
+    assert not report["ok"]
+    assert not rows["phase4"]["ok"]
+    assert any("mvp-backend" in f and "tenant" in f for f in rows["phase4"]["failed"]), rows["phase4"]
+    assert rows["phase11"]["ok"]
+    assert leftovers(docker_client, live) == []
+
+
+def test_sigint_tears_the_sandbox_down(docker_client, live):
+    before = live_state(docker_client, live)
+    env = dict(os.environ, UNDOIT_PLAN=str(live.path), CI="true")
+    proc = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT),
+                             "rehearse", "only=full"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    prefix = f"{live.project_name}-rehearsal-"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if any(c.name.startswith(prefix) for c in docker_client.containers.list()):
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the sandbox never came up: " + (proc.stdout.read() if proc.stdout else ""))
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode != 0
+    assert "removing the sandbox" in out
+    assert leftovers(docker_client, live) == []
+    assert live_state(docker_client, live) == before
+
+
+def test_a_corrupted_archive_fails_the_rehearsal_and_is_named(docker_client, live):
+    base = snapshots.baseline(live.snapshots_dir, live.project_name)
+    path = base.archive_path("redis_data")
+    data = path.read_bytes()
+    try:
+        path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+        with pytest.raises(UndoitError, match="redis_data.tar.zst"):
+            rehearse.rehearse(live, only="phase1", change=demo_drill_change)
+        env = dict(os.environ, UNDOIT_PLAN=str(live.path), CI="true")
+        res = subprocess.run([sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT),
+                              "rehearse", "only=phase1"], env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode != 0 and "redis_data.tar.zst" in res.stdout + res.stderr
+    finally:
+        path.write_bytes(data)
+    assert leftovers(docker_client, live) == []
