@@ -60,3 +60,8 @@ def task_safety():
 def task_decide():
     """failure type -> recommended rollback scope"""
     return _tasks.decide_task(PLAN)
+
+
+def task_rehearse():
+    """the whole drill in a sandbox"""
+    return _tasks.rehearse_task(PLAN)
