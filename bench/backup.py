@@ -30,7 +30,7 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
-from scripts import engine, images, volumes  # noqa: E402
+from scripts import engine, images  # noqa: E402
 
 BUSYBOX = "undoitbench/busybox:latest"
 

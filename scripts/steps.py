@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 
-from . import checks, gitstate, restore, volumes
+from . import checks, gitstate, restore
 from .errors import UndoitError
 from .plan import Check, Step
 

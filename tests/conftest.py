@@ -6,8 +6,10 @@ pass or fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -212,3 +214,55 @@ def volume_path(client, plan, key) -> Path:
 
     ref = volumes.resolve(client, plan.project_name, [key])[key]
     return Path(client.api.inspect_volume(ref.name)["Mountpoint"])
+
+
+def health(client, plan, service) -> str | None:
+    """The health status of a plan's service (its one container)."""
+    cs = client.containers.list(all=True, filters={"label": [
+        f"com.docker.compose.project={plan.project_name}", f"com.docker.compose.service={service}"]})
+    assert len(cs) == 1, cs
+    cs[0].reload()
+    return (cs[0].attrs["State"].get("Health") or {}).get("Status")
+
+
+def wait_health(client, plan, service, want, timeout=30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if health(client, plan, service) == want:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def demo_plan_file(tmp: Path, name: str) -> Path:
+    """phases.toml pointed at a demo copy in tmp/demo, project `name`, state under tmp
+    (a file, so `doit` runs in a subprocess can load it too)."""
+    text = (KIT / "phases.toml").read_text()
+    text = text.replace('name = "motovault"', f'name = "{name}"', 1)
+    text = text.replace('root = ".undoit/demo"', f'root = "{tmp / "demo"}"', 1)
+    text = text.replace('snapshots = "snapshots"', f'snapshots = "{tmp / "snapshots"}"', 1)
+    text = text.replace("[project]\n", f'[project]\nlog = "{tmp / "LOG.md"}"\nreports = "{tmp / "reports"}"\n', 1)
+    (tmp / "phases.toml").write_text(text)
+    return tmp / "phases.toml"
+
+
+@contextlib.contextmanager
+def live_demo(client, tmp: Path, prefix: str):
+    """A demo of its own, up, seeded, settled and backed up; swept afterwards."""
+    from scripts import backup
+
+    name = unique(prefix)
+    demo.materialize(tmp / "demo")
+    plan = planmod.load(demo_plan_file(tmp, name), env={})
+    try:
+        demo.up(plan)
+        # settle the databases: autovacuum analysing the fresh seed would otherwise
+        # change the live volumes during a test, on its own
+        compose = for_plan(plan)
+        compose.exec("mvp-postgres", "psql", "-U", "postgres", "-d", "app", "-qc", "VACUUM ANALYZE")
+        compose.exec("mvp-platform-vehicles-db", "psql", "-U", "postgres", "-d", "vehicles", "-qc", "VACUUM ANALYZE")
+        backup.backup(plan)
+        yield plan
+    finally:
+        sweep(client, name)
+        shutil.rmtree(tmp / "demo", ignore_errors=True)

@@ -4,32 +4,15 @@ goes away without a trace, and a broken phase file shows as an unhealthy service
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 
 from scripts import demo
 from scripts.compose import for_plan
 
+from .conftest import health, wait_health
+
 pytestmark = pytest.mark.docker
-
-
-def health(docker_client, plan, service):
-    cs = docker_client.containers.list(all=True, filters={"label": [
-        f"com.docker.compose.project={plan.project_name}", f"com.docker.compose.service={service}"]})
-    assert len(cs) == 1, cs
-    c = cs[0]
-    c.reload()
-    return (c.attrs["State"].get("Health") or {}).get("Status")
-
-
-def wait_health(docker_client, plan, service, want, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if health(docker_client, plan, service) == want:
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def project_resources(docker_client, name):

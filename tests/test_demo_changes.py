@@ -4,13 +4,14 @@ scratch repository and shows on the running stack the way that phase's checks lo
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
 from scripts import demo, demo_changes, gitstate
 from scripts.compose import for_plan
 from scripts.errors import UndoitError
+
+from .conftest import wait_health
 
 pytestmark = pytest.mark.docker
 
@@ -29,22 +30,6 @@ def containers(docker_client, plan, running=True):
 
 def services(docker_client, plan) -> set[str]:
     return {c.labels["com.docker.compose.service"] for c in containers(docker_client, plan)}
-
-
-def health(docker_client, plan, service):
-    cs = docker_client.containers.list(all=True, filters={"label": [
-        LABEL.format(plan.project_name), f"com.docker.compose.service={service}"]})
-    assert len(cs) == 1, cs
-    return (cs[0].attrs["State"].get("Health") or {}).get("Status")
-
-
-def wait_health(docker_client, plan, service, want, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if health(docker_client, plan, service) == want:
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def compose_keys(docker_client, plan, kind: str, label: str) -> set[str]:

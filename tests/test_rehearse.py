@@ -4,22 +4,19 @@ left behind (after success, failure and SIGINT), and failures reported, not hidd
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import pytest
 
-from scripts import backup, demo, gitstate, rehearse, snapshots, volumes
-from scripts import plan as planmod
+from scripts import backup, gitstate, rehearse, snapshots, volumes
 from scripts.compose import for_plan
 from scripts.errors import UndoitError
 from scripts.tasks import demo_drill_change
 
-from .conftest import KIT, sweep, unique
+from .conftest import KIT, live_demo
 
 pytestmark = pytest.mark.docker
 
@@ -27,29 +24,8 @@ pytestmark = pytest.mark.docker
 @pytest.fixture(scope="module")
 def live(docker_client, kit_images, tmp_path_factory):
     """A live demo, up and backed up, with a plan file of its own (for `doit` runs)."""
-    tmp = tmp_path_factory.mktemp("rehearse")
-    name = unique("utreh")
-    root = tmp / "demo"
-    demo.materialize(root)
-    text = (KIT / "phases.toml").read_text()
-    text = text.replace('name = "motovault"', f'name = "{name}"', 1)
-    text = text.replace('root = ".undoit/demo"', f'root = "{root}"', 1)
-    text = text.replace('snapshots = "snapshots"', f'snapshots = "{tmp / "snapshots"}"', 1)
-    text = text.replace('[project]\n', f'[project]\nlog = "{tmp / "LOG.md"}"\nreports = "{tmp / "reports"}"\n', 1)
-    (tmp / "phases.toml").write_text(text)
-    plan = planmod.load(tmp / "phases.toml", env={})
-    try:
-        demo.up(plan)
-        # settle the databases: autovacuum analysing the fresh seed would otherwise change
-        # the live volumes during the test, on its own
-        compose = for_plan(plan)
-        compose.exec("mvp-postgres", "psql", "-U", "postgres", "-d", "app", "-qc", "VACUUM ANALYZE")
-        compose.exec("mvp-platform-vehicles-db", "psql", "-U", "postgres", "-d", "vehicles", "-qc", "VACUUM ANALYZE")
-        backup.backup(plan)
+    with live_demo(docker_client, tmp_path_factory.mktemp("rehearse"), "utreh") as plan:
         yield plan
-    finally:
-        sweep(docker_client, name)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 PG_CONTENT = {

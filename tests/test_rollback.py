@@ -7,13 +7,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from scripts import archive, backup, gitstate, rollback, runlog, snapshots, volumes
-from scripts.compose import for_plan
 from scripts.errors import UndoitError
 
 from .conftest import KIT, make_stack, sweep, unique, volume_path

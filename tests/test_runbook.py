@@ -9,17 +9,14 @@ baseline (the rollback's restored files are committed), so the cases run in orde
 from __future__ import annotations
 
 import hashlib
-import shutil
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from scripts import backup, checks, demo, demo_changes, gitstate, rollback
+from scripts import checks, demo_changes, gitstate, rollback
 from scripts import plan as planmod
 from scripts.compose import for_plan
 
-from .conftest import KIT, sweep, unique
+from .conftest import KIT, live_demo
 
 pytestmark = pytest.mark.docker
 
@@ -62,19 +59,8 @@ def data_state(plan) -> dict:
 @pytest.fixture(scope="module")
 def live(docker_client, kit_images, tmp_path_factory):
     """The demo, up, seeded and backed up once; its data as the baseline holds it."""
-    tmp = tmp_path_factory.mktemp("runbook")
-    name = unique("utrb")
-    root = tmp / "demo"
-    demo.materialize(root)
-    plan = replace(PLAN, root=root, project_name=name, snapshots_dir=tmp / "snapshots",
-                   log_path=tmp / "ROLLBACK-LOG.md", reports_dir=tmp / "reports")
-    try:
-        demo.up(plan)
-        backup.backup(plan)
+    with live_demo(docker_client, tmp_path_factory.mktemp("runbook"), "utrb") as plan:
         yield plan, data_state(plan)
-    finally:
-        sweep(docker_client, name)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def checks_now(plan, pid):
