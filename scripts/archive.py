@@ -428,11 +428,6 @@ def extract_host(archive: Path, dest: Path, progress: Callable[[int], None] | No
         raise UndoitError(f"extracting {archive.name} failed (exit {code}): {err.splitlines()[-1] if err else ''}")
 
 
-def check_members(archive: Path) -> None:
-    """Read the archive's headers only, refusing unsafe names before anything is restored."""
-    read_listing(archive)
-
-
 def diff(expected: list[Entry], actual: list[Entry], limit: int = 5) -> list[str]:
     """Human-readable differences between two listings (first few)."""
     a = {e.path: e for e in expected}

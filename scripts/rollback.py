@@ -352,7 +352,9 @@ def undo(plan: Plan, yes: bool = False) -> dict:
                 services = sorted({c.labels.get(checks.SERVICE_LABEL) for c in users} - {None})
                 if services:
                     compose.stop(services)
-                restore.restore_volume(client, s, key, target=vol["name"])
+                # what the rollback restored is replaced in turn: keep a copy of it too
+                restore.restore_volume(client, s, key, target=vol["name"], safety_dir=plan.snapshots_dir,
+                                       project=plan.project_name)
                 restored.append(key)
         files = 0
         for fr in reversed(rec.get("file_restores") or []):
