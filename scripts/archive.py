@@ -212,7 +212,7 @@ def gnu_tar() -> str | None:
 
 
 def write_host_archive(root: Path, out: BinaryIO, progress: Callable[[int], None] | None = None,
-                       before: list[Entry] | None = None) -> list[Entry]:
+                       before: list[Entry] | None = None, still: bool = False) -> list[Entry]:
     """Stream root (a host path) into out as tar.zst; return the listing of what went in.
 
     GNU tar in posix format writes the same pax archive as tarfile does here (numeric
@@ -241,6 +241,8 @@ def write_host_archive(root: Path, out: BinaryIO, progress: Callable[[int], None
         code = proc.wait()
     if code not in (0, 1):  # 1: "file changed as we read it", caught by the second walk
         raise UndoitError(f"tar of {root} failed (exit {code}): {err.splitlines()[-1] if err else ''}")
+    if still:  # nothing that could write to it is running: no second walk needed
+        return before
     after = listing(root)
     return before if after == before else None
 

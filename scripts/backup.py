@@ -161,7 +161,8 @@ def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef,
         with snapshots.private_open(set_path / archive_name) as raw, \
                 transfer(f"{kind_label}{vol.key} ({ref.name})", total) as advance:
             out = HashingWriter(raw)
-            exported = volumes.export(client, ref.name, out, progress=advance, before=before)
+            still = policy != "none" or not any(c.status == "running" for c in volumes.users(client, ref.name))
+            exported = volumes.export(client, ref.name, out, progress=advance, before=before, still=still)
             raw.flush()
     if exported is None:
         # the volume changed while it was read (quiesce=none): the archive is the truth
@@ -171,6 +172,7 @@ def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef,
     # back (they rewrite pid files on start), taken right after they came back
     live = archive.fingerprint(volumes.listing(client, ref.name)) if policy != "none" else None
     snapshots.write_listing(set_path / listing_name, exported)
+    digest = archive.listing_digest(exported)
     return {
         "name": ref.name,
         "archive": f"{set_path.name}/{archive_name}",
@@ -178,8 +180,8 @@ def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef,
         "size": out.count,
         "listing": f"{set_path.name}/{listing_name}",
         "listing_sha256": archive.sha256_file(set_path / listing_name),
-        "listing_digest": archive.listing_digest(exported),
-        "fingerprint": live or archive.fingerprint(exported),
+        "listing_digest": digest,
+        "fingerprint": live or digest,
         "entries": len(exported),
         "bytes": sum(e.size for e in exported),
         "quiesce": policy,

@@ -158,11 +158,11 @@ def listing(client, volume: str) -> list[Entry]:
 
 
 def export(client, volume: str, out, progress: Callable[[int], None] | None = None,
-           use_host: bool = True, before: list[Entry] | None = None) -> list[Entry]:
+           use_host: bool = True, before: list[Entry] | None = None, still: bool = False) -> list[Entry]:
     """Stream the volume as tar.zst into out; return the listing of what was written."""
     path = host_path(client, volume) if use_host else None
     if path:
-        return archive.write_host_archive(path, out, progress, before)  # None: re-read the archive
+        return archive.write_host_archive(path, out, progress, before, still)  # None: re-read the archive
     mtimes = {e.path: e.mtime_ns for e in run_listing(client, volume)}
     import tarfile
 
