@@ -242,8 +242,16 @@ def record_state(client, compose: Compose, plan: Plan, set_path: Path) -> dict:
             snapshots.write_json(p, data)
         files[name] = archive.sha256_file(p)
 
-    put("containers.json", compose.ps())
-    put("containers.txt", compose("ps", "--all"))
+    from concurrent.futures import ThreadPoolExecutor
+
+    # three compose processes at once: they wait on the engine, not on each other
+    with ThreadPoolExecutor(3) as pool:
+        ps_json = pool.submit(compose.ps)
+        ps_text = pool.submit(compose, "ps", "--all")
+        config = pool.submit(compose.config_json)
+        put("containers.json", ps_json.result())
+        put("containers.txt", ps_text.result())
+        config = redact_config(config.result())
     nets = client.networks.list(filters=label)
     put("networks.json", {
         "list": [{"name": n.name, "id": n.id, "driver": n.attrs.get("Driver")} for n in nets],
@@ -257,7 +265,7 @@ def record_state(client, compose: Compose, plan: Plan, set_path: Path) -> dict:
     for c in client.containers.list(all=True, filters=label):
         images[c.labels.get(SERVICE_LABEL, c.name)] = {"image": c.attrs["Config"]["Image"], "id": c.attrs["Image"]}
     put("images.json", images)
-    put("compose-config.json", redact_config(compose.config_json()))
+    put("compose-config.json", config)
     return files
 
 
