@@ -332,7 +332,7 @@ def last_record(plan: Plan) -> dict | None:
     return runlog.last_record(plan, kinds=("phase", "full", "scenario"))
 
 
-def undo(plan: Plan, yes: bool = False) -> dict:
+def undo(plan: Plan) -> dict:
     """Put back the state from before the last rollback: its volumes from the safety
     snapshots, its files from the safety copies, its services as they were."""
     rec = last_record(plan)

@@ -125,33 +125,30 @@ def _verified(plan: Plan, pid: str) -> dict:
     }
 
 
+def _procedure_task(plan: Plan, basename: str, proc, doc: str) -> dict:
+    return {
+        "basename": basename,
+        "name": proc.id,
+        "doc": doc,
+        "actions": [_run_procedure(plan, proc.id)],
+        # a verified existing set, never a fresh backup: that would snapshot the broken stack
+        "task_dep": [f"verified:{proc.id}"],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
 def rollback_tasks(plan: Plan):
     yield {"basename": "rollback", "name": None, "doc": "roll back one phase, or everything (full)"}
     for proc in (*plan.phases, plan.full):
-        yield {
-            "basename": "rollback",
-            "name": proc.id,
-            "doc": f"{proc.title} (risk {proc.risk or '?'}, runbook {proc.duration or '?'})",
-            "actions": [_run_procedure(plan, proc.id)],
-            # a verified existing set, never a fresh backup: that would snapshot the broken stack
-            "task_dep": [f"verified:{proc.id}"],
-            "uptodate": [False],
-            "verbosity": 2,
-        }
+        yield _procedure_task(plan, "rollback", proc,
+                              f"{proc.title} (risk {proc.risk or '?'}, runbook {proc.duration or '?'})")
 
 
 def scenario_tasks(plan: Plan):
     yield {"basename": "scenario", "name": None, "doc": "partial rollbacks: keep some phases, undo others"}
     for proc in plan.scenarios:
-        yield {
-            "basename": "scenario",
-            "name": proc.id,
-            "doc": f"{proc.title} (keeps {', '.join(proc.keeps) or '-'})",
-            "actions": [_run_procedure(plan, proc.id)],
-            "task_dep": [f"verified:{proc.id}"],
-            "uptodate": [False],
-            "verbosity": 2,
-        }
+        yield _procedure_task(plan, "scenario", proc, f"{proc.title} (keeps {', '.join(proc.keeps) or '-'})")
 
 
 def safety_tasks(plan: Plan):
@@ -176,13 +173,10 @@ def safety_tasks(plan: Plan):
             "verbosity": 2,
         }
 
-    def run_undo():
-        rollback.undo(plan, yes=_flag("yes"))
-
     yield {
         "basename": "undo",
         "doc": "put back the state from before the last rollback (volumes, files, services)",
-        "actions": [action(run_undo)],
+        "actions": [action(rollback.undo, plan)],
         "uptodate": [False],
         "verbosity": 2,
     }
