@@ -11,9 +11,12 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import tarfile
 from dataclasses import dataclass
+from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
@@ -59,15 +62,31 @@ class Entry:
     target: bytes = b""  # symlink target
 
     def line(self) -> str:
+        return self.encoded.decode("utf-8", "surrogatepass")
+
+    @cached_property
+    def encoded(self) -> bytes:
+        """The listing line (JSON, no newline) as bytes. Cached: one listing is hashed,
+        written and fingerprinted, and a volume can hold millions of entries."""
+        p, t = self.path, self.target
+        if _PLAIN(p) and _PLAIN(t):
+            # what json.dumps gives for names that need no escaping, 5x faster
+            return b'["%s", "%s", %d, "%s", %d, %d, %d, "%s"]' % (
+                p, self.type.encode(), self.size, oct(self.mode).encode(), self.uid, self.gid,
+                self.mtime_ns, t)
         return json.dumps(
-            [_show(self.path), self.type, self.size, oct(self.mode), self.uid, self.gid,
-             self.mtime_ns, _show(self.target)]
-        )
+            [_show(p), self.type, self.size, oct(self.mode), self.uid, self.gid,
+             self.mtime_ns, _show(t)]
+        ).encode("utf-8", "surrogatepass")
 
     @classmethod
     def from_line(cls, line: str) -> "Entry":
         p, t, size, mode, uid, gid, mtime, target = json.loads(line)
         return cls(_unshow(p), t, size, int(mode, 8), uid, gid, mtime, _unshow(target))
+
+
+_PLAIN = re.compile(rb'[ !#-\[\]-~]*').fullmatch  # printable ASCII without '"' and '\\'
+BY_PATH = attrgetter("path")  # paths are unique in a listing: sorting by them is enough
 
 
 def _show(raw: bytes) -> str:
@@ -81,11 +100,13 @@ def _unshow(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+def listing_bytes(entries: Iterable[Entry]) -> bytes:
+    """The listing file's content: one line per entry, sorted by path."""
+    return b"".join(e.encoded + b"\n" for e in sorted(entries, key=BY_PATH))
+
+
 def listing_digest(entries: Iterable[Entry]) -> str:
-    h = hashlib.sha256()
-    for e in sorted(entries):
-        h.update(e.line().encode("utf-8", "surrogatepass") + b"\n")
-    return h.hexdigest()
+    return hashlib.sha256(listing_bytes(entries)).hexdigest()
 
 
 def walk(root: Path) -> Iterator[tuple[bytes, os.stat_result]]:
@@ -127,7 +148,7 @@ def entry_of(rel: bytes, st: os.stat_result, root: Path) -> Entry:
 
 def listing(root: Path) -> list[Entry]:
     """The volume's file listing from a host path (a metadata walk, no file is read)."""
-    return sorted(entry_of(rel, st, root) for rel, st in walk(root))
+    return sorted((entry_of(rel, st, root) for rel, st in walk(root)), key=BY_PATH)
 
 
 def fingerprint(entries: Iterable[Entry]) -> str:
@@ -212,33 +233,49 @@ def gnu_tar() -> str | None:
 
 
 def write_host_archive(root: Path, out: BinaryIO, progress: Callable[[int], None] | None = None,
-                       before: list[Entry] | None = None, still: bool = False) -> list[Entry]:
+                       before: list[Entry] | None = None, still: bool = False,
+                       on_listing: Callable[[list[Entry]], None] | None = None) -> list[Entry] | None:
     """Stream root (a host path) into out as tar.zst; return the listing of what went in.
 
     GNU tar in posix format writes the same pax archive as tarfile does here (numeric
-    ids, nanosecond mtimes, no atime/ctime); the listing is walked before and after,
-    and if the volume changed meanwhile the archive itself is read back for the truth.
+    ids, nanosecond mtimes, no atime/ctime). Unless `still` (nothing can write to root),
+    the listing is walked before and after, and None returned if the volume changed
+    meanwhile: then only the archive itself can tell what it holds. on_listing gets the
+    listing as soon as it is known (progress totals).
     """
     tar_bin = gnu_tar()
     if tar_bin is None:
         return write_host_archive_py(root, out, progress)
     import subprocess
+    from concurrent.futures import ThreadPoolExecutor
 
-    before = before if before is not None else listing(root)
+    if before is None and not still:
+        before = listing(root)  # must precede the read to catch a change during it
     argv = [tar_bin, "--create", "--file=-", f"--directory={root}", "--format=posix",
             "--pax-option=delete=atime,delete=ctime", "--numeric-owner", "--sort=name",
             "--warning=no-file-ignored", "."]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # nothing can write to root: walk it while tar reads it (the walk is mostly system
+    # calls, and tar | zstd leaves part of a core idle on 2 cores)
+    walker = ThreadPoolExecutor(1) if before is None else None
+    walked = walker.submit(listing, root) if walker else None
     try:
         with zstd_writer(out) as z:
             while chunk := proc.stdout.read(CHUNK):
                 z.write(chunk)
                 if progress:
                     progress(len(chunk))
+                if walked is not None and walked.done() and on_listing:
+                    on_listing(walked.result())
+                    on_listing = None
     finally:
         proc.stdout.close()
         err = proc.stderr.read().decode(errors="replace").strip()
         code = proc.wait()
+        if walker:
+            walker.shutdown()
+    if walked is not None:
+        before = walked.result()
     if code not in (0, 1):  # 1: "file changed as we read it", caught by the second walk
         raise UndoitError(f"tar of {root} failed (exit {code}): {err.splitlines()[-1] if err else ''}")
     if still:  # nothing that could write to it is running: no second walk needed
@@ -270,7 +307,7 @@ def write_host_archive_py(root: Path, out: BinaryIO, progress: Callable[[int], N
             else:
                 tar.addfile(ti)
         tar.close()
-    return sorted(entries)
+    return sorted(entries, key=BY_PATH)
 
 
 class _Counting:
@@ -323,7 +360,7 @@ def repack(members: tarfile.TarFile, out: BinaryIO, strip: str, mtimes: dict[byt
             else:
                 tar.addfile(ti)
         tar.close()
-    return sorted(entries)
+    return sorted(entries, key=BY_PATH)
 
 
 # --- reading -----------------------------------------------------------------
@@ -388,11 +425,13 @@ def read_listing(archive: Path) -> list[Entry]:
             mtime_ns = parse_ns(mtime) if mtime else int(m.mtime) * 1_000_000_000
             entries.append(Entry(rel, kind, size, m.mode & 0o7777 if kind != "l" else 0, m.uid, m.gid,
                                  mtime_ns, os.fsencode(m.linkname) if kind == "l" else b""))
-    return sorted(entries)
+    return sorted(entries, key=BY_PATH)
 
 
 def parse_ns(text: str) -> int:
     """'1700000000.123456789' (any number of decimals) -> integer nanoseconds."""
+    if text.startswith("-"):  # before 1970: the decimal is the whole (negative) value
+        return -parse_ns(text[1:])
     sec, _, frac = text.partition(".")
     return int(sec) * 1_000_000_000 + int((frac + "000000000")[:9] or 0)
 

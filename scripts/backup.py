@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -122,21 +123,28 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
     manifest["git"] = git
     if phase:
         manifest["phase"] = phase
-    manifest["state"] = record_state(client, compose, plan, path)
-
-    for key, ref in refs.items():
-        prev = (latest.volumes.get(key) if latest else None) or None
-        state = volume_state(client, plan, key, ref.name)
-        if unchanged(prev, state, ref.name):
-            entry = dict(prev, reused_from=prev.get("reused_from") or latest.id)
+    # the stack's state is recorded in the background (it waits on compose and the
+    # engine) while volumes are walked and exported, but always before a service is
+    # stopped, paused or hooked for an export
+    with ThreadPoolExecutor(1) as pool:
+        recorded = pool.submit(record_state, client, compose, plan, path)
+        for key, ref in refs.items():
+            prev = (latest.volumes.get(key) if latest else None) or None
+            state = None
+            if prev and prev.get("name") == ref.name:  # else there is nothing to compare with
+                state = volume_state(client, plan, key, ref.name)
+                if unchanged(prev, state, ref.name):
+                    entry = dict(prev, reused_from=prev.get("reused_from") or latest.id)
+                    manifest["volumes"][key] = entry
+                    say(f"{key}: unchanged since set {entry['reused_from']}, archive referenced")
+                    continue
+            if export_hook:
+                export_hook(key)
+            entry = export_volume(client, compose, plan.volumes[key], ref, path, set_id,
+                                  listing=state and state["listing"], before_quiesce=recorded.result)
+            entry["probe"] = probe(client, plan.project_name, plan.volumes[key])
             manifest["volumes"][key] = entry
-            say(f"{key}: unchanged since set {entry['reused_from']}, archive referenced")
-            continue
-        if export_hook:
-            export_hook(key)
-        entry = export_volume(client, compose, plan.volumes[key], ref, path, set_id, listing=state["listing"])
-        entry["probe"] = probe(client, plan.project_name, plan.volumes[key])
-        manifest["volumes"][key] = entry
+        manifest["state"] = recorded.result()
 
     sets_with_tag = [s for s in snapshots.all_sets(plan.snapshots_dir, plan.project_name)
                      if s.complete and s.tag == git["tag"] and s.manifest.get("kind") == kind]
@@ -148,21 +156,30 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
     return result
 
 
+def _size(entries: list | None) -> int:
+    return sum(e.size for e in entries) if entries else 0
+
+
 def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, set_path: Path,
-                  set_id: str, kind_label: str = "", listing: list | None = None) -> dict:
-    """Export one volume under its quiesce policy; the services come back whatever happens."""
+                  set_id: str, kind_label: str = "", listing: list | None = None,
+                  before_quiesce=None) -> dict:
+    """Export one volume under its quiesce policy; the services come back whatever happens.
+
+    before_quiesce() runs before any service is stopped, paused or hooked (the stack's
+    state must be recorded as it runs)."""
     archive_name = f"{vol.key}.tar.zst"
     listing_name = f"{vol.key}.listing"
     start = time.monotonic()
-    with quiesced(client, compose, vol, ref) as policy:
-        # a listing taken before the services stopped is stale once they have
-        before = listing if policy == "none" and listing is not None else volumes.listing(client, ref.name)
-        total = sum(e.size for e in before)
+    with quiesced(client, compose, vol, ref, before_quiesce) as policy:
+        # a listing taken before the services stopped is stale once they have; without
+        # one, the export walks the volume itself (while it reads, when it can)
+        before = listing if policy == "none" else None
         with snapshots.private_open(set_path / archive_name) as raw, \
-                transfer(f"{kind_label}{vol.key} ({ref.name})", total) as advance:
+                transfer(f"{kind_label}{vol.key} ({ref.name})", _size(before)) as advance:
             out = HashingWriter(raw)
             still = policy != "none" or not any(c.status == "running" for c in volumes.users(client, ref.name))
-            exported = volumes.export(client, ref.name, out, progress=advance, before=before, still=still)
+            exported = volumes.export(client, ref.name, out, progress=advance, before=before, still=still,
+                                      on_listing=lambda entries: advance.set_total(_size(entries)))
             raw.flush()
     if exported is None:
         # the volume changed while it was read (quiesce=none): the archive is the truth
@@ -171,15 +188,14 @@ def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef,
     # the fingerprint staleness is judged against: the volume as it is with its services
     # back (they rewrite pid files on start), taken right after they came back
     live = archive.fingerprint(volumes.listing(client, ref.name)) if policy != "none" else None
-    snapshots.write_listing(set_path / listing_name, exported)
-    digest = archive.listing_digest(exported)
+    digest = snapshots.write_listing(set_path / listing_name, exported)
     return {
         "name": ref.name,
         "archive": f"{set_path.name}/{archive_name}",
         "sha256": out.sha.hexdigest(),
         "size": out.count,
         "listing": f"{set_path.name}/{listing_name}",
-        "listing_sha256": archive.sha256_file(set_path / listing_name),
+        "listing_sha256": digest,
         "listing_digest": digest,
         "fingerprint": live or digest,
         "entries": len(exported),
@@ -191,7 +207,7 @@ def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef,
 
 
 @contextmanager
-def quiesced(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef):
+def quiesced(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, before_quiesce=None):
     """Hold the volume still while it is exported, per its policy; yields the policy applied.
 
     `stop` stops the running services that mount it (compose stops them in reverse
@@ -201,6 +217,8 @@ def quiesced(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef):
     running = [c for c in volumes.users(client, ref.name) if c.status in ("running", "paused")]
     services = sorted({c.labels.get(SERVICE_LABEL) for c in running} - {None})
     hook_service = vol.hook_service or (vol.services[0] if vol.services else None)
+    if before_quiesce and services and (vol.pre or vol.quiesce != "none"):
+        before_quiesce()
     if vol.pre and services:
         compose.exec(hook_service, *vol.pre)
     policy = vol.quiesce if services else "none"
@@ -241,8 +259,6 @@ def record_state(client, compose: Compose, plan: Plan, set_path: Path) -> dict:
         else:
             snapshots.write_json(p, data)
         files[name] = archive.sha256_file(p)
-
-    from concurrent.futures import ThreadPoolExecutor
 
     # three compose processes at once: they wait on the engine, not on each other
     with ThreadPoolExecutor(3) as pool:

@@ -26,7 +26,9 @@ def say(message: str) -> None:
 
 @contextmanager
 def transfer(label: str, total: int):
-    """Yield a callback(bytes_done); show a bar (TTY) or print one summary line at the end."""
+    """Yield a callback(bytes_done); show a bar (TTY) or print one summary line at the end.
+
+    total may be 0 when not known yet: callback.set_total(n) sets it later."""
     start = time.monotonic()
     done = [0]
     if interactive():
@@ -41,12 +43,14 @@ def transfer(label: str, total: int):
                 done[0] += n
                 bar.update(task, advance=n)
 
+            advance.set_total = lambda n: bar.update(task, total=max(n, 1))
             yield advance
     else:
 
         def advance(n: int) -> None:
             done[0] += n
 
+        advance.set_total = lambda n: None
         yield advance
         elapsed = max(time.monotonic() - start, 1e-6)
         say(f"{label}: {human(done[0])} in {elapsed:.2f} s ({human(done[0] / elapsed)}/s)")

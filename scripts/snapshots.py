@@ -8,6 +8,7 @@ that holds them instead of being copied. Files are 0600, folders 0700.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -53,10 +54,12 @@ def write_json(path: Path, data) -> None:
         f.write(json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
 
-def write_listing(path: Path, entries: list[Entry]) -> None:
+def write_listing(path: Path, entries: list[Entry]) -> str:
+    """Write the listing file; return its sha256, which is also the listing's digest."""
+    data = archive.listing_bytes(entries)
     with private_open(path) as f:
-        for e in entries:
-            f.write(e.line().encode("utf-8", "surrogatepass") + b"\n")
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_listing_file(path: Path) -> list[Entry]:

@@ -148,7 +148,7 @@ def run_listing(client, volume: str) -> list[Entry]:
         entries.append(Entry(path or b".", kind, int(size) if kind == "f" else 0,
                              int(mode, 8) if kind != "l" else 0, int(uid), int(gid),
                              archive.parse_ns(mtime.decode()), target if kind == "l" else b""))
-    return sorted(entries)
+    return sorted(entries, key=archive.BY_PATH)
 
 
 def listing(client, volume: str) -> list[Entry]:
@@ -158,12 +158,17 @@ def listing(client, volume: str) -> list[Entry]:
 
 
 def export(client, volume: str, out, progress: Callable[[int], None] | None = None,
-           use_host: bool = True, before: list[Entry] | None = None, still: bool = False) -> list[Entry]:
-    """Stream the volume as tar.zst into out; return the listing of what was written."""
+           use_host: bool = True, before: list[Entry] | None = None, still: bool = False,
+           on_listing: Callable[[list[Entry]], None] | None = None) -> list[Entry] | None:
+    """Stream the volume as tar.zst into out; return the listing of what was written
+    (None: the volume changed while it was read; the archive is the truth)."""
     path = host_path(client, volume) if use_host else None
     if path:
-        return archive.write_host_archive(path, out, progress, before, still)  # None: re-read the archive
-    mtimes = {e.path: e.mtime_ns for e in run_listing(client, volume)}
+        return archive.write_host_archive(path, out, progress, before, still, on_listing)
+    entries = run_listing(client, volume)
+    if on_listing:
+        on_listing(entries)
+    mtimes = {e.path: e.mtime_ns for e in entries}
     import tarfile
 
     with helper(client, volume) as c:
