@@ -374,58 +374,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_member(m: tarfile.TarInfo, names: set[str], symlinks: set[str]) -> None:
-    """Never trust member names: no absolute paths, no `..`, nothing written through a
-    symlink of the archive, no relative link that climbs out of the volume."""
-    name = m.name
-    parts = name.split("/")
-    if name.startswith("/") or ".." in parts:
-        raise UndoitError(f"unsafe archive member {name!r}: absolute or contains '..'")
-    for i in range(1, len(parts)):
-        if "/".join(parts[:i]) in symlinks:
-            raise UndoitError(f"unsafe archive member {name!r}: lies below a symlink")
-    if m.issym() and not m.linkname.startswith("/"):
-        # absolute targets are left alone: they resolve in whatever container mounts
-        # the volume, and extraction never follows them
-        depth = len([p for p in parts[:-1] if p not in ("", ".")])
-        for p in m.linkname.split("/"):
-            depth += -1 if p == ".." else (p not in ("", "."))
-            if depth < 0:
-                raise UndoitError(f"unsafe archive member {name!r}: symlink escapes the volume")
-    if m.islnk():
-        target = m.linkname
-        if target.startswith("/") or ".." in target.split("/") or target not in names:
-            raise UndoitError(f"unsafe archive member {name!r}: hard link to {target!r}")
-
-
 def read_listing(archive: Path) -> list[Entry]:
-    """Decompress and parse the whole archive (checking every member); return its listing."""
-    entries: list[Entry] = []
-    sizes: dict[str, int] = {}
-    names: set[str] = set()
-    symlinks: set[str] = set()
-    with open(archive, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK) as z:
-        tar = tarfile.open(fileobj=z, mode="r|", encoding="utf-8", errors="surrogateescape")
-        for m in tar:
-            _check_member(m, names, symlinks)
-            names.add(m.name)
-            if m.issym():
-                symlinks.add(m.name.rstrip("/"))
-            rel = b"." if m.name in (".", "./") else os.fsencode(m.name.removeprefix("./").rstrip("/"))
-            kind = TAR_TYPES.get(m.type)
-            if kind is None:
-                raise UndoitError(f"{archive.name}: member {m.name!r} has an unknown type")
-            size = m.size if m.isreg() else (sizes.get(m.linkname, 0) if m.islnk() else 0)
-            sizes[m.name] = size
-            if m.isreg():
-                f = tar.extractfile(m)
-                while f.read(CHUNK):
-                    pass
-            mtime = m.pax_headers.get("mtime")
-            mtime_ns = parse_ns(mtime) if mtime else int(m.mtime) * 1_000_000_000
-            entries.append(Entry(rel, kind, size, m.mode & 0o7777 if kind != "l" else 0, m.uid, m.gid,
-                                 mtime_ns, os.fsencode(m.linkname) if kind == "l" else b""))
-    return sorted(entries, key=BY_PATH)
+    """Decompress and scan the whole archive (checking every member); return its listing."""
+    from .tarscan import TarScanner
+
+    scanner = TarScanner(archive.name)
+    for chunk in stream_decompressed(archive):
+        scanner.feed(chunk)
+    return scanner.finish()
 
 
 def parse_ns(text: str) -> int:
@@ -436,37 +392,117 @@ def parse_ns(text: str) -> int:
     return int(sec) * 1_000_000_000 + int((frac + "000000000")[:9] or 0)
 
 
+def _decompressor(raw: BinaryIO):
+    # across frames: a file of concatenated frames is still one archive
+    return zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK, read_across_frames=True)
+
+
 def stream_decompressed(archive: Path, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
     """The archive's tar bytes as a generator of chunks (for put_archive; memory stays flat)."""
-    with open(archive, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK) as z:
+    with open(archive, "rb") as raw, _decompressor(raw) as z:
         while chunk := z.read(CHUNK):
             if progress:
                 progress(len(chunk))
             yield chunk
 
 
-def extract_host(archive: Path, dest: Path, progress: Callable[[int], None] | None = None) -> None:
-    """Extract into a host directory with GNU tar, as root would: owners, modes, times kept.
+class _HashingReader:
+    """Hashes what is read through it: the archive is checked in the same pass that
+    extracts it."""
 
-    Members were already checked (read_listing) by the caller; tar is told anyway not
-    to overwrite or follow anything it did not create.
-    """
-    import subprocess
+    def __init__(self, f):
+        self.f, self.sha = f, hashlib.sha256()
 
-    argv = [gnu_tar(), "--extract", "--file=-", f"--directory={dest}", "--numeric-owner",
+    def read(self, n=-1):
+        b = self.f.read(n)
+        self.sha.update(b)
+        return b
+
+
+def _extract_argv(dest: Path) -> list[str]:
+    return [gnu_tar(), "--extract", "--file=-", f"--directory={dest}", "--numeric-owner",
             "--same-owner", "--same-permissions", "--no-overwrite-dir", "--format=posix"]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        for chunk in stream_decompressed(archive, progress):
-            proc.stdin.write(chunk)
-    except BrokenPipeError:
-        pass
-    finally:
-        proc.stdin.close()
-        err = proc.stderr.read().decode(errors="replace").strip()
-        code = proc.wait()
+
+
+def _run_extract(dest: Path, chunks: Iterable[bytes], label: str) -> None:
+    """Feed chunks to GNU tar extracting into dest, as root would: owners, modes, times kept."""
+    import subprocess
+    import tempfile
+
+    # stderr to a file: a pipe nobody reads while stdin is fed could fill and hang tar
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(_extract_argv(dest), stdin=subprocess.PIPE, stderr=errors)
+        try:
+            for chunk in chunks:
+                proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # tar stopped early: its exit code and message say why
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            code = proc.wait()
+        errors.seek(0)
+        err = errors.read().decode(errors="replace").strip()
     if code != 0:
-        raise UndoitError(f"extracting {archive.name} failed (exit {code}): {err.splitlines()[-1] if err else ''}")
+        raise UndoitError(f"extracting {label} failed (exit {code}): {err.splitlines()[-1] if err else ''}")
+
+
+def extract_host(archive: Path, dest: Path, progress: Callable[[int], None] | None = None) -> None:
+    """Extract into a host directory with GNU tar. Members were already checked
+    (read_listing) by the caller; tar is told anyway not to overwrite what it did not create."""
+    _run_extract(dest, stream_decompressed(archive, progress), archive.name)
+
+
+def extract_checked(archive: Path, sha256: str, dest: Path,
+                    progress: Callable[[int], None] | None = None) -> list[Entry]:
+    """One pass over the archive: hash it, decompress it, check every member and extract
+    into dest (a fresh directory). Returns the archive's listing.
+
+    GNU tar is handed only bytes the scanner has checked, so an unsafe member stops the
+    extraction before tar sees it. A checksum that differs is known only at the end:
+    UndoitError then, and the caller discards dest, which is all that was written.
+    """
+    from .tarscan import TarScanner
+
+    scanner = TarScanner(archive.name)
+
+    def checked(hashing):
+        with _decompressor(hashing) as z:
+            while chunk := z.read(CHUNK):
+                scanner.feed(chunk)
+                if progress:
+                    progress(len(chunk))
+                yield chunk
+
+    failure = None
+    with open(archive, "rb") as f:
+        hashing = _HashingReader(f)
+        try:
+            _run_extract(dest, checked(hashing), archive.name)
+        except (UndoitError, zstandard.ZstdError) as err:
+            failure = err
+        while hashing.read(CHUNK):  # the rest of the file: a damaged byte is named as such
+            pass
+    if hashing.sha.hexdigest() != sha256:
+        raise UndoitError(f"{archive} fails its checksum: refusing to restore it")
+    if isinstance(failure, zstandard.ZstdError):
+        raise UndoitError(f"{archive} is unreadable ({failure}): refusing to restore it")
+    if failure:
+        raise failure
+    return scanner.finish()
+
+
+def set_root_attrs(path: Path, root: Entry) -> None:
+    """The listing's root entry onto a directory: extraction leaves an existing root
+    alone, and writing into it moves its mtime."""
+    os.chown(path, root.uid, root.gid)
+    os.chmod(path, root.mode)
+    os.utime(path, ns=(root.mtime_ns, root.mtime_ns))
 
 
 def diff(expected: list[Entry], actual: list[Entry], limit: int = 5) -> list[str]:

@@ -52,22 +52,57 @@ def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | Non
     a volume that a running container still uses.
     """
     name = target or s.volumes[key]["name"]
-    expected = check_restorable(s, key)
+    vol = s.volumes[key]
+    snapshots.verify_archive(s, key, archive_too=False)  # the listing file; the archive below
     running = [c.name for c in volumes.users(client, name) if c.status in ("running", "paused", "restarting")]
     if running:
         raise UndoitError(f"volume {name} is in use by running container(s) {', '.join(running)}: stop them first")
     safety = None
     if safety_dir is not None:
         safety = safety_snapshot(client, safety_dir, project, {key: name}, f"before restoring {key} from {s.id}")
+    staging = volumes.stage(client, name, vol.get("bytes", 0))
+    if staging is not None:
+        entries = _restore_staged(client, s, key, name, staging)
+    else:
+        entries = _restore_in_place(client, s, key, name)
+    say(f"{key}: restored into {name} from set {s.id}, {len(entries)} entries match the manifest")
+    return {"volume": key, "name": name, "set": s.id, "safety_set": safety.id if safety else None,
+            "entries": len(entries), "staged": staging is not None}
+
+
+def _restore_staged(client, s: snapshots.SnapshotSet, key: str, name: str, staging: Path) -> list:
+    """Build the new contents beside the live ones in one checked pass, compare them with
+    the manifest, then swap them in: a bad archive never touches the live volume."""
+    vol = s.volumes[key]
+    try:
+        with transfer(f"restore {key} -> {name}", vol.get("bytes", 0)) as advance:
+            expected = archive.extract_checked(s.archive_path(key), vol["sha256"], staging, advance)
+        if archive.listing_digest(expected) != vol["listing_digest"]:
+            raise UndoitError(f"{s.archive_path(key)}: contents differ from the manifest's listing; refusing")
+        root = next((e for e in expected if e.path == b"."), None)
+        if root is not None:
+            archive.set_root_attrs(staging, root)
+        _compare(archive.listing(staging), expected, name, s.id)
+    except BaseException:
+        volumes.discard(staging)
+        raise
+    volumes.swap_in(client, name, staging)
+    return expected
+
+
+def _restore_in_place(client, s: snapshots.SnapshotSet, key: str, name: str) -> list:
+    """Check the whole archive first, then empty the volume and extract into it (a remote
+    engine, a volume with driver options, or no room for a second copy)."""
+    expected = check_restorable(s, key)
     volumes.empty(client, name)
     root = next((e for e in expected if e.path == b"."), None)
-    total = sum(e.size for e in expected)
-    with transfer(f"restore {key} -> {name}", total) as advance:
+    with transfer(f"restore {key} -> {name}", sum(e.size for e in expected)) as advance:
         volumes.put(client, name, s.archive_path(key), root, progress=advance)
-    after = volumes.listing(client, name)
+    _compare(volumes.listing(client, name), expected, name, s.id)
+    return expected
+
+
+def _compare(after: list, expected: list, name: str, set_id: str) -> None:
     differences = archive.diff(expected, after)
     if differences:
-        raise UndoitError(f"restored {name} differs from set {s.id}: " + "; ".join(differences))
-    say(f"{key}: restored into {name} from set {s.id}, {len(after)} entries match the manifest")
-    return {"volume": key, "name": name, "set": s.id, "safety_set": safety.id if safety else None,
-            "entries": len(after)}
+        raise UndoitError(f"restored {name} differs from set {set_id}: " + "; ".join(differences))

@@ -80,14 +80,22 @@ def helper(client, volume: str, read_only: bool = True):
 
 
 def host_path(client, volume: str) -> Path | None:
-    """The volume's directory on this host when the engine is local and we may read it."""
+    """The volume's directory on this host when the engine is local and we may read it.
+
+    Only for a plain local volume: one with driver options (a bind of another path, a
+    tmpfs, NFS) is mounted on its Mountpoint only while a container uses it, so the
+    directory there may be empty while the data lives elsewhere.
+    """
     host = os.environ.get("DOCKER_HOST", "")
     if host and not host.startswith("unix://"):
         return None
     try:
-        mp = Path(client.api.inspect_volume(volume)["Mountpoint"])
+        attrs = client.api.inspect_volume(volume)
     except Exception:
         return None
+    if attrs.get("Driver") != "local" or attrs.get("Options"):
+        return None
+    mp = Path(attrs["Mountpoint"])
     return mp if mp.is_dir() and os.access(mp, os.R_OK | os.X_OK) else None
 
 
@@ -226,14 +234,68 @@ def put(client, volume: str, archive_path: Path, root: Entry | None,
         set_root(client, volume, root)
 
 
+STAGING_PREFIX = "undoit-staging-"
+
+
+def stage(client, volume: str, need: int) -> Path | None:
+    """A fresh private directory beside the volume's live contents, to build a restore in
+    and swap in with one rename; None when the volume cannot be staged.
+
+    Only a local-driver volume without options qualifies (its contents are a plain
+    `_data` directory in the volume's own folder, which `docker volume rm` removes
+    whole), on this host, with room for a second copy: the live contents stay
+    untouched until the new ones are complete and checked.
+    """
+    path = host_path(client, volume)
+    if path is None or path.name != "_data" or not archive.gnu_tar():
+        return None
+    if not os.access(path.parent, os.W_OK) or shutil.disk_usage(path).free < need * 1.05 + (64 << 20):
+        return None
+    staging = path.parent / f"{STAGING_PREFIX}{uuid.uuid4().hex[:10]}"
+    staging.mkdir(mode=0o700)
+    return staging
+
+
+def swap_in(client, volume: str, staging: Path) -> None:
+    """Make staging the volume's contents (one atomic exchange where the kernel offers
+    it) and delete the contents it replaced."""
+    live = host_path(client, volume)
+    if live is None:
+        raise UndoitError(f"volume {volume} has no host path any more: restore not swapped in")
+    try:
+        _exchange(staging, live)
+        old = staging
+    except OSError:
+        # no RENAME_EXCHANGE here: two renames, with no container using the volume between
+        old = live.parent / f"{STAGING_PREFIX}old-{uuid.uuid4().hex[:10]}"
+        os.rename(live, old)
+        os.rename(staging, live)
+    discard(old)
+
+
+def discard(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError("renameat2 is not available")
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def set_root(client, volume: str, root: Entry) -> None:
     """Put the volume root's owner, mode and mtime back: extraction leaves an existing
     root alone (a recreated volume is root:root 0755), and writing into it moves its mtime."""
     path = host_path(client, volume)
     if path:
-        os.chown(path, root.uid, root.gid)
-        os.chmod(path, root.mode)
-        os.utime(path, ns=(root.mtime_ns, root.mtime_ns))
+        archive.set_root_attrs(path, root)
         return
     sec, ns = divmod(root.mtime_ns, 1_000_000_000)
     script = (f"chown {root.uid}:{root.gid} {MOUNT} && chmod {root.mode:o} {MOUNT} && "

@@ -75,3 +75,44 @@ def test_diff_names_what_differs():
 def test_parse_ns():
     assert archive.parse_ns("1700000000.5") == 1_700_000_000_500_000_000
     assert archive.parse_ns("12") == 12_000_000_000
+
+
+def test_scanner_is_blind_to_chunk_boundaries_and_long_names(tmp_path):
+    """GNU long names and pax names, fed whole or a few bytes at a time: one listing."""
+    from scripts.tarscan import TarScanner
+
+    long_dir = "./" + "d" * 120
+    for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+            for ti, data in [member(long_dir, tarfile.DIRTYPE), member(long_dir + "/" + "f" * 150, data=b"y" * 700),
+                             member("./h", tarfile.LNKTYPE, link=long_dir + "/" + "f" * 150),
+                             member("./s", tarfile.SYMTYPE, link="d" * 120)]:
+                tar.addfile(ti, io.BytesIO(data) if data is not None else None)
+        raw = buf.getvalue()
+        whole = TarScanner("t")
+        whole.feed(raw)
+        listing = whole.finish()
+        assert [e.path for e in listing] == [b"d" * 120, b"d" * 120 + b"/" + b"f" * 150, b"h", b"s"]
+        assert {e.path: e.size for e in listing}[b"h"] == 700  # a hard link lists its file
+        pieces = TarScanner("t")
+        for i in range(0, len(raw), 37):
+            pieces.feed(raw[i:i + 37])
+        assert pieces.finish() == listing
+
+
+def test_scanner_refuses_truncated_and_damaged_archives():
+    from scripts.tarscan import TarScanner
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        ti, data = member("./f", data=b"z" * 2000)
+        tar.addfile(ti, io.BytesIO(data))
+    raw = bytearray(buf.getvalue())
+    truncated = TarScanner("t")
+    truncated.feed(bytes(raw[:1536]))
+    with pytest.raises(UndoitError, match="truncated"):
+        truncated.finish()
+    raw[5] ^= 0x20  # a byte of the name in the header
+    with pytest.raises(UndoitError, match="checksum"):
+        TarScanner("t").feed(bytes(raw))

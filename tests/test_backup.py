@@ -70,7 +70,11 @@ def test_special_files_round_trip(docker_client, mini, use_host):
         (files / "db" / "page").write_bytes(b"damaged")
         (files / "suid").unlink()
         (files / "new-junk").write_text("x")
-        restore.restore_volume(docker_client, s, "files", safety_dir=mini.snapshots_dir, project=mini.project_name)
+        done = restore.restore_volume(docker_client, s, "files", safety_dir=mini.snapshots_dir,
+                                      project=mini.project_name)
+    # the host path builds the new contents beside the live ones and swaps them in
+    assert done["staged"] is use_host
+    assert [p.name for p in volume_path(docker_client, mini, "files").parent.iterdir()] == ["_data"]
     restored = volumes.listing(docker_client, name)
     assert archive.diff(original, restored) == []
     assert restored == original
@@ -202,3 +206,60 @@ def test_dirty_tree_refused_unless_included(docker_client, mini):
     assert gitstate.head(mini.root) == head  # HEAD and the working tree untouched
     assert (mini.root / "config.txt").read_text() == "v2 uncommitted\n"
     assert gitstate.run(mini.root, "show", f"{git['tag']}:config.txt") == "v2 uncommitted"
+
+
+def test_unsafe_member_stops_a_staged_restore_before_tar_sees_it(docker_client, mini, tmp_path):
+    """A set whose archive and manifest were both rewritten: checksums pass, the member
+    check does not, and neither the live volume nor anything outside it changes."""
+    import io
+    import json
+    import tarfile
+
+    import zstandard
+
+    s = backup.backup(mini)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        link = tarfile.TarInfo("./escape")
+        link.type, link.linkname = tarfile.SYMTYPE, str(outside)
+        tar.addfile(link)
+        payload = tarfile.TarInfo("./escape/pwned")
+        payload.size = 3
+        tar.addfile(payload, io.BytesIO(b"bad"))
+    evil = zstandard.ZstdCompressor().compress(buf.getvalue())
+    path = s.archive_path("files")
+    os.chmod(path, 0o600)
+    path.write_bytes(evil)
+    manifest = json.loads((s.path / "manifest.json").read_text())
+    manifest["volumes"]["files"]["sha256"] = archive.hashlib.sha256(evil).hexdigest()
+    (s.path / "manifest.json").write_text(json.dumps(manifest))
+    s = snapshots.load_set(s.path)
+    files = volume_path(docker_client, mini, "files")
+    (files / "live.txt").write_text("live data")
+    name = volumes.resolve(docker_client, mini.project_name, ["files"])["files"].name
+    before = volumes.listing(docker_client, name)
+    compose(mini).stop(["app"])
+    with pytest.raises(UndoitError, match="below a symlink"):
+        restore.restore_volume(docker_client, s, "files")
+    assert list(outside.iterdir()) == []
+    assert volumes.listing(docker_client, name) == before
+    assert [p.name for p in files.parent.iterdir()] == ["_data"]
+
+
+def test_volume_with_driver_options_goes_through_the_engine(docker_client, kit_images, tmp_path):
+    """A bind-type local volume is mounted on its Mountpoint only while a container uses
+    it: undoit must not read or fill that directory from the host."""
+    from .conftest import unique
+
+    device = tmp_path / "device"
+    device.mkdir()
+    (device / "kept.txt").write_text("data on the bound path")
+    name = unique("utopts")
+    docker_client.volumes.create(name, driver_opts={"type": "none", "o": "bind", "device": str(device)})
+    try:
+        assert volumes.host_path(docker_client, name) is None
+        assert {e.path for e in volumes.listing(docker_client, name)} == {b".", b"kept.txt"}
+    finally:
+        docker_client.volumes.get(name).remove(force=True)

@@ -1,0 +1,198 @@
+"""Check and list a tar stream as it passes, without holding it.
+
+A restore hands GNU tar only bytes this scanner has already seen, so tar never acts
+on a member whose header was not checked first: no absolute names, no `..`, nothing
+below a symlink of the archive, no relative symlink that climbs out of the volume, no
+hard link to something the archive did not create. The listing it builds is the one a
+metadata walk of the extracted volume must equal.
+
+Only what undoit's archives use is accepted: ustar headers with pax (and GNU long
+name) extensions. Anything else is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from .archive import Entry, parse_ns
+from .errors import UndoitError
+
+BLOCK = 512
+
+# type flag -> listing type; "h" marks a hard link (a file in the listing)
+_KINDS = {b"0": "f", b"\0": "f", b"7": "f", b"1": "h", b"2": "l", b"3": "c", b"4": "b",
+          b"5": "d", b"6": "p"}
+_EXTENSIONS = (b"x", b"g", b"L", b"K")
+
+
+def _number(field: bytes) -> int:
+    if field[:1] == b"\x80":  # GNU base-256, for values octal cannot hold
+        return int.from_bytes(field[1:], "big")
+    if field[:1] == b"\xff":
+        return int.from_bytes(field, "big", signed=True)
+    digits = field.strip(b" \0")
+    return int(digits, 8) if digits else 0
+
+
+def _cstring(field: bytes) -> bytes:
+    end = field.find(b"\0")
+    return field if end < 0 else field[:end]
+
+
+def _pax_records(data: bytes) -> dict[bytes, bytes]:
+    records, pos = {}, 0
+    while pos < len(data) and data[pos:pos + 1] not in (b"\0", b""):
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        key, _, value = data[space + 1:pos + length - 1].partition(b"=")
+        records[key] = value
+        pos += length
+    return records
+
+
+def _relative(name: bytes) -> bytes:
+    rel = name[2:] if name.startswith(b"./") else name
+    rel = rel.rstrip(b"/")
+    return b"." if rel in (b"", b".") else rel
+
+
+class TarScanner:
+    """feed() the tar bytes in order; finish() returns the sorted listing.
+
+    When feed() returns, every member whose header lies in the bytes fed so far has
+    been checked (UndoitError otherwise): a consumer given only those bytes is safe.
+    """
+
+    def __init__(self, label: str):
+        self.label = label
+        self.entries: list[Entry] = []
+        self._sizes: dict[bytes, int] = {}
+        self._symlinks: set[bytes] = set()
+        self._buf = bytearray()
+        self._need = BLOCK  # bytes to collect before the next step
+        self._skip = 0  # file data (and padding) to let through unread
+        self._extension: tuple[bytes, int] | None = None  # (type, length) being collected
+        self._pax: dict[bytes, bytes] = {}
+        self._global: dict[bytes, bytes] = {}
+        self._zero_blocks = 0
+        self.ended = False
+
+    def feed(self, data) -> None:
+        view = memoryview(data)
+        pos, size = 0, len(view)
+        while pos < size and not self.ended:
+            if self._skip:
+                step = min(self._skip, size - pos)
+                self._skip -= step
+                pos += step
+                continue
+            step = min(self._need - len(self._buf), size - pos)
+            self._buf += view[pos:pos + step]
+            pos += step
+            if len(self._buf) == self._need:
+                block, self._buf = bytes(self._buf), bytearray()
+                try:
+                    self._step(block)
+                except (ValueError, IndexError) as err:  # malformed numbers or pax records
+                    raise UndoitError(f"{self.label}: damaged archive ({err})") from None
+
+    def finish(self) -> list[Entry]:
+        if not self.ended:
+            raise UndoitError(f"{self.label}: archive is truncated (no end-of-archive marker)")
+        return sorted(self.entries, key=lambda e: e.path)
+
+    # --- internals ---------------------------------------------------------------
+
+    def _step(self, block: bytes) -> None:
+        if self._extension is not None:
+            kind, length = self._extension
+            self._extension = None
+            self._need = BLOCK
+            self._extend(kind, block[:length])
+            return
+        if not any(block):
+            self._zero_blocks += 1
+            self.ended = self._zero_blocks == 2
+            return
+        if self._zero_blocks:
+            raise UndoitError(f"{self.label}: damaged archive (a lone zero block)")
+        self._header(block)
+
+    def _extend(self, kind: bytes, data: bytes) -> None:
+        if kind == b"x":
+            self._pax.update(_pax_records(data))
+        elif kind == b"g":
+            self._global.update(_pax_records(data))
+        else:  # GNU long name / long link name
+            self._pax[b"path" if kind == b"L" else b"linkpath"] = _cstring(data)
+
+    def _header(self, h: bytes) -> None:
+        stored = _number(h[148:156])
+        unsigned = sum(h) - sum(h[148:156]) + 8 * 32
+        if stored != unsigned and stored != unsigned - 256 * sum(b > 127 for b in h[:148] + h[156:]):
+            raise UndoitError(f"{self.label}: damaged archive (bad header checksum)")
+        flag = h[156:157]
+        size = _number(h[124:136])
+        if flag in _EXTENSIONS:
+            if size > 1 << 20:
+                raise UndoitError(f"{self.label}: oversized extended header ({size} bytes)")
+            self._extension = (flag, size)
+            self._need = -(-size // BLOCK) * BLOCK or BLOCK
+            if size == 0:
+                self._extension, self._need = None, BLOCK
+            return
+        pax = {**self._global, **{k: v for k, v in self._pax.items() if v != b""}}
+        self._pax = {}
+        name = pax.get(b"path") or (
+            (_cstring(h[345:500]) + b"/" if h[257:262] == b"ustar" and h[345] else b"") + _cstring(h[0:100]))
+        link = pax.get(b"linkpath") or _cstring(h[157:257])
+        if b"size" in pax:
+            size = int(pax[b"size"])
+        kind = _KINDS.get(flag)
+        if kind == "f" and flag == b"\0" and name.endswith(b"/"):
+            kind = "d"  # pre-POSIX directory
+        if kind is None:
+            raise UndoitError(f"{self.label}: member {name!r} has an unknown type {flag!r}")
+        if size and kind != "f":
+            raise UndoitError(f"{self.label}: damaged archive ({name!r} is not a file but has data)")
+        rel = self._check(name, kind, link)
+        self._skip = -(-size // BLOCK) * BLOCK
+        if kind == "h":
+            file_size = self._sizes.get(_relative(link), 0)
+            kind = "f"
+        else:
+            file_size = size if kind == "f" else 0
+        self._sizes[rel] = file_size
+        mtime = pax.get(b"mtime")
+        self.entries.append(Entry(
+            rel, kind, file_size, _number(h[100:108]) & 0o7777 if kind != "l" else 0,
+            int(pax[b"uid"]) if b"uid" in pax else _number(h[108:116]),
+            int(pax[b"gid"]) if b"gid" in pax else _number(h[116:124]),
+            parse_ns(mtime.decode()) if mtime else _number(h[136:148]) * 1_000_000_000,
+            link if kind == "l" else b""))
+
+    def _check(self, name: bytes, kind: str, link: bytes) -> bytes:
+        """The member's relative path, or UndoitError when it could write outside the volume."""
+        shown = name.decode("utf-8", "backslashreplace")
+        parts = name.split(b"/")
+        if name.startswith(b"/") or b".." in parts:
+            raise UndoitError(f"unsafe archive member {shown!r}: absolute or contains '..'")
+        rel = _relative(name)
+        if rel != b".":
+            rel_parts = rel.split(b"/")
+            for i in range(1, len(rel_parts)):
+                if b"/".join(rel_parts[:i]) in self._symlinks:
+                    raise UndoitError(f"unsafe archive member {shown!r}: lies below a symlink")
+        if kind == "l":
+            self._symlinks.add(rel)
+            if not link.startswith(b"/"):
+                # absolute targets are left alone: they resolve in whatever container
+                # mounts the volume, and extraction never follows them
+                depth = 0 if rel == b"." else rel.count(b"/")
+                for p in link.split(b"/"):
+                    depth += -1 if p == b".." else (p not in (b"", b"."))
+                    if depth < 0:
+                        raise UndoitError(f"unsafe archive member {shown!r}: symlink escapes the volume")
+        elif kind == "h":
+            target = _relative(link)
+            if link.startswith(b"/") or b".." in link.split(b"/") or target not in self._sizes:
+                raise UndoitError(f"unsafe archive member {shown!r}: hard link to {link.decode('utf-8', 'backslashreplace')!r}")
+        return rel
