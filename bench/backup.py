@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Backup and restore of a ~1 GiB volume: undoit vs the runbook's method vs the host limit.
 
-    .venv/bin/python bench/backup.py [--mib 1024] [--repeat 2]
+    .venv/bin/python bench/backup.py [--mib 1024] [--repeat 3] [--settle SECONDS]
 
 Builds a mixed volume (70% database-page-like 8-16 MiB files that compress about 3:1,
 20% random bytes, 10% as 20,000 small files in nested folders), then, paired and
@@ -115,9 +115,9 @@ def empty(mp: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mib", type=int, default=1024)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--settle", type=float, default=None,
-                    help="seconds to wait before each timed restore (default: 40 on ext4 without a journal, else 0)")
+                    help="seconds to wait before each timed restore (default: 65 on ext4 without a journal, else 0)")
     args = ap.parse_args()
 
     client = engine.client()
@@ -139,10 +139,11 @@ def main() -> None:
 
 
 def journal_less_ext4(path: Path) -> bool:
-    """ext4 without a journal skips inodes freed in the last ~35 s when it allocates new
-    ones (fs/ext4/ialloc.c, recently_deleted), one inode-table read per skipped inode:
-    creating 20,000 files right after deleting 20,000 takes 5-10x longer. Each restore
-    starts from an emptied volume, so without a pause the order of the methods, not the
+    """ext4 without a journal skips inodes freed in the last 60 s (360 s while their
+    inode-table block is dirty: hence the sync) when it allocates new ones
+    (fs/ext4/ialloc.c, recently_deleted), one buffer lookup per skipped inode: creating
+    20,000 files right after deleting 20,000 takes 5-10x longer. Each restore starts
+    from an emptied volume, so without a pause the order of the methods, not the
     methods, decides the times."""
     try:
         src, fstype = subprocess.run(["findmnt", "-no", "SOURCE,FSTYPE", "-T", str(path)], capture_output=True,
@@ -157,7 +158,7 @@ def journal_less_ext4(path: Path) -> bool:
 
 def run(client, bb, tag, vol_name, work: Path, args) -> None:
     mp = Path(client.api.inspect_volume(vol_name)["Mountpoint"])
-    settle = args.settle if args.settle is not None else (40.0 if journal_less_ext4(mp) else 0.0)
+    settle = args.settle if args.settle is not None else (65.0 if journal_less_ext4(mp) else 0.0)
     if settle:
         print(f"waiting {settle:.0f} s before each timed restore (ext4 without a journal: see journal_less_ext4)")
     t0 = time.perf_counter()

@@ -208,13 +208,30 @@ def open_tar_writer(out: BinaryIO) -> tarfile.TarFile:
 
 
 def zstd_writer(out: BinaryIO):
-    # threads=-1: one worker per core (the compressor, not the disk, is the bottleneck);
-    # 2 MiB jobs instead of the default 8 keep the workers' buffers (and RSS) small
-    # at the same speed, measured on 2 cores
-    params = zstandard.ZstdCompressionParameters.from_level(ZSTD_LEVEL, threads=-1, job_size=2 << 20)
+    # threads=-1: one worker per core (the compressor, not the disk, is the bottleneck).
+    # 2 MiB jobs instead of the default 8 keep the workers' buffers, and so RSS, 45 MiB
+    # smaller; without the overlap (by default each job re-reads an eighth of a window
+    # before it) they cost 7% less CPU for 0.001% more output (measured on 2 cores)
+    params = zstandard.ZstdCompressionParameters.from_level(ZSTD_LEVEL, threads=-1, job_size=2 << 20,
+                                                            overlap_log=1)
     return zstandard.ZstdCompressor(compression_params=params).stream_writer(
         out, closefd=False, write_size=CHUNK
     )
+
+
+# 1 MiB tar records through 1 MiB pipes instead of 10 KiB through 64 KiB: a hundredth
+# of the system calls and context switches; 10-20% faster both ways, measured on 2 cores
+TAR_RECORDS = ("--blocking-factor=2048",)
+_F_SETPIPE_SZ = 1031
+
+
+def widen_pipe(pipe) -> None:
+    import fcntl
+
+    try:
+        fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, CHUNK)
+    except OSError:
+        pass  # above /proc/sys/fs/pipe-max-size, or not Linux: the default pipe works too
 
 
 def gnu_tar() -> str | None:
@@ -253,8 +270,9 @@ def write_host_archive(root: Path, out: BinaryIO, progress: Callable[[int], None
         before = listing(root)  # must precede the read to catch a change during it
     argv = [tar_bin, "--create", "--file=-", f"--directory={root}", "--format=posix",
             "--pax-option=delete=atime,delete=ctime", "--numeric-owner", "--sort=name",
-            "--warning=no-file-ignored", "."]
+            "--warning=no-file-ignored", *TAR_RECORDS, "."]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    widen_pipe(proc.stdout)
     # nothing can write to root: walk it while tar reads it (the walk is mostly system
     # calls, and tar | zstd leaves part of a core idle on 2 cores)
     walker = ThreadPoolExecutor(1) if before is None else None
@@ -421,7 +439,8 @@ class _HashingReader:
 
 def _extract_argv(dest: Path) -> list[str]:
     return [gnu_tar(), "--extract", "--file=-", f"--directory={dest}", "--numeric-owner",
-            "--same-owner", "--same-permissions", "--no-overwrite-dir", "--format=posix"]
+            "--same-owner", "--same-permissions", "--no-overwrite-dir", "--format=posix",
+            *TAR_RECORDS, "--read-full-records"]
 
 
 def _run_extract(dest: Path, chunks: Iterable[bytes], label: str) -> None:
@@ -432,6 +451,7 @@ def _run_extract(dest: Path, chunks: Iterable[bytes], label: str) -> None:
     # stderr to a file: a pipe nobody reads while stdin is fed could fill and hang tar
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(_extract_argv(dest), stdin=subprocess.PIPE, stderr=errors)
+        widen_pipe(proc.stdin)
         try:
             for chunk in chunks:
                 proc.stdin.write(chunk)
