@@ -269,7 +269,12 @@ def swap_in(client, volume: str, staging: Path) -> None:
         # no RENAME_EXCHANGE here: two renames, with no container using the volume between
         old = live.parent / f"{STAGING_PREFIX}old-{uuid.uuid4().hex[:10]}"
         os.rename(live, old)
-        os.rename(staging, live)
+        try:
+            os.rename(staging, live)
+        except OSError as err:
+            os.rename(old, live)  # put the live contents back before reporting
+            discard(staging)
+            raise UndoitError(f"could not swap the restored contents into {volume}: {err}") from err
     discard(old)
 
 

@@ -263,3 +263,18 @@ def test_volume_with_driver_options_goes_through_the_engine(docker_client, kit_i
         assert {e.path for e in volumes.listing(docker_client, name)} == {b".", b"kept.txt"}
     finally:
         docker_client.volumes.get(name).remove(force=True)
+
+
+def test_staged_restore_without_rename_exchange(docker_client, mini):
+    """Where the kernel has no RENAME_EXCHANGE the swap is two renames: same result."""
+    s = backup.backup(mini)
+    files = volume_path(docker_client, mini, "files")
+    name = volumes.resolve(docker_client, mini.project_name, ["files"])["files"].name
+    original = volumes.listing(docker_client, name)
+    (files / "after-backup.txt").write_text("goes away")
+    compose(mini).stop(["app"])
+    with mock.patch.object(volumes, "_exchange", side_effect=OSError(22, "Invalid argument")):
+        done = restore.restore_volume(docker_client, s, "files")
+    assert done["staged"] is True
+    assert volumes.listing(docker_client, name) == original
+    assert [p.name for p in files.parent.iterdir()] == ["_data"]
