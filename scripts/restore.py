@@ -51,9 +51,9 @@ def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | Non
     Returns what was done; raises UndoitError (with nothing changed) on a bad archive or
     a volume that a running container still uses.
     """
-    name = target or s.volumes[key]["name"]
-    vol = s.volumes[key]
     snapshots.verify_archive(s, key, archive_too=False)  # the listing file; the archive below
+    vol = s.volumes[key]
+    name = target or vol["name"]
     running = [c.name for c in volumes.users(client, name) if c.status in ("running", "paused", "restarting")]
     if running:
         raise UndoitError(f"volume {name} is in use by running container(s) {', '.join(running)}: stop them first")

@@ -12,7 +12,7 @@ name) extensions. Anything else is refused rather than guessed at.
 
 from __future__ import annotations
 
-from .archive import Entry, parse_ns
+from .archive import BY_PATH, Entry, parse_ns
 from .errors import UndoitError
 
 BLOCK = 512
@@ -97,7 +97,7 @@ class TarScanner:
     def finish(self) -> list[Entry]:
         if not self.ended:
             raise UndoitError(f"{self.label}: archive is truncated (no end-of-archive marker)")
-        return sorted(self.entries, key=lambda e: e.path)
+        return sorted(self.entries, key=BY_PATH)
 
     # --- internals ---------------------------------------------------------------
 
