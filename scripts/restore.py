@@ -19,11 +19,18 @@ from .progress import say, transfer
 def check_restorable(s: snapshots.SnapshotSet, key: str) -> list:
     """Checksums, then every member header: raises before any live change; returns the listing."""
     snapshots.verify_archive(s, key)
-    vol = s.volumes[key]
-    entries = archive.read_listing(s.archive_path(key))
-    if archive.listing_digest(entries) != vol["listing_digest"]:
+    return _matching_manifest(s, key, archive.read_listing(s.archive_path(key)))
+
+
+def _matching_manifest(s: snapshots.SnapshotSet, key: str, entries: list) -> list:
+    """entries, the listing read from an archive, if it is the one the manifest recorded."""
+    if archive.listing_digest(entries) != s.volumes[key]["listing_digest"]:
         raise UndoitError(f"{s.archive_path(key)}: contents differ from the manifest's listing; refusing")
     return entries
+
+
+def _root(entries: list):
+    return next((e for e in entries if e.path == b"."), None)
 
 
 def safety_snapshot(client, snapshots_dir: Path, project: str, targets: dict[str, str],
@@ -76,10 +83,9 @@ def _restore_staged(client, s: snapshots.SnapshotSet, key: str, name: str, stagi
     vol = s.volumes[key]
     try:
         with transfer(f"restore {key} -> {name}", vol.get("bytes", 0)) as advance:
-            expected = archive.extract_checked(s.archive_path(key), vol["sha256"], staging, advance)
-        if archive.listing_digest(expected) != vol["listing_digest"]:
-            raise UndoitError(f"{s.archive_path(key)}: contents differ from the manifest's listing; refusing")
-        root = next((e for e in expected if e.path == b"."), None)
+            expected = _matching_manifest(
+                s, key, archive.extract_checked(s.archive_path(key), vol["sha256"], staging, advance))
+        root = _root(expected)
         if root is not None:
             archive.set_root_attrs(staging, root)
         _compare(archive.listing(staging), expected, name, s.id)
@@ -95,9 +101,8 @@ def _restore_in_place(client, s: snapshots.SnapshotSet, key: str, name: str) -> 
     engine, a volume with driver options, or no room for a second copy)."""
     expected = check_restorable(s, key)
     volumes.empty(client, name)
-    root = next((e for e in expected if e.path == b"."), None)
     with transfer(f"restore {key} -> {name}", sum(e.size for e in expected)) as advance:
-        volumes.put(client, name, s.archive_path(key), root, progress=advance)
+        volumes.put(client, name, s.archive_path(key), _root(expected), progress=advance)
     _compare(volumes.listing(client, name), expected, name, s.id)
     return expected
 
