@@ -102,7 +102,7 @@ def checkpoint(plan: Plan, pid: str, force: bool = False) -> snapshots.SnapshotS
                           f"capture the change): pass force=1 to move it to HEAD")
     changes = gitstate.dirty(plan.root, restored_paths(plan))
     if changes:
-        raise UndoitError(f"uncommitted changes ({changes[0][3:]}, ...): commit before the checkpoint")
+        raise UndoitError(f"uncommitted changes ({changes[0]}, ...): commit before the checkpoint")
     head = gitstate.head(plan.root)
     gitstate.tag(plan.root, tag, head, message=f"undoit checkpoint before {pid}", force=force)
     git = {"head": head, "commit": head, "tag": tag, "branch": None, "reused": False}

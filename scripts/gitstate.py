@@ -45,9 +45,19 @@ def head(root: Path) -> str:
 
 
 def dirty(root: Path, paths=(".",)) -> list[str]:
-    """Uncommitted changes (tracked or untracked, not ignored) under paths, as porcelain lines."""
-    out = run(root, "status", "--porcelain", "--untracked-files=all", "--", *paths)
-    return [line for line in out.splitlines() if line.strip()]
+    """Uncommitted changes (tracked or untracked, not ignored) under paths: the paths.
+
+    -z, because the plain porcelain output's leading status space is lost to the strip
+    that every other git output gets (it turned `proxy/nginx.conf` into `roxy/...`)."""
+    records = _z(root, "status", "--porcelain", "-z", "--untracked-files=all", "--", *paths)
+    out, skip = [], False
+    for rec in records:
+        if skip:  # the source path of a rename or copy: not a change of its own
+            skip = False
+            continue
+        out.append(rec[3:])
+        skip = rec[:1] in ("R", "C")
+    return out
 
 
 def refs_at(root: Path, commit: str, kind: str) -> list[str]:
@@ -102,7 +112,7 @@ def backup_refs(root: Path, branch_tpl: str, tag_tpl: str, restored_paths, inclu
     source = head(root)
     changes = dirty(root, restored_paths)
     if changes and not include_dirty:
-        first = changes[0][3:]
+        first = changes[0]
         raise UndoitError(
             f"uncommitted changes in {len(changes)} path(s) a rollback restores (first: {first}); "
             "commit them, or run `doit backup include_dirty=1` to keep them on the backup branch only"
