@@ -14,7 +14,7 @@ import os
 import re
 import stat
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from operator import attrgetter
 from pathlib import Path
@@ -60,6 +60,14 @@ class Entry:
     gid: int
     mtime_ns: int
     target: bytes = b""  # symlink target
+    # sha256 (hex) of a regular file's content, computed as the archive streams; "" in a
+    # metadata walk, which reads no file
+    digest: str = ""
+
+    @property
+    def meta(self) -> tuple:
+        """Everything but the content digest: what a metadata walk can tell."""
+        return (self.path, self.type, self.size, self.mode, self.uid, self.gid, self.mtime_ns, self.target)
 
     def line(self) -> str:
         return self.encoded.decode("utf-8", "surrogatepass")
@@ -69,20 +77,24 @@ class Entry:
         """The listing line (JSON, no newline) as bytes. Cached: one listing is hashed,
         written and fingerprinted, and a volume can hold millions of entries."""
         p, t = self.path, self.target
+        tail = b', "%s"]' % self.digest.encode() if self.digest else b"]"
         if _PLAIN(p) and _PLAIN(t):
             # what json.dumps gives for names that need no escaping, 5x faster
-            return b'["%s", "%s", %d, "%s", %d, %d, %d, "%s"]' % (
+            return b'["%s", "%s", %d, "%s", %d, %d, %d, "%s"%s' % (
                 p, self.type.encode(), self.size, oct(self.mode).encode(), self.uid, self.gid,
-                self.mtime_ns, t)
-        return json.dumps(
-            [_show(p), self.type, self.size, oct(self.mode), self.uid, self.gid,
-             self.mtime_ns, _show(t)]
-        ).encode("utf-8", "surrogatepass")
+                self.mtime_ns, t, tail)
+        fields = [_show(p), self.type, self.size, oct(self.mode), self.uid, self.gid, self.mtime_ns, _show(t)]
+        return json.dumps(fields + ([self.digest] if self.digest else [])).encode("utf-8", "surrogatepass")
+
+    @cached_property
+    def meta_encoded(self) -> bytes:
+        """The listing line without the content digest (what fingerprints are made of)."""
+        return self.encoded if not self.digest else replace(self, digest="").encoded
 
     @classmethod
     def from_line(cls, line: str) -> "Entry":
-        p, t, size, mode, uid, gid, mtime, target = json.loads(line)
-        return cls(_unshow(p), t, size, int(mode, 8), uid, gid, mtime, _unshow(target))
+        p, t, size, mode, uid, gid, mtime, target, *digest = json.loads(line)
+        return cls(_unshow(p), t, size, int(mode, 8), uid, gid, mtime, _unshow(target), *digest[:1])
 
 
 _PLAIN = re.compile(rb'[ !#-\[\]-~]*').fullmatch  # printable ASCII without '"' and '\\'
@@ -105,8 +117,12 @@ def listing_bytes(entries: Iterable[Entry]) -> bytes:
     return b"".join(e.encoded + b"\n" for e in sorted(entries, key=BY_PATH))
 
 
-def listing_digest(entries: Iterable[Entry]) -> str:
-    return hashlib.sha256(listing_bytes(entries)).hexdigest()
+def listing_digest(entries: Iterable[Entry], content: bool = True) -> str:
+    """The listing's sha256; content=False leaves the content digests out (how sets
+    written before listings had them recorded it)."""
+    if content:
+        return hashlib.sha256(listing_bytes(entries)).hexdigest()
+    return fingerprint(entries)
 
 
 def walk(root: Path) -> Iterator[tuple[bytes, os.stat_result]]:
@@ -152,7 +168,11 @@ def listing(root: Path) -> list[Entry]:
 
 
 def fingerprint(entries: Iterable[Entry]) -> str:
-    return listing_digest(entries)
+    """What staleness is judged on: the listing's metadata, as a walk of the volume sees it."""
+    h = hashlib.sha256()
+    for e in sorted(entries, key=BY_PATH):
+        h.update(e.meta_encoded + b"\n")
+    return h.hexdigest()
 
 
 # --- writing -----------------------------------------------------------------
@@ -249,69 +269,69 @@ def gnu_tar() -> str | None:
     return path if "GNU tar" in out else None
 
 
-def write_host_archive(root: Path, out: BinaryIO, progress: Callable[[int], None] | None = None,
-                       before: list[Entry] | None = None, still: bool = False,
-                       on_listing: Callable[[list[Entry]], None] | None = None) -> list[Entry] | None:
+def write_host_archive(root: Path, out: BinaryIO, progress: Callable[[int], None] | None = None) -> list[Entry]:
     """Stream root (a host path) into out as tar.zst; return the listing of what went in.
 
     GNU tar in posix format writes the same pax archive as tarfile does here (numeric
-    ids, nanosecond mtimes, no atime/ctime). Unless `still` (nothing can write to root),
-    the listing is walked before and after, and None returned if the volume changed
-    meanwhile: then only the archive itself can tell what it holds. on_listing gets the
-    listing as soon as it is known (progress totals).
+    ids, nanosecond mtimes, no atime/ctime). The listing is read from the tar stream
+    itself as it passes, content digests included: it says what the archive holds, even
+    when the volume changed while tar read it.
     """
     tar_bin = gnu_tar()
     if tar_bin is None:
         return write_host_archive_py(root, out, progress)
     import subprocess
-    from concurrent.futures import ThreadPoolExecutor
 
-    if before is None and not still:
-        before = listing(root)  # must precede the read to catch a change during it
+    from .tarscan import TarScanner
+
+    scanner = TarScanner(str(root), check=False)
     argv = [tar_bin, "--create", "--file=-", f"--directory={root}", "--format=posix",
             "--pax-option=delete=atime,delete=ctime", "--numeric-owner", "--sort=name",
             "--warning=no-file-ignored", *TAR_RECORDS, "."]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     widen_pipe(proc.stdout)
-    # nothing can write to root: walk it while tar reads it (the walk is mostly system
-    # calls, and tar | zstd leaves part of a core idle on 2 cores)
-    walker = ThreadPoolExecutor(1) if before is None else None
-    walked = walker.submit(listing, root) if walker else None
     try:
         with zstd_writer(out) as z:
             while chunk := proc.stdout.read(CHUNK):
                 z.write(chunk)
+                scanner.feed(chunk)
                 if progress:
                     progress(len(chunk))
-                if walked is not None and walked.done() and on_listing:
-                    on_listing(walked.result())
-                    on_listing = None
     finally:
         proc.stdout.close()
         err = proc.stderr.read().decode(errors="replace").strip()
         code = proc.wait()
-        if walker:
-            walker.shutdown()
-    if walked is not None:
-        before = walked.result()
-    if code not in (0, 1):  # 1: "file changed as we read it", caught by the second walk
+    if code not in (0, 1):  # 1: "file changed as we read it": the archive's own listing tells
         raise UndoitError(f"tar of {root} failed (exit {code}): {err.splitlines()[-1] if err else ''}")
-    if still:  # nothing that could write to it is running: no second walk needed
-        return before
-    after = listing(root)
-    return before if after == before else None
+    return scanner.finish()
+
+
+class _Tee(io.RawIOBase):
+    """Writes through to out and shows every byte to a scanner (the listing of what went in)."""
+
+    def __init__(self, out: BinaryIO, scanner):
+        self.out, self.scanner = out, scanner
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self.out.write(b)
+        self.scanner.feed(b)
+        return len(b)
 
 
 def write_host_archive_py(root: Path, out: BinaryIO, progress: Callable[[int], None] | None = None) -> list[Entry]:
     """write_host_archive without GNU tar: tarfile, slower on many small files."""
-    entries: list[Entry] = []
+    from .tarscan import TarScanner
+
+    scanner = TarScanner(str(root), check=False)
     seen_inodes: dict[tuple[int, int], bytes] = {}
     root_b = os.fsencode(root)
     with zstd_writer(out) as z:
-        tar = open_tar_writer(z)
+        tar = open_tar_writer(_Tee(z, scanner))
         for rel, st in walk(root):
             e = entry_of(rel, st, root)
-            entries.append(e)
             link = None
             if e.type == "f" and st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
@@ -325,7 +345,7 @@ def write_host_archive_py(root: Path, out: BinaryIO, progress: Callable[[int], N
             else:
                 tar.addfile(ti)
         tar.close()
-    return sorted(entries, key=BY_PATH)
+    return scanner.finish()
 
 
 class _Counting:
@@ -346,10 +366,12 @@ def repack(members: tarfile.TarFile, out: BinaryIO, strip: str, mtimes: dict[byt
     Docker truncates mtimes to whole seconds; `mtimes` (from a listing made where the
     volume is mounted) puts the nanoseconds back.
     """
-    entries: list[Entry] = []
+    from .tarscan import TarScanner
+
+    scanner = TarScanner("engine archive", check=False)
     sizes: dict[bytes, int] = {}
     with zstd_writer(out) as z:
-        tar = open_tar_writer(z)
+        tar = open_tar_writer(_Tee(z, scanner))
         for m in members:
             name = m.name
             if name == strip or name == strip + "/":
@@ -371,14 +393,13 @@ def repack(members: tarfile.TarFile, out: BinaryIO, strip: str, mtimes: dict[byt
                       mtimes.get(rel, int(m.mtime) * 1_000_000_000),
                       os.fsencode(m.linkname) if kind == "l" else b"")
             sizes[rel] = size
-            entries.append(e)
             ti = tarinfo(e, link)
             if ti.type == tarfile.REGTYPE:
                 tar.addfile(ti, _Counting(members.extractfile(m), progress))
             else:
                 tar.addfile(ti)
         tar.close()
-    return sorted(entries, key=BY_PATH)
+    return scanner.finish()
 
 
 # --- reading -----------------------------------------------------------------
@@ -526,13 +547,15 @@ def set_root_attrs(path: Path, root: Entry) -> None:
 
 
 def diff(expected: list[Entry], actual: list[Entry], limit: int = 5) -> list[str]:
-    """Human-readable differences between two listings (first few)."""
+    """Human-readable differences between two listings (first few). Content digests are
+    compared where both sides have one."""
     a = {e.path: e for e in expected}
     b = {e.path: e for e in actual}
     out = []
     for path in sorted(a.keys() | b.keys()):
         ea, eb = a.get(path), b.get(path)
-        if ea == eb:
+        if ea is not None and eb is not None and ea.meta == eb.meta and \
+                (not ea.digest or not eb.digest or ea.digest == eb.digest):
             continue
         shown = _show(path)
         if ea is None:
@@ -542,7 +565,10 @@ def diff(expected: list[Entry], actual: list[Entry], limit: int = 5) -> list[str
         else:
             fields = [f for f in ("type", "size", "mode", "uid", "gid", "mtime_ns", "target")
                       if getattr(ea, f) != getattr(eb, f)]
-            out.append(f"{shown}: {', '.join(f'{f} {getattr(ea, f)!r}->{getattr(eb, f)!r}' for f in fields)}")
+            if not fields:
+                out.append(f"{shown}: content differs (same size and mtime)")
+            else:
+                out.append(f"{shown}: {', '.join(f'{f} {getattr(ea, f)!r}->{getattr(eb, f)!r}' for f in fields)}")
         if len(out) >= limit:
             break
     return out

@@ -47,19 +47,40 @@ def probe(client, plan_project: str, vol: Volume) -> str | None:
     return hashlib.sha256(out).hexdigest()
 
 
-def volume_state(client, plan: Plan, key: str, name: str) -> dict:
-    """What staleness is judged on: a metadata walk, and the probe where there is one."""
-    entries = volumes.listing(client, name)
-    return {"fingerprint": archive.fingerprint(entries), "probe": probe(client, plan.project_name, plan.volumes[key]),
-            "listing": entries}
+# entries written since the fingerprint is the archive's own listing and the probe is
+# taken before the export's quiesce; older entries' were taken after the services came
+# back, so a write in that gap counted as backed up: they are never trusted to skip
+STALENESS = 2
+
+
+def volume_state(client, plan: Plan, key: str, name: str, prev: dict | None = None) -> dict:
+    """What staleness is judged on: the probe where there is one (it decides alone when
+    the previous entry has one too: no walk), else a metadata walk's fingerprint."""
+    p = probe(client, plan.project_name, plan.volumes[key])
+    if p and prev and prev.get("probe"):
+        return {"probe": p, "fingerprint": None}
+    return {"probe": p, "fingerprint": archive.fingerprint(volumes.listing(client, name))}
 
 
 def unchanged(prev: dict | None, now: dict, name: str) -> bool:
-    if not prev or prev.get("name") != name:
+    """The volume still holds exactly what prev's archive holds (when in doubt: no)."""
+    if not prev or prev.get("name") != name or prev.get("staleness") != STALENESS:
         return False
     if now["probe"] and prev.get("probe"):
         return now["probe"] == prev["probe"]
-    return now["fingerprint"] == prev["fingerprint"]
+    return now["fingerprint"] is not None and now["fingerprint"] == prev.get("fingerprint")
+
+
+def comparable(plan: Plan, latest: snapshots.SnapshotSet | None, key: str, name: str) -> dict | None:
+    """latest's entry for a volume, when a later backup may compare the volume with it:
+    never after the kit restored the volume since (a restore can rewind a probe's counter
+    to a value that later writes reach again with other contents)."""
+    prev = (latest.volumes.get(key) if latest else None) or None
+    if prev is None or prev.get("name") != name:
+        return None
+    if snapshots.restored_since(plan.snapshots_dir, name, latest.manifest.get("started", "")):
+        return None
+    return prev
 
 
 def up_to_date(plan: Plan) -> bool:
@@ -75,8 +96,11 @@ def up_to_date(plan: Plan) -> bool:
     try:
         client = engine.client()
         refs = volumes.resolve(client, plan.project_name, list(plan.volumes))
-        return all(unchanged(latest.volumes[k], volume_state(client, plan, k, ref.name), ref.name)
-                   for k, ref in refs.items())
+        for k, ref in refs.items():
+            prev = comparable(plan, latest, k, ref.name)
+            if prev is None or not unchanged(prev, volume_state(client, plan, k, ref.name, prev), ref.name):
+                return False
+        return True
     except UndoitError:
         return False
 
@@ -103,15 +127,21 @@ def checkpoint(plan: Plan, pid: str, force: bool = False) -> snapshots.SnapshotS
     changes = gitstate.dirty(plan.root, restored_paths(plan))
     if changes:
         raise UndoitError(f"uncommitted changes ({changes[0]}, ...): commit before the checkpoint")
+    from . import cycles
+
+    try:
+        cycle, _ = cycles.current(plan)
+    except UndoitError as err:
+        raise UndoitError(f"a checkpoint belongs to a backup cycle: {err}") from None
     head = gitstate.head(plan.root)
     gitstate.tag(plan.root, tag, head, message=f"undoit checkpoint before {pid}", force=force)
     git = {"head": head, "commit": head, "tag": tag, "branch": None, "reused": False}
-    say(f"git: tag {tag} at {head[:12]}")
-    return take_set(plan, list(proc.volumes), git, "checkpoint", phase=pid)
+    say(f"git: tag {tag} at {head[:12]} (cycle {cycle.tag})")
+    return take_set(plan, list(proc.volumes), git, "checkpoint", phase=pid, cycle=cycle.tag)
 
 
 def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | None = None,
-             export_hook=None) -> snapshots.SnapshotSet:
+             export_hook=None, cycle: str | None = None) -> snapshots.SnapshotSet:
     """A snapshot set of the given volumes; volumes unchanged since the latest set are
     referenced, not copied. export_hook(key) runs just before each export (tests use it)."""
     client = engine.client()
@@ -121,6 +151,7 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
     set_id, path = snapshots.new_set(plan.snapshots_dir)
     manifest = snapshots.manifest_skeleton(set_id, kind, plan.project_name)
     manifest["git"] = git
+    manifest["cycle"] = cycle or git["tag"]
     if phase:
         manifest["phase"] = phase
     # the stack's state is recorded in the background (it waits on compose and the
@@ -129,20 +160,24 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
     with ThreadPoolExecutor(1) as pool:
         recorded = pool.submit(record_state, client, compose, plan, path)
         for key, ref in refs.items():
-            prev = (latest.volumes.get(key) if latest else None) or None
-            state = None
-            if prev and prev.get("name") == ref.name:  # else there is nothing to compare with
-                state = volume_state(client, plan, key, ref.name)
+            prev = comparable(plan, latest, key, ref.name)
+            if prev is not None:
+                state = volume_state(client, plan, key, ref.name, prev)
                 if unchanged(prev, state, ref.name):
                     entry = dict(prev, reused_from=prev.get("reused_from") or latest.id)
                     manifest["volumes"][key] = entry
                     say(f"{key}: unchanged since set {entry['reused_from']}, archive referenced")
                     continue
+                hint = state["probe"]
+            else:
+                hint = probe(client, plan.project_name, plan.volumes[key])
             if export_hook:
                 export_hook(key)
             entry = export_volume(client, compose, plan.volumes[key], ref, path, set_id,
-                                  listing=state and state["listing"], before_quiesce=recorded.result)
-            entry["probe"] = probe(client, plan.project_name, plan.volumes[key])
+                                  before_quiesce=recorded.result, size_hint=(prev or {}).get("bytes", 0))
+            # taken before the services were quiesced: every write it reflects is in the
+            # archive; one made after it moves the probe, and the next backup exports
+            entry["probe"] = hint
             manifest["volumes"][key] = entry
         manifest["state"] = recorded.result()
 
@@ -152,17 +187,13 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
     manifest["finished"] = snapshots.now_iso()
     snapshots.write_manifest(path, manifest)
     result = snapshots.load_set(path)
-    say(f"snapshot set {set_id}" + (" (baseline for tag " + git["tag"] + ")" if manifest["baseline"] else ""))
+    say(f"snapshot set {set_id}" + (f" (baseline of a new cycle, tag {git['tag']})" if manifest["baseline"]
+                                    else f" (cycle {manifest['cycle']})"))
     return result
 
 
-def _size(entries: list | None) -> int:
-    return sum(e.size for e in entries) if entries else 0
-
-
 def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, set_path: Path,
-                  set_id: str, kind_label: str = "", listing: list | None = None,
-                  before_quiesce=None) -> dict:
+                  set_id: str, kind_label: str = "", before_quiesce=None, size_hint: int = 0) -> dict:
     """Export one volume under its quiesce policy; the services come back whatever happens.
 
     before_quiesce() runs before any service is stopped, paused or hooked (the stack's
@@ -171,23 +202,11 @@ def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef,
     listing_name = f"{vol.key}.listing"
     start = time.monotonic()
     with quiesced(client, compose, vol, ref, before_quiesce) as policy:
-        # a listing taken before the services stopped is stale once they have; without
-        # one, the export walks the volume itself (while it reads, when it can)
-        before = listing if policy == "none" else None
         with snapshots.private_open(set_path / archive_name) as raw, \
-                transfer(f"{kind_label}{vol.key} ({ref.name})", _size(before)) as advance:
+                transfer(f"{kind_label}{vol.key} ({ref.name})", size_hint) as advance:
             out = HashingWriter(raw)
-            still = policy != "none" or not any(c.status == "running" for c in volumes.users(client, ref.name))
-            exported = volumes.export(client, ref.name, out, progress=advance, before=before, still=still,
-                                      on_listing=lambda entries: advance.set_total(_size(entries)))
+            exported = volumes.export(client, ref.name, out, progress=advance)
             raw.flush()
-    if exported is None:
-        # the volume changed while it was read (quiesce=none): the archive is the truth
-        say(f"{vol.key}: changed during the export (quiesce={policy}); listing read from the archive")
-        exported = archive.read_listing(set_path / archive_name)
-    # the fingerprint staleness is judged against: the volume as it is with its services
-    # back (they rewrite pid files on start), taken right after they came back
-    live = archive.fingerprint(volumes.listing(client, ref.name)) if policy != "none" else None
     digest = snapshots.write_listing(set_path / listing_name, exported)
     return {
         "name": ref.name,
@@ -197,7 +216,11 @@ def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef,
         "listing": f"{set_path.name}/{listing_name}",
         "listing_sha256": digest,
         "listing_digest": digest,
-        "fingerprint": live or digest,
+        "content_digests": True,
+        # what a later backup compares a walk with: the archive's own listing, so a write
+        # that missed the archive always makes the volume stale
+        "fingerprint": archive.fingerprint(exported),
+        "staleness": STALENESS,
         "entries": len(exported),
         "bytes": sum(e.size for e in exported),
         "quiesce": policy,
@@ -302,14 +325,16 @@ def _redact_network(attrs: dict) -> dict:
 
 
 def verify(plan: Plan, set_id: str | None = None) -> list[str]:
-    """`doit verify`: re-hash and fully read a set (default: the baseline, else the latest)."""
+    """`doit verify`: re-hash and fully read a set (default: the one a rollback restores,
+    the current cycle's baseline; never silently another)."""
+    from . import cycles
+
     if set_id:
         s = snapshots.get_set(plan.snapshots_dir, set_id)
     else:
-        s = snapshots.baseline(plan.snapshots_dir, plan.project_name) or snapshots.latest_complete(
-            plan.snapshots_dir, plan.project_name)
-    if s is None:
-        raise UndoitError("no snapshot set to verify: run `doit backup` first")
+        cycle, why = cycles.current(plan)
+        s = cycle.baseline
+        say(why)
     problems = snapshots.check_set(s, deep=True)
     if problems:
         raise UndoitError(f"set {s.id} is NOT valid: " + "; ".join(problems))

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import engine, gitstate, restore, rollback, snapshots, volumes
+from . import cycles, engine, gitstate, restore, rollback, snapshots, volumes
 from .compose import for_plan
 from .errors import UndoitError
 from .plan import Plan, Procedure
@@ -180,10 +180,12 @@ def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
              change: Change | None = None, up_timeout: int | None = None) -> dict:
     """Drill every procedure (or `only`) in a sandbox; returns the report (also written)."""
     client = engine.client()
-    source = snapshots.get_set(plan.snapshots_dir, set_id) if set_id else \
-        snapshots.baseline(plan.snapshots_dir, plan.project_name)
-    if source is None:
-        raise UndoitError(rollback.NO_BACKUP)
+    if set_id:
+        source = snapshots.get_set(plan.snapshots_dir, set_id)
+    else:
+        cycle, why = cycles.current(plan)
+        source = cycle.baseline
+        say(f"rehearsing {why}")
     problems = snapshots.check_set(source, deep=False)
     if problems:
         raise UndoitError(f"the backup being rehearsed ({source.id}) is broken: {problems[0]}")
@@ -201,6 +203,7 @@ def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
             t0 = time.monotonic()
             try:
                 sandbox.prove(key)
+                restored.add(key)
                 rows.append(_row(f"archive {key}", "proof", True, [], time.monotonic() - t0, None))
             except UndoitError as err:
                 rows.append(_row(f"archive {key}", "proof", False, [str(err)], time.monotonic() - t0, None))
@@ -215,7 +218,9 @@ def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
         "seconds": round(time.monotonic() - started, 1),
         "ok": all(r["ok"] for r in rows),
         "rows": rows,
-        "archives_proven": sorted(set(source.volumes)),
+        # what was actually restored and compared, by a drill or a proof
+        "archives_proven": sorted(restored),
+        "archives": sorted(source.volumes),
     }
     path = plan.reports_dir / f"rehearsal-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

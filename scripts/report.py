@@ -12,21 +12,27 @@ def console():
     return Console() if interactive() else Console(width=200, no_color=True)
 
 
-def snapshot_table(rows: list[dict]) -> None:
+def snapshot_table(rows: list[dict], why: str = "") -> None:
     from rich.table import Table
 
     if not rows:
         print("no snapshot sets yet: run `doit backup`")
         return
-    t = Table(title="snapshot sets (oldest first)")
-    for col in ("set", "age", "size", "volumes", "tag", "valid", "baseline"):
+    t = Table(title="snapshot sets by change cycle (oldest first)")
+    for col in ("cycle", "set", "kind", "age", "size", "volumes", "valid", ""):
         t.add_column(col)
+    last = None
     for r in rows:
         valid = "yes" if r["valid"] else f"NO: {r['problem']}"
         vols = r["volumes"] + (f" ({r['reused']} referenced)" if r["reused"] else "")
-        t.add_row(r["set"], r["age"], human(r["size"]), vols, r["tag"], valid,
-                  "BASELINE" if r["baseline"] else "")
+        marks = [m for m, on in (("baseline", r["baseline"]), ("<- a rollback restores this", r["restores"])) if on]
+        kind = r["kind"] if r["kind"] != "backup" or r["tag"] == r["cycle"] else f"backup ({r['tag']})"
+        t.add_row(r["cycle"] if r["cycle"] != last else "", r["set"], kind, r["age"], human(r["size"]), vols,
+                  valid, ", ".join(marks))
+        last = r["cycle"]
     console().print(t)
+    if why:
+        print(f"a rollback restores {why}")
 
 
 def decision_table(result: dict) -> None:
@@ -57,5 +63,11 @@ def rehearsal_table(report: dict) -> None:
         t.add_row(r["procedure"], "PASS" if r["ok"] else "FAIL", "; ".join(r["failed"])[:200] or "-",
                   f"{r['seconds']:.1f} s", est, ratio)
     console().print(t)
-    print(f"every archive of set {report['set']} restored and compared: {', '.join(report['archives_proven'])}")
+    proven, held = report["archives_proven"], report.get("archives", report["archives_proven"])
+    missed = [k for k in held if k not in proven]
+    if missed:
+        print(f"archives of set {report['set']} restored and compared: {', '.join(proven) or 'none'}; "
+              f"NOT proven: {', '.join(missed)}")
+    else:
+        print(f"every archive of set {report['set']} restored and compared: {', '.join(proven)}")
     print(f"report: {report['path']}")

@@ -24,7 +24,7 @@ def check_restorable(s: snapshots.SnapshotSet, key: str) -> list:
 
 def _matching_manifest(s: snapshots.SnapshotSet, key: str, entries: list) -> list:
     """entries, the listing read from an archive, if it is the one the manifest recorded."""
-    if archive.listing_digest(entries) != s.volumes[key]["listing_digest"]:
+    if snapshots.listing_digest(s.volumes[key], entries) != s.volumes[key]["listing_digest"]:
         raise UndoitError(f"{s.archive_path(key)}: contents differ from the manifest's listing; refusing")
     return entries
 

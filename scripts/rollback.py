@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import checks, engine, gitstate, lock, restore, runlog, snapshots, steps, volumes
+from . import checks, cycles, engine, gitstate, lock, restore, runlog, snapshots, steps, volumes
 from .compose import Compose, for_plan, stack_env
 from .errors import UndoitError
 from .plan import Plan, Procedure, Step
 from .progress import say
 from .redact import Redactor
 
-NO_BACKUP = "no verified backup: run `doit backup` before the change"
+NO_BACKUP = cycles.NO_BACKUP
 
 
 def checkpoint_tag(pid: str) -> str:
@@ -93,39 +93,48 @@ def _volume_exists(client, name: str) -> bool:
         return False
 
 
-def checkpoint_set(plan: Plan, pid: str) -> snapshots.SnapshotSet | None:
-    sets = [s for s in snapshots.all_sets(plan.snapshots_dir, plan.project_name)
-            if s.complete and s.manifest.get("kind") == "checkpoint" and s.manifest.get("phase") == pid]
-    return sets[-1] if sets else None
+@dataclass(frozen=True)
+class Choice:
+    """What a procedure restores: one set, and the files of the same point in time."""
+
+    set: snapshots.SnapshotSet
+    set_source: str  # one line: which set and why
+    ref: str
+    ref_source: str
 
 
-def choose_set(plan: Plan, proc: Procedure, set_id: str | None):
-    """The set a procedure restores: named, else the phase's checkpoint, else the baseline."""
-    if set_id:
-        return snapshots.get_set(plan.snapshots_dir, set_id), f"set {set_id} (named)"
-    if proc.kind == "phase":
-        cp = checkpoint_set(plan, proc.id)
-        if cp is not None:
-            return cp, f"checkpoint of {proc.id}"
-    base = snapshots.baseline(plan.snapshots_dir, plan.project_name)
-    return base, "baseline"
+def files_of(plan: Plan, s: snapshots.SnapshotSet) -> tuple[str, str]:
+    """The commit a set was taken at (its tag's, when the tag still points there): files
+    and volumes always come from one point in time."""
+    git = (s.manifest or {}).get("git") or {}
+    commit, tag = git.get("commit") or git.get("head"), git.get("tag")
+    if not commit:
+        raise UndoitError(f"set {s.id} records no git commit: it cannot be the source of a rollback's files")
+    if tag and gitstate.ref_exists(plan.root, f"refs/tags/{tag}") and \
+            gitstate.run(plan.root, "rev-parse", f"{tag}^{{commit}}") == commit:
+        return tag, f"tag of set {s.id}"
+    return commit, f"commit of set {s.id}" + (f" (tag {tag} has moved)" if tag else "")
 
 
-def choose_ref(plan: Plan, proc: Procedure, base: snapshots.SnapshotSet | None) -> tuple[str, str]:
-    """Where files go back to: the plan's ref, the phase's checkpoint tag, the baseline tag.
+def choose(plan: Plan, proc: Procedure, set_id: str | None = None) -> Choice:
+    """The set a procedure restores (named; else, for a phase, its checkpoint in the
+    current cycle; else the current cycle's baseline) and the files that go with it.
 
-    Never HEAD~1: it is wrong as soon as a phase has two commits or phases are undone
-    out of order.
+    Never HEAD~1, and never an older cycle's baseline: both put back the wrong point in time.
     """
-    if proc.ref:
-        return proc.ref, "plan ref"
-    if proc.kind == "phase" and gitstate.ref_exists(plan.root, f"refs/tags/{checkpoint_tag(proc.id)}"):
-        return checkpoint_tag(proc.id), "checkpoint tag"
-    baseline = snapshots.baseline(plan.snapshots_dir, plan.project_name) or base
-    tag = ((baseline.manifest or {}).get("git") or {}).get("tag") if baseline else None
-    if not tag:
-        raise UndoitError(NO_BACKUP)
-    return tag, "baseline tag"
+    if set_id:
+        s = snapshots.get_set(plan.snapshots_dir, set_id)
+        source = f"set {set_id} (named)"
+    else:
+        cycle, why = cycles.current(plan)
+        s, source = cycle.baseline, why
+        cp = cycle.checkpoint(proc.id) if proc.kind == "phase" else None
+        if cp is not None:
+            s, source = cp, f"checkpoint of {proc.id} in cycle {cycle.tag}"
+    if s.manifest is None:
+        raise UndoitError(f"{NO_BACKUP} (set {s.id} has no readable manifest)")
+    ref, ref_source = (proc.ref, "plan ref") if proc.ref else files_of(plan, s)
+    return Choice(s, source, ref, ref_source)
 
 
 def restored_volumes(proc: Procedure) -> list[str]:
@@ -140,18 +149,26 @@ def verified_set(plan: Plan, pid: str, set_id: str | None = None,
                  given: snapshots.SnapshotSet | None = None) -> snapshots.SnapshotSet:
     """The set a procedure will restore, checked: every checksum, and every archive it
     restores read to the end. One line and no change when there is none or it is bad."""
+    return verified_choice(plan, pid, set_id, given).set
+
+
+def verified_choice(plan: Plan, pid: str, set_id: str | None = None,
+                    given: snapshots.SnapshotSet | None = None) -> Choice:
     proc = plan.procedure(pid)
-    s, source = (given, "rehearsed") if given else choose_set(plan, proc, set_id)
-    if s is None:
-        raise UndoitError(NO_BACKUP)
+    if given is not None:
+        ref, ref_source = (proc.ref, "plan ref") if proc.ref else files_of(plan, given)
+        choice = Choice(given, "rehearsed set", ref, ref_source)
+    else:
+        choice = choose(plan, proc, set_id)
+    s, source = choice.set, choice.set_source
     problems = snapshots.check_set(s, deep=False)
     if problems:
-        raise UndoitError(f"{NO_BACKUP} (the {source} set {s.id} is not valid: {problems[0]})")
+        raise UndoitError(f"{NO_BACKUP} (the set {s.id}, {source}, is not valid: {problems[0]})")
     for key in restored_volumes(proc):
         if key not in s.volumes:
-            raise UndoitError(f"{NO_BACKUP} (the {source} set {s.id} holds no volume {key})")
+            raise UndoitError(f"{NO_BACKUP} (the set {s.id}, {source}, holds no volume {key})")
         restore.check_restorable(s, key)
-    return s
+    return choice
 
 
 def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reason: str = "",
@@ -162,15 +179,8 @@ def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
     source/sandbox: a rehearsal passes the live set to restore from, and runs in a
     sandbox plan (its own project, worktree and snapshots folder)."""
     proc = plan.procedure(pid)
-    snap = verified_set(plan, pid, set_id, given=source)
-    if source is not None:
-        ref = proc.ref or ((source.manifest.get("git") or {}).get("tag"))
-        ref_source, set_source = ("plan ref" if proc.ref else "rehearsed set's tag"), "rehearsed set"
-        if not ref:
-            raise UndoitError(NO_BACKUP)
-    else:
-        _, set_source = choose_set(plan, proc, set_id)
-        ref, ref_source = choose_ref(plan, proc, snap)
+    choice = verified_choice(plan, pid, set_id, given=source)
+    snap, set_source, ref, ref_source = choice.set, choice.set_source, choice.ref, choice.ref_source
     if not gitstate.ref_exists(plan.root, ref):
         raise UndoitError(f"ref {ref} ({ref_source}) does not exist in {plan.root}")
     client = engine.client()
@@ -353,6 +363,7 @@ def undo(plan: Plan) -> dict:
                 if services:
                     compose.stop(services)
                 # what the rollback restored is replaced in turn: keep a copy of it too
+                snapshots.note_restored(plan.snapshots_dir, vol["name"])
                 restore.restore_volume(client, s, key, target=vol["name"], safety_dir=plan.snapshots_dir,
                                        project=plan.project_name)
                 restored.append(key)

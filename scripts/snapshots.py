@@ -150,18 +150,6 @@ def latest_complete(root: Path, project: str, kind: str | None = None) -> Snapsh
     return sets[-1] if sets else None
 
 
-def baseline(root: Path, project: str) -> SnapshotSet | None:
-    """What rollbacks restore: the oldest set marked baseline, never simply the latest.
-
-    A backup taken later (of a stack that may already be broken) must never replace
-    it; a team that wants another baseline names the set with set=ID.
-    """
-    for s in all_sets(root, project):
-        if s.complete and s.manifest.get("baseline") and s.manifest.get("kind") == "backup":
-            return s
-    return None
-
-
 # --- verification -------------------------------------------------------------
 
 
@@ -189,13 +177,49 @@ def check_set(s: SnapshotSet, deep: bool = True) -> list[str]:
             except Exception as err:  # zstd or tar decoding errors: the file is damaged
                 problems.append(f"{s.archive_path(key)}: unreadable ({type(err).__name__}: {err})")
                 continue
-            if archive.listing_digest(entries) != vol["listing_digest"]:
+            if listing_digest(vol, entries) != vol["listing_digest"]:
                 problems.append(f"{s.archive_path(key)}: contents differ from the manifest's listing")
     for name, digest in sorted((s.manifest.get("state") or {}).items()):
         p = s.path / name
         if not p.exists() or archive.sha256_file(p) != digest:
             problems.append(f"{p}: state file missing or changed")
     return problems
+
+
+def listing_digest(vol: dict, entries) -> str:
+    """A listing's digest the way the set recorded it (older sets: without content digests)."""
+    return archive.listing_digest(entries, content=bool(vol.get("content_digests")))
+
+
+# --- restores the kit made -----------------------------------------------------------
+# A restore can rewind a volume (and a probe's counter) to an older point; a later
+# backup must not compare it with a set taken before the restore.
+RESTORED = "restored.json"
+
+
+def note_restored(root: Path, volume: str) -> None:
+    path = Path(root) / RESTORED
+    try:
+        ledger = json.loads(path.read_text())
+    except (OSError, ValueError):
+        ledger = {}
+    ledger[volume] = now_iso()
+    Path(root).mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    with private_open(tmp) as f:
+        f.write(json.dumps(ledger, indent=2, sort_keys=True).encode())
+    os.replace(tmp, path)
+
+
+def restored_since(root: Path, volume: str, iso: str) -> bool:
+    """Whether the kit restored the volume at or after iso (same second counts: when in
+    doubt, the volume is exported again)."""
+    try:
+        when = json.loads((Path(root) / RESTORED).read_text()).get(volume)
+    except (OSError, ValueError):
+        return False
+    return bool(when) and (not iso or when >= iso)
 
 
 def verify_archive(s: SnapshotSet, key: str, archive_too: bool = True) -> None:
@@ -212,9 +236,9 @@ def verify_archive(s: SnapshotSet, key: str, archive_too: bool = True) -> None:
             raise UndoitError(f"{p} fails its checksum: refusing to restore from set {s.id}")
 
 
-def describe(root: Path, project: str) -> list[dict]:
-    """One row per set for `doit snapshots` (checksums checked, archives not decompressed)."""
-    base = baseline(root, project)
+def describe(root: Path, project: str, restores: str | None = None, cycle_of=None) -> list[dict]:
+    """One row per set for `doit snapshots` (checksums checked, archives not decompressed),
+    grouped by change cycle; `restores` is the set a rollback would restore."""
     rows = []
     for s in all_sets(root, project):
         problems = check_set(s, deep=False)
@@ -222,6 +246,7 @@ def describe(root: Path, project: str) -> list[dict]:
         created = s.created or datetime.fromtimestamp(s.path.stat().st_mtime, timezone.utc).isoformat()
         rows.append({
             "set": s.id,
+            "cycle": (cycle_of(s) if cycle_of and s.complete else None) or "-",
             "age": _age(created),
             "size": size,
             "volumes": ", ".join(sorted(s.volumes)) or "-",
@@ -229,10 +254,12 @@ def describe(root: Path, project: str) -> list[dict]:
             "tag": s.tag or "-",
             "valid": not problems,
             "problem": problems[0] if problems else "",
-            "baseline": bool(base and base.id == s.id),
+            "baseline": bool((s.manifest or {}).get("baseline")),
+            "restores": s.id == restores,
             "kind": (s.manifest or {}).get("kind", "?"),
         })
-    return rows
+    order = list(dict.fromkeys(r["cycle"] for r in rows))  # cycles in the order they began
+    return sorted(rows, key=lambda r: order.index(r["cycle"]))
 
 
 def _age(iso: str) -> str:

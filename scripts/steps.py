@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 
-from . import checks, gitstate, restore
+from . import checks, gitstate, restore, snapshots
 from .errors import UndoitError
 from .plan import Check, Step
 
@@ -162,6 +162,8 @@ def restore_volumes(run, keys) -> str:
     run.safety_snapshot(targets)
     done = []
     for key, name in targets.items():
+        # before the act: a later backup must never skip this volume as unchanged
+        snapshots.note_restored(run.plan.snapshots_dir, name)
         r = restore.restore_volume(run.client, run.snapshot, key, target=name)
         done.append(f"{key} ({r['entries']} entries)")
     return f"restored {', '.join(done)} from set {run.snapshot.id}"

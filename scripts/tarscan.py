@@ -12,6 +12,9 @@ name) extensions. Anything else is refused rather than guessed at.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
+
 from .archive import BY_PATH, Entry, parse_ns
 from .errors import UndoitError
 
@@ -21,6 +24,7 @@ BLOCK = 512
 _KINDS = {b"0": "f", b"\0": "f", b"7": "f", b"1": "h", b"2": "l", b"3": "c", b"4": "b",
           b"5": "d", b"6": "p"}
 _EXTENSIONS = (b"x", b"g", b"L", b"K")
+EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
 
 
 def _number(field: bytes) -> int:
@@ -61,10 +65,14 @@ class TarScanner:
     been checked (UndoitError otherwise): a consumer given only those bytes is safe.
     """
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, check: bool = True):
         self.label = label
+        # check=False: list only (a backup lists what it archives; the restore checks it)
+        self.check = check
         self.entries: list[Entry] = []
-        self._sizes: dict[bytes, int] = {}
+        self._index: dict[bytes, int] = {}  # path -> position in entries (hard link targets)
+        self._hash = None  # sha256 of the regular file whose data is passing
+        self._data = 0  # bytes of that file's data still to come (the rest of _skip is padding)
         self._symlinks: set[bytes] = set()
         self._buf = bytearray()
         self._need = BLOCK  # bytes to collect before the next step
@@ -81,6 +89,12 @@ class TarScanner:
         while pos < size and not self.ended:
             if self._skip:
                 step = min(self._skip, size - pos)
+                if self._data:
+                    n = min(step, self._data)
+                    self._hash.update(view[pos:pos + n])
+                    self._data -= n
+                    if not self._data:
+                        self._file_done()
                 self._skip -= step
                 pos += step
                 continue
@@ -153,21 +167,33 @@ class TarScanner:
             raise UndoitError(f"{self.label}: member {name!r} has an unknown type {flag!r}")
         if size and kind != "f":
             raise UndoitError(f"{self.label}: damaged archive ({name!r} is not a file but has data)")
-        rel = self._check(name, kind, link)
+        rel = self._check(name, kind, link) if self.check else _relative(name)
         self._skip = -(-size // BLOCK) * BLOCK
+        digest = ""
         if kind == "h":
-            file_size = self._sizes.get(_relative(link), 0)
+            target = self._index.get(_relative(link))
+            file_size, digest = (self.entries[target].size, self.entries[target].digest) if target is not None \
+                else (0, "")
             kind = "f"
         else:
             file_size = size if kind == "f" else 0
-        self._sizes[rel] = file_size
+            if kind == "f":
+                digest = "" if size else EMPTY_DIGEST
+        self._index[rel] = len(self.entries)
         mtime = pax.get(b"mtime")
         self.entries.append(Entry(
             rel, kind, file_size, _number(h[100:108]) & 0o7777 if kind != "l" else 0,
             int(pax[b"uid"]) if b"uid" in pax else _number(h[108:116]),
             int(pax[b"gid"]) if b"gid" in pax else _number(h[116:124]),
             parse_ns(mtime.decode()) if mtime else _number(h[136:148]) * 1_000_000_000,
-            link if kind == "l" else b""))
+            link if kind == "l" else b"", digest))
+        if kind == "f" and size:
+            self._hash, self._data = hashlib.sha256(), size
+
+    def _file_done(self) -> None:
+        """The last data byte of a regular file went by: its digest goes on its entry."""
+        self.entries[-1] = replace(self.entries[-1], digest=self._hash.hexdigest())
+        self._hash = None
 
     def _check(self, name: bytes, kind: str, link: bytes) -> bytes:
         """The member's relative path, or UndoitError when it could write outside the volume."""
@@ -193,6 +219,6 @@ class TarScanner:
                         raise UndoitError(f"unsafe archive member {shown!r}: symlink escapes the volume")
         elif kind == "h":
             target = _relative(link)
-            if link.startswith(b"/") or b".." in link.split(b"/") or target not in self._sizes:
+            if link.startswith(b"/") or b".." in link.split(b"/") or target not in self._index:
                 raise UndoitError(f"unsafe archive member {shown!r}: hard link to {link.decode('utf-8', 'backslashreplace')!r}")
         return rel

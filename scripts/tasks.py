@@ -112,8 +112,9 @@ def _verified(plan: Plan, pid: str) -> dict:
     from . import rollback
 
     def run():
-        s = rollback.verified_set(plan, pid, get_var("set", None) or None)
-        print(f"{pid}: restores from set {s.id}: checksums match")
+        choice = rollback.verified_choice(plan, pid, get_var("set", None) or None)
+        print(f"{pid}: restores set {choice.set.id} ({choice.set_source}) and files from {choice.ref} "
+              f"({choice.ref_source}): checksums match")
 
     return {
         "basename": "verified",
@@ -199,9 +200,15 @@ def backup_tasks(plan: Plan):
         backup.verify(plan, get_var("set", None) or None)
 
     def show_snapshots():
+        from . import cycles
         from .report import snapshot_table
 
-        snapshot_table(snapshots.describe(plan.snapshots_dir, plan.project_name))
+        try:
+            cycle, why = cycles.current(plan)
+            restores = cycle.baseline.id
+        except UndoitError as err:
+            restores, why = None, f"nothing: {err}"
+        snapshot_table(snapshots.describe(plan.snapshots_dir, plan.project_name, restores, cycles.cycle_tag), why)
 
     yield {
         "basename": "backup",
@@ -212,14 +219,14 @@ def backup_tasks(plan: Plan):
     }
     yield {
         "basename": "verify",
-        "doc": "re-hash and fully read a snapshot set (set=ID; default: the baseline)",
+        "doc": "re-hash and fully read a snapshot set (set=ID; default: the one a rollback restores)",
         "actions": [action(run_verify)],
         "uptodate": [False],
         "verbosity": 2,
     }
     yield {
         "basename": "snapshots",
-        "doc": "list snapshot sets: age, size, volumes, tag, valid, which is the baseline",
+        "doc": "list snapshot sets by change cycle: age, size, volumes, valid, which one a rollback restores",
         "actions": [action(show_snapshots)],
         "uptodate": [False],
         "verbosity": 2,

@@ -166,17 +166,13 @@ def listing(client, volume: str) -> list[Entry]:
 
 
 def export(client, volume: str, out, progress: Callable[[int], None] | None = None,
-           use_host: bool = True, before: list[Entry] | None = None, still: bool = False,
-           on_listing: Callable[[list[Entry]], None] | None = None) -> list[Entry] | None:
-    """Stream the volume as tar.zst into out; return the listing of what was written
-    (None: the volume changed while it was read; the archive is the truth)."""
+           use_host: bool = True) -> list[Entry]:
+    """Stream the volume as tar.zst into out; return the listing of what the archive holds
+    (read from the archive's own stream, content digests included)."""
     path = host_path(client, volume) if use_host else None
     if path:
-        return archive.write_host_archive(path, out, progress, before, still, on_listing)
-    entries = run_listing(client, volume)
-    if on_listing:
-        on_listing(entries)
-    mtimes = {e.path: e.mtime_ns for e in entries}
+        return archive.write_host_archive(path, out, progress)
+    mtimes = {e.path: e.mtime_ns for e in run_listing(client, volume)}
     import tarfile
 
     with helper(client, volume) as c:

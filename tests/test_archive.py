@@ -57,12 +57,28 @@ def test_host_archive_listing_round_trip(tmp_path):
     out = tmp_path / "a.tar.zst"
     with open(out, "wb") as f:
         written = archive.write_host_archive(src, f)
-    assert written == archive.listing(src)
+    assert [e.meta for e in written] == [e.meta for e in archive.listing(src)]
     assert archive.read_listing(out) == written
+    import hashlib
+    digests = {e.path: e.digest for e in written}
+    assert digests[b"d/f"] == digests[b"hl"] == hashlib.sha256(b"abc" * 1000).hexdigest()
+    assert digests[b"n\xff"] == hashlib.sha256(b"1").hexdigest() and digests[b"sl"] == ""
     assert {e.path for e in written} >= {b".", b"d", b"d/f", b"hl", b"sl", b"p", b"n\xff"}
     entry = {e.path: e for e in written}[b"d/f"]
     assert entry.mtime_ns == 1_600_000_000_000_000_007
     assert archive.Entry.from_line(entry.line()) == entry
+
+
+def test_diff_names_a_content_change_with_the_same_size_and_mtime():
+    a = [archive.Entry(b"x", "f", 1, 0o644, 0, 0, 5, b"", "aa")]
+    assert archive.diff(a, [archive.Entry(b"x", "f", 1, 0o644, 0, 0, 5, b"", "bb")]) == \
+        ["x: content differs (same size and mtime)"]
+    assert archive.diff(a, [archive.Entry(b"x", "f", 1, 0o644, 0, 0, 5)]) == []  # a walk: no digest
+
+
+def test_listing_lines_without_digests_still_read():
+    old = archive.Entry.from_line('["a", "f", 1, "0o644", 0, 0, 5, ""]')
+    assert old.digest == "" and archive.Entry.from_line(old.line()) == old
 
 
 def test_diff_names_what_differs():

@@ -14,7 +14,7 @@ from unittest import mock
 
 import pytest
 
-from scripts import archive, backup, gitstate, restore, snapshots, volumes
+from scripts import archive, backup, cycles, gitstate, restore, snapshots, volumes
 from scripts.compose import for_plan
 from scripts.errors import UndoitError
 
@@ -132,7 +132,7 @@ def test_unchanged_stack_reuses_and_one_change_exports_one(docker_client, mini):
     assert [p.name for p in third.path.glob("*.tar.zst")] == ["files.tar.zst"]
     assert third.volumes["data"]["reused_from"] == first.id
     assert snapshots.check_set(third) == []
-    assert snapshots.baseline(mini.snapshots_dir, mini.project_name).id == first.id
+    assert cycles.current(mini)[0].baseline.id == first.id
 
 
 def test_flipped_byte_fails_verify_and_restore_leaves_volume_alone(docker_client, mini):

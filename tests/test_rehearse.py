@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from scripts import backup, gitstate, rehearse, snapshots, volumes
+from scripts import backup, cycles, gitstate, rehearse, snapshots, volumes
 from scripts.compose import for_plan
 from scripts.errors import UndoitError
 from scripts.tasks import demo_drill_change
@@ -127,7 +127,7 @@ def test_sigint_tears_the_sandbox_down(docker_client, live):
 
 
 def test_a_corrupted_archive_fails_the_rehearsal_and_is_named(docker_client, live):
-    base = snapshots.baseline(live.snapshots_dir, live.project_name)
+    base = cycles.current(live)[0].baseline
     path = base.archive_path("redis_data")
     data = path.read_bytes()
     try:

@@ -1,0 +1,128 @@
+"""Change cycles: each backup tag opens one, and a rollback restores the current one's baseline.
+
+A team backs up before every change. Each backup at a new HEAD makes a new annotated
+tag, and the first set taken under it is that cycle's baseline: the stack as it was
+before the change the cycle is about. A rollback must restore the baseline of the
+change being undone, which is the newest backup tag the current HEAD is at or descends
+from, and take files and volumes from that one point in time. Restoring an older
+cycle's baseline would throw away every write and commit made since (and every check
+would still pass).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import gitstate, snapshots
+from .errors import UndoitError
+from .snapshots import SnapshotSet
+
+NO_BACKUP = "no verified backup: run `doit backup` before the change"
+
+
+@dataclass(frozen=True)
+class Cycle:
+    tag: str  # the backup tag that opened it
+    head: str  # HEAD when that backup was taken
+    commit: str  # what the tag points at: HEAD, or a commit of uncommitted changes on top
+    sets: tuple[SnapshotSet, ...]  # its complete backup and checkpoint sets, oldest first
+
+    @property
+    def baseline(self) -> SnapshotSet | None:
+        return next((s for s in self.sets if s.manifest.get("kind") == "backup" and s.manifest.get("baseline")), None)
+
+    def checkpoint(self, pid: str) -> SnapshotSet | None:
+        """The latest checkpoint of phase pid taken in this cycle."""
+        cps = [s for s in self.sets if s.manifest.get("kind") == "checkpoint" and s.manifest.get("phase") == pid]
+        return cps[-1] if cps else None
+
+
+def cycle_tag(s: SnapshotSet) -> str | None:
+    """The backup tag of the cycle a set belongs to (sets from before cycles were
+    recorded: a backup set's own tag)."""
+    m = s.manifest or {}
+    return m.get("cycle") or ((m.get("git") or {}).get("tag") if m.get("kind") == "backup" else None)
+
+
+def all_cycles(root, project: str) -> list[Cycle]:
+    """Every cycle with at least one complete set, oldest first."""
+    cycles: dict[str, list[SnapshotSet]] = {}
+    first_git: dict[str, dict] = {}
+    last_tag = None
+    for s in snapshots.all_sets(root, project):
+        if not s.complete or s.manifest.get("kind") not in ("backup", "checkpoint"):
+            continue
+        tag = cycle_tag(s) or last_tag  # an old checkpoint: the cycle it was taken in
+        if tag is None:
+            continue
+        cycles.setdefault(tag, []).append(s)
+        if s.manifest.get("kind") == "backup":
+            first_git.setdefault(tag, s.manifest.get("git") or {})
+        last_tag = tag
+    out = []
+    for tag, sets in cycles.items():
+        git = first_git.get(tag)
+        if git:  # a cycle is known by its backups; checkpoints alone do not make one
+            out.append(Cycle(tag, git.get("head", ""), git.get("commit") or git.get("head", ""), tuple(sets)))
+    return out
+
+
+def current(plan) -> tuple[Cycle, str]:
+    """The cycle a rollback restores, and one line saying which and why.
+
+    Raises (naming what is wrong) rather than fall back on an older cycle: no cycle,
+    a HEAD that descends from none, or a newer backup tag whose baseline is gone.
+    """
+    cycles = all_cycles(plan.snapshots_dir, plan.project_name)
+    if not cycles:
+        raise UndoitError(NO_BACKUP)
+    head = gitstate.head(plan.root)
+    chosen, why = None, ""
+    for c in reversed(cycles):
+        if c.head == head:
+            chosen, why = c, "HEAD is where it was backed up"
+            break
+        if _is_ancestor(plan.root, c.head, head):
+            n = gitstate.run(plan.root, "rev-list", "--count", f"{c.head}..{head}")
+            chosen, why = c, f"HEAD descends from it ({n} commit(s) since)"
+            break
+    if chosen is None:
+        raise UndoitError(
+            f"HEAD ({head[:12]}) descends from none of the backups ({', '.join(c.tag for c in cycles)}): "
+            "check out the change being undone, or name a set with set=ID")
+    orphan = _newer_tag_without_sets(plan, chosen, {c.tag for c in cycles})
+    if orphan:
+        raise UndoitError(
+            f"backup tag {orphan} is newer than cycle {chosen.tag} and HEAD descends from it, but no valid "
+            f"set of it is left: refusing to restore the older cycle (name a set with set=ID, or run "
+            f"`doit backup` to retake {orphan}'s baseline)")
+    if chosen.baseline is None:
+        raise UndoitError(f"cycle {chosen.tag} has no valid baseline set (damaged or removed): "
+                          "name a set with set=ID")
+    return chosen, f"cycle {chosen.tag} (baseline set {chosen.baseline.id}): the newest backup tag; {why}"
+
+
+def of_set(plan, s: SnapshotSet) -> Cycle | None:
+    tag = cycle_tag(s)
+    return next((c for c in all_cycles(plan.snapshots_dir, plan.project_name) if c.tag == tag), None)
+
+
+def _is_ancestor(root, ancestor: str, descendant: str) -> bool:
+    try:
+        gitstate.run(root, "merge-base", "--is-ancestor", ancestor, descendant)
+        return True
+    except UndoitError:
+        return False
+
+
+def _newer_tag_without_sets(plan, chosen: Cycle, known: set[str]) -> str | None:
+    """A tag the backup template makes, between the chosen cycle and HEAD, with no set."""
+    rx = gitstate.template_regex(plan.backup_tag)
+    merged = gitstate.run(plan.root, "for-each-ref", "--merged=HEAD", "--format=%(refname:short)", "refs/tags/")
+    for tag in merged.split():
+        if tag in known or tag == chosen.tag or not rx.match(tag):
+            continue
+        target = gitstate.run(plan.root, "rev-parse", f"{tag}^{{commit}}")
+        if target != chosen.head and _is_ancestor(plan.root, chosen.head, target):
+            return tag
+    return None
