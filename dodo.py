@@ -9,7 +9,8 @@ from scripts import tasks as _tasks
 from scripts.errors import UndoitError
 
 DOIT_CONFIG = {
-    "default_tasks": ["demo:up"],
+    # a bare `doit` changes nothing: it says what the plan holds and what a rollback restores
+    "default_tasks": ["status"],
     # sqlite3, not dbm: dbm breaks when two doit processes touch it at once
     "backend": "sqlite3",
     # a dry run keeps its own state: it must never mark anything up to date for the real run
@@ -25,6 +26,11 @@ try:
 except UndoitError as _err:
     print(f"undoit: {_err}", file=sys.stderr)
     sys.exit(_err.exit_code)
+
+
+def task_status():
+    """the plan, and which set a rollback would restore"""
+    return _tasks.status_task(PLAN)
 
 
 def task_images():

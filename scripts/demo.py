@@ -12,6 +12,20 @@ from .plan import KIT_ROOT, Plan
 
 DEMO_SOURCE = KIT_ROOT / "demo"
 DEMO_ROOT = KIT_ROOT / ".undoit" / "demo"  # where phases.toml's [project] root points
+MARKER = ".undoit-demo"  # in demo/, so every materialized copy carries it
+
+
+def is_demo(plan: Plan) -> bool:
+    """Whether the plan is about the bundled demo (its default place, or a copy of it)."""
+    root = Path(plan.root)
+    return root.resolve() == DEMO_ROOT.resolve() or (root / MARKER).is_file()
+
+
+def require_demo(plan: Plan, task: str) -> None:
+    """Demo tasks act on the demo only: `demo:down` removes volumes without a safety copy."""
+    if not is_demo(plan):
+        raise UndoitError(f"{task} acts only on the bundled demo, and this plan is about {plan.root} "
+                          f"(compose project {plan.project_name}): nothing was done")
 
 
 def materialize(dest: Path, source: Path = DEMO_SOURCE) -> bool:

@@ -40,7 +40,7 @@ CHECK_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "logs-clean": (set(), {"services", "pattern"}),
     "networks-exist": ({"networks"}, set()),
     "networks-absent": ({"networks"}, set()),
-    "volume-matches": ({"volumes"}, set()),
+    "volume-matches": ({"volumes"}, {"ignore"}),
     "files-match": ({"paths"}, {"ref"}),
     "command": ({"argv"}, {"cwd", "expect"}),
     "exec": ({"service", "argv"}, {"expect", "user"}),
@@ -420,7 +420,7 @@ class _Context:
 
     def _refs(self, table: str, args: dict) -> None:
         r = self.r
-        for key in ("services", "networks", "volumes", "paths", "argv"):
+        for key in ("services", "networks", "volumes", "paths", "argv", "ignore"):
             if key in args:
                 r.strs(table, args, key)
         if "service" in args:

@@ -38,23 +38,31 @@ def images_task() -> dict:
 def demo_tasks(plan: Plan):
     from . import demo
 
+    def only_demo(fn, task):
+        def run(*args):
+            demo.require_demo(plan, task)
+            return fn(*args)
+
+        run.__name__ = fn.__name__
+        return run
+
     yield {
         "basename": "demo",
         "name": None,
-        "doc": "the bundled demo stack (a miniature of the runbook's system)",
+        "doc": "the bundled demo stack (a miniature of the runbook's system); refuses on any other plan",
     }
     yield {
         "basename": "demo",
         "name": "init",
         "doc": f"materialize demo/ as a scratch git repository in {plan.root}",
-        "actions": [action(demo.materialize, plan.root)],
+        "actions": [action(only_demo(demo.materialize, "demo:init"), plan.root)],
         "uptodate": [lambda: (plan.root / ".git").exists()],
     }
     yield {
         "basename": "demo",
         "name": "up",
         "doc": "bring the demo stack up healthy and seed its data",
-        "actions": [action(demo.up, plan)],
+        "actions": [action(only_demo(demo.up, "demo:up"), plan)],
         "task_dep": ["images", "demo:init"],
         "uptodate": [False],
         "verbosity": 2,
@@ -63,7 +71,35 @@ def demo_tasks(plan: Plan):
         "basename": "demo",
         "name": "down",
         "doc": "remove the demo's containers, networks and volumes",
-        "actions": [action(demo.down, plan)],
+        "actions": [action(only_demo(demo.down, "demo:down"), plan)],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
+def status_task(plan: Plan) -> dict:
+    """What a bare `doit` shows: the plan, and what a rollback would restore. Changes nothing."""
+
+    def run():
+        from . import cycles, gitstate
+
+        print(f"plan {plan.path}: project {plan.project_name} at {plan.root}")
+        print(f"  {len(plan.phases)} phase(s), a full rollback, {len(plan.scenarios)} scenario(s); "
+              f"volumes: {', '.join(plan.volumes) or 'none'}")
+        if not gitstate.is_repo(plan.root):
+            print("  the project is not there yet" + (" (`doit demo:up` brings the demo)" if _is_demo(plan) else ""))
+        else:
+            try:
+                _, why = cycles.current(plan)
+                print(f"  a rollback restores {why}")
+            except UndoitError as err:
+                print(f"  a rollback restores nothing yet: {err}")
+        print("tasks: `doit list` (all of them: `doit list --all`); before a change: `doit backup`")
+
+    return {
+        "basename": "status",
+        "doc": "the plan, and which set a rollback would restore (what a bare `doit` runs; changes nothing)",
+        "actions": [action(run)],
         "uptodate": [False],
         "verbosity": 2,
     }
@@ -256,9 +292,9 @@ def decide_task(plan: Plan) -> dict:
 
 
 def _is_demo(plan: Plan) -> bool:
-    from .demo import DEMO_ROOT
+    from .demo import is_demo
 
-    return plan.root.resolve() == DEMO_ROOT.resolve()
+    return is_demo(plan)
 
 
 def demo_drill_change(plan: Plan, proc) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -163,6 +164,35 @@ def listing(client, volume: str) -> list[Entry]:
     """The volume's file listing: a metadata walk of the host path, or made in a container."""
     path = host_path(client, volume)
     return archive.listing(path) if path else run_listing(client, volume)
+
+
+def content_digests(client, volume: str) -> dict[bytes, str]:
+    """sha256 of every regular file in the volume (path -> hex): read on the host when the
+    engine is local, else in a short-lived helper container."""
+    import hashlib
+
+    path = host_path(client, volume)
+    out: dict[bytes, str] = {}
+    if path:
+        root = os.fsencode(path)
+        for rel, st in archive.walk(path):
+            if stat.S_ISREG(st.st_mode):
+                h = hashlib.sha256()
+                with open(os.path.join(root, rel), "rb") as f:
+                    while chunk := f.read(archive.CHUNK):
+                        h.update(chunk)
+                out[rel] = h.hexdigest()
+        return out
+    c = _run_helper(client, volume, f"cd {MOUNT} && find . -type f -exec sha256sum -z {{}} + > /tmp/sums")
+    try:
+        data = _fetch_file(c, "/tmp/sums")
+    finally:
+        c.remove(force=True)
+    for rec in data.split(b"\0"):
+        if rec:
+            digest, _, name = rec.partition(b"  ")
+            out[name[2:] if name.startswith(b"./") else name] = digest.decode()
+    return out
 
 
 def export(client, volume: str, out, progress: Callable[[int], None] | None = None,
