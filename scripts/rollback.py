@@ -271,6 +271,8 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
     failed = None
     for i, step in enumerate(run.proc.steps, 1):
         s0 = time.monotonic()
+        # described before it runs: afterwards, restored files no longer count as overwritten
+        what = run.redact(steps.describe(run, step))
         say(f"[{i}/{len(run.proc.steps)}] {step.do} ...")
         try:
             if stop_after_step is not None and i > stop_after_step:
@@ -283,7 +285,7 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
             detail, ok = f"{type(err).__name__}: {err}", False
             traceback.print_exc()
         detail = run.redact(detail)
-        record["steps"].append({"n": i, "do": step.do, "what": run.redact(steps.describe(run, step)),
+        record["steps"].append({"n": i, "do": step.do, "what": what,
                                 "ok": ok, "detail": detail, "seconds": round(time.monotonic() - s0, 3)})
         say(f"      {'ok' if ok else 'FAILED'} in {time.monotonic() - s0:.1f} s: {detail}")
         if not ok:
@@ -372,7 +374,7 @@ def undo(plan: Plan) -> dict:
             files += _undo_files(plan.root, fr)
         before = rec.get("running_before") or []
         if before:
-            compose("up", "--detach", "--wait", "--no-recreate", *before)
+            recreate(compose, before)
         now = sorted({c.labels.get(checks.SERVICE_LABEL) for c in client.containers.list(
             filters={"label": f"com.docker.compose.project={plan.project_name}"})} - {None})
         extra = [s for s in now if s not in before]
@@ -383,6 +385,22 @@ def undo(plan: Plan) -> dict:
                    f"services as before ({', '.join(before) or 'none running'})")
         say(summary)
         return {"undone": rec["run"], "volumes": restored, "files": files}
+
+
+def recreate(compose: Compose, services: list[str]) -> None:
+    """Bring services up as the compose file now on disk describes them: containers whose
+    configuration differs are recreated and missing networks made (undo has just put an
+    older compose file back; --no-recreate would leave the rollback's containers).
+    A network compose refuses to reuse as it is gets the project taken down (volumes
+    kept) and brought up again."""
+    try:
+        compose("up", "--detach", "--wait", "--remove-orphans", *services)
+    except UndoitError as err:
+        if "network" not in str(err).lower():
+            raise
+        say(f"networks differ from the compose file ({err}): recreating the project's containers and networks")
+        compose.down(volumes=False)
+        compose("up", "--detach", "--wait", *services)
 
 
 def _undo_files(root: Path, fr: dict) -> int:

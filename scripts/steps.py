@@ -90,8 +90,8 @@ def execute(run, step: Step) -> str:
         run.file_restores.append({"step": run.step_index(step), "ref": ref, "paths": list(a["paths"]),
                                   "dir": str(run.step_dir(step)), **{k: p[k] for k in ("changed", "move", "missing", "remove")}})
         run.redact.add_from(run.plan.root)
-        return (f"{len(p['checkout'])} file(s) at {ref}; {len(p['remove'])} removed, "
-                f"{len(p['move'])} moved aside, {len(p['changed'])} saved first")
+        return (f"{len(p['checkout'])} file(s) at {ref}; {len(p['changed'])} overwritten or removed (saved "
+                f"first), {len(p['remove'])} added since removed, {len(p['move'])} untracked moved aside")
     if step.do == "restore-volumes":
         return restore_volumes(run, a["volumes"])
     if step.do == "remove-networks":

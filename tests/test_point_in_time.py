@@ -251,3 +251,120 @@ def test_the_demo_tasks_refuse_on_a_user_project(docker_client, ledger):
     res = doit(ledger)  # a bare doit changes nothing and says what a rollback would restore
     assert res.returncode == 0 and "a rollback restores nothing yet" in res.stdout, res.stdout
     assert not any(ledger.snapshots_dir.glob("*/manifest.json"))
+
+
+UNDO_COMPOSE = """\
+services:
+  web:
+    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
+    pull_policy: never
+    networks: [front]
+    labels: {release: "1"}
+    stop_grace_period: 1s
+    healthcheck:
+      test: ["CMD", "true"]
+      interval: 1s
+networks:
+  front: {internal: true}
+"""
+
+UNDO_PLAN = """\
+[project]
+name = "{name}"
+root = "{root}"
+services = ["web"]
+networks = ["front", "side"]
+log = "{log}"
+reports = "{reports}"
+
+[backup]
+snapshots = "{snapshots}"
+
+[[phase]]
+id = "compose"
+title = "compose file"
+steps = [{{ do = "restore-files", paths = ["docker-compose.yml"] }}, {{ do = "up" }}]
+checks = [{{ check = "healthy" }}]
+
+[full]
+title = "everything"
+steps = [{{ do = "restore-files", paths = ["."] }}]
+"""
+
+
+def dry_run(compose) -> str:
+    """What `docker compose up --dry-run` would do (it reports on stderr)."""
+    from scripts.compose import compose_argv
+
+    argv = [*compose_argv(), "--project-name", compose.project, "--project-directory", str(compose.root),
+            "up", "--dry-run", "--detach"]
+    res = subprocess.run(argv, cwd=compose.root, env=compose.env, capture_output=True, text=True, timeout=60)
+    return res.stdout + res.stderr
+
+
+def test_undo_recreates_what_the_compose_file_describes_and_counts_agree(docker_client, kit_images, tmp_path,
+                                                                         capsys):
+    import json
+
+    from scripts.compose import for_plan
+
+    name = unique("und")
+    try:
+        plan = make_stack(name, tmp_path, UNDO_COMPOSE, UNDO_PLAN)
+        backup.backup(plan)
+        # the change: a new release label and a second network, applied
+        changed = UNDO_COMPOSE.replace('release: "1"', 'release: "2"').replace(
+            "networks: [front]", "networks: [front, side]").replace(
+            "  front: {internal: true}", "  front: {internal: true}\n  side: {internal: true}")
+        (plan.root / "docker-compose.yml").write_text(changed)
+        commit(plan.root, "release 2")
+        compose = for_plan(plan)
+        compose.up(wait_timeout=60)
+        capsys.readouterr()
+        rec = rollback.execute(plan, "compose", yes=True)
+        assert rec["outcome"] == "success", rec
+        out = capsys.readouterr().out
+        # one file overwritten: the console, the log and the JSON report say the same
+        assert "1 overwritten or removed" in rec["steps"][0]["what"]
+        assert "1 overwritten or removed" in rec["steps"][0]["detail"]
+        assert out.count("1 overwritten or removed") >= 2
+        assert "1 overwritten or removed" in plan.log_path.read_text()
+        report = json.loads((plan.reports_dir / f"{rec['run']}.json").read_text())
+        assert "1 overwritten or removed" in report["steps"][0]["what"]
+        assert "Running" in dry_run(compose) and "Recreate" not in dry_run(compose)
+        rollback.undo(plan)
+        assert (plan.root / "docker-compose.yml").read_text() == changed
+        dry = dry_run(compose)
+        assert "Running" in dry and "Recreate" not in dry and "Creat" not in dry, dry
+    finally:
+        sweep(docker_client, name)
+
+
+def test_volume_matches_fails_on_same_size_content_changes_and_extra_files(docker_client, mini):
+    from scripts import checks
+    from scripts.plan import Check
+
+    from .conftest import volume_path
+
+    doc = volume_path(docker_client, mini, "files") / "doc.txt"
+    doc.write_text("aaaa\n")
+    backup.backup(mini)
+    run = rollback.prepare(mini, "p1", yes=True)
+    check = Check("volume-matches", "files back", {"volumes": ["files"]})
+    assert checks.volume_matches(run, check)[0]
+    st = doc.stat()
+    doc.write_text("bbbb\n")  # same size...
+    os.utime(doc, ns=(st.st_atime_ns, st.st_mtime_ns))  # ...and the same mtime
+    ok, why = checks.volume_matches(run, check)
+    assert not ok and "doc.txt: content differs" in why, why
+    doc.write_text("aaaa\n")
+    os.utime(doc, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert checks.volume_matches(run, check)[0]
+    (doc.parent / "stray.pid").write_text("1")
+    ok, why = checks.volume_matches(run, check)
+    assert not ok and "unexpected stray.pid" in why, why
+    assert checks.volume_matches(run, Check("volume-matches", "x", {"volumes": ["files"], "ignore": ["*.pid"]}))[0]
+    (doc.parent / "stray.pid").unlink()
+    doc.unlink()
+    ok, why = checks.volume_matches(run, check)
+    assert not ok and "missing doc.txt" in why, why
