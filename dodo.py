@@ -4,6 +4,7 @@ import sys
 
 from doit import get_var
 
+from scripts import params as _params
 from scripts import plan as _plan
 from scripts import tasks as _tasks
 from scripts.errors import UndoitError
@@ -22,6 +23,7 @@ if get_var("format", "") == "json":
     DOIT_CONFIG["reporter"] = "zero"
 
 try:
+    _params.check(_params.given())
     PLAN = _plan.load()
 except UndoitError as _err:
     print(f"undoit: {_err}", file=sys.stderr)

@@ -239,6 +239,13 @@ def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
 def _confirm(run: Run) -> None:
     if not run.interactive or not any(s.do in steps.DESTRUCTIVE for s in run.proc.steps):
         return
+    import multiprocessing
+
+    if multiprocessing.current_process().name != "MainProcess":
+        # under `doit -n N` a task runs in a worker whose stdin is gone: the question
+        # would vanish (or be answered by nobody)
+        raise UndoitError("this rollback asks before it destroys data, and `doit -n` runs it where nobody can "
+                          "answer: run it alone, or pass yes=1; nothing was changed")
     answer = input(f"This replaces data of project {run.plan.project_name} (safety copies are kept). "
                    "Type 'yes' to go on: ")
     if answer.strip().lower() != "yes":

@@ -175,17 +175,21 @@ def _procedure_task(plan: Plan, basename: str, proc, doc: str) -> dict:
     }
 
 
+PROC_PARAMS = '; parameters: dry_run=1 yes=1 reason="..." set=ID'
+
+
 def rollback_tasks(plan: Plan):
     yield {"basename": "rollback", "name": None, "doc": "roll back one phase, or everything (full)"}
     for proc in (*plan.phases, plan.full):
         yield _procedure_task(plan, "rollback", proc,
-                              f"{proc.title} (risk {proc.risk or '?'}, runbook {proc.duration or '?'})")
+                              f"{proc.title} (risk {proc.risk or '?'}, runbook {proc.duration or '?'}){PROC_PARAMS}")
 
 
 def scenario_tasks(plan: Plan):
     yield {"basename": "scenario", "name": None, "doc": "partial rollbacks: keep some phases, undo others"}
     for proc in plan.scenarios:
-        yield _procedure_task(plan, "scenario", proc, f"{proc.title} (keeps {', '.join(proc.keeps) or '-'})")
+        yield _procedure_task(plan, "scenario", proc,
+                              f"{proc.title} (keeps {', '.join(proc.keeps) or '-'}){PROC_PARAMS}")
 
 
 def safety_tasks(plan: Plan):
