@@ -110,7 +110,14 @@ def up_to_date(plan: Plan) -> bool:
 
 def backup(plan: Plan, include_dirty: bool = False, export_hook=None) -> snapshots.SnapshotSet:
     """`doit backup`: git branch and tag, then a set of every volume of the plan."""
+    from . import stackcheck
+
     when = datetime.now(timezone.utc)
+    # every name checked and every volume found before a ref is made: a failed backup
+    # leaves no tag behind that would open an empty cycle
+    client = engine.client()
+    stackcheck.check(plan, client)
+    volumes.resolve(client, plan.project_name, list(plan.volumes))
     git = gitstate.backup_refs(
         plan.root, plan.backup_branch, plan.backup_tag, restored_paths(plan), include_dirty,
         plan.env.get("UNDOIT_GIT_REMOTE"), when,

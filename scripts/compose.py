@@ -91,18 +91,54 @@ def compose_argv() -> tuple[str, ...]:
     )
 
 
-class Compose:
-    """One compose project: `Compose(root, name, files).up(...)`, errors as UndoitError."""
+# what compose itself looks for in the project folder, in its order (compose-go's
+# DefaultFileNames and DefaultOverrideFileNames): the first of each list that exists
+DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+OVERRIDE_FILES = ("compose.override.yml", "compose.override.yaml", "docker-compose.override.yml",
+                  "docker-compose.override.yaml")
 
-    def __init__(self, root: Path, project: str, files=("docker-compose.yml",), env=None):
+
+def discover(root: Path, env: dict | None = None) -> tuple[str, ...]:
+    """The compose files `docker compose` would use in root: COMPOSE_FILE (environment,
+    else root/.env), else the default file and its override. A rollback's `up` must never
+    run with less configuration than the stack had (a dropped override file)."""
+    root = Path(root)
+    env = os.environ if env is None else env
+    listed = env.get("COMPOSE_FILE")
+    sep = env.get("COMPOSE_PATH_SEPARATOR")
+    if listed is None and (root / ".env").is_file():
+        from dotenv import dotenv_values
+
+        dot = dotenv_values(root / ".env")
+        listed, sep = dot.get("COMPOSE_FILE"), sep or dot.get("COMPOSE_PATH_SEPARATOR")
+    if listed:
+        return tuple(f for f in listed.split(sep or os.pathsep) if f)
+    base = next((f for f in DEFAULT_FILES if (root / f).is_file()), None)
+    if base is None:
+        raise UndoitError(f"no compose file in {root} (looked for {', '.join(DEFAULT_FILES)} and COMPOSE_FILE): "
+                          "set [project] root, or compose_files in the plan")
+    override = next((f for f in OVERRIDE_FILES if (root / f).is_file()), None)
+    return (base, override) if override else (base,)
+
+
+class Compose:
+    """One compose project: `Compose(root, name, files).up(...)`, errors as UndoitError.
+
+    files=(): the files compose itself would use there (discover)."""
+
+    def __init__(self, root: Path, project: str, files=(), env=None, profiles=(), env_files=()):
         self.root = Path(root)
         self.project = project
-        self.files = tuple(files)
+        self.files = tuple(files) or discover(self.root, env)
         self.env = env
         argv = compose_argv()
         args = [*argv[1:], "--project-name", project, "--project-directory", str(self.root)]
         for f in self.files:
             args += ["-f", str(self.root / f)]
+        for p in profiles:
+            args += ["--profile", p]
+        for f in env_files:
+            args += ["--env-file", str(self.root / f)]
         self._cmd = sh.Command(argv[0]).bake(*args)
 
     def __call__(self, *args: str, timeout: float | None = None, quiet=False) -> str:
@@ -173,4 +209,5 @@ def stack_env() -> dict[str, str]:
 def for_plan(plan) -> Compose:
     """The compose project a plan is about."""
     env = dict(stack_env(), COMPOSE_PROJECT_NAME=plan.project_name)
-    return Compose(plan.root, plan.project_name, plan.compose_files, env=env)
+    return Compose(plan.root, plan.project_name, plan.compose_files, env=env, profiles=plan.profiles,
+                   env_files=plan.env_files)

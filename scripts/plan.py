@@ -126,7 +126,7 @@ class Plan:
     path: Path
     project_name: str
     root: Path
-    compose_files: tuple[str, ...]
+    compose_files: tuple[str, ...]  # empty: the files compose itself finds (compose.discover)
     services: tuple[str, ...]
     networks: tuple[str, ...]
     test_command: tuple[str, ...]
@@ -143,6 +143,8 @@ class Plan:
     contacts: dict[str, str]
     next_steps: tuple[str, ...]
     env: dict[str, str]
+    profiles: tuple[str, ...] = ()
+    env_files: tuple[str, ...] = ()
 
     def procedure(self, pid: str) -> Procedure:
         for proc in (*self.phases, self.full, *self.scenarios):
@@ -222,7 +224,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         "project",
         top["project"],
         {"name", "root", "services"},
-        {"compose_files", "networks", "test_command", "log", "reports"},
+        {"compose_files", "networks", "test_command", "log", "reports", "profiles", "env_files"},
     )
     services = r.strs("project", proj, "services")
     networks = r.strs("project", proj, "networks")
@@ -308,7 +310,9 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         path=path,
         project_name=env.get("UNDOIT_PROJECT_NAME") or r.str_("project", proj, "name"),
         root=root,
-        compose_files=r.strs("project", proj, "compose_files") or ("docker-compose.yml",),
+        compose_files=r.strs("project", proj, "compose_files"),
+        profiles=r.strs("project", proj, "profiles"),
+        env_files=r.strs("project", proj, "env_files"),
         services=services,
         networks=networks,
         test_command=r.strs("project", proj, "test_command"),

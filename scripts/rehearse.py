@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import cycles, engine, gitstate, restore, rollback, snapshots, volumes
-from .compose import for_plan
+from . import cycles, engine, gitstate, restore, rollback, snapshots, stackcheck, volumes
+from .compose import discover, for_plan
 from .errors import UndoitError
 from .plan import Plan, Procedure
 from .progress import say
@@ -52,7 +52,7 @@ class Sandbox:
         self.worktree_added = False
         self.plan = replace(
             plan, root=self.tree, project_name=self.name,
-            compose_files=(*plan.compose_files, str(self.override)),
+            compose_files=(*(plan.compose_files or discover(plan.root)), str(self.override)),
             snapshots_dir=self.work / "snapshots", log_path=self.work / "ROLLBACK-LOG.md",
             reports_dir=self.work / "reports",
         )
@@ -180,6 +180,7 @@ def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
              change: Change | None = None, up_timeout: int | None = None) -> dict:
     """Drill every procedure (or `only`) in a sandbox; returns the report (also written)."""
     client = engine.client()
+    stackcheck.check(plan)  # the live stack as compose sees it, before the sandbox copies it
     if set_id:
         source = snapshots.get_set(plan.snapshots_dir, set_id)
     else:

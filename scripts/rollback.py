@@ -179,6 +179,8 @@ def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
     source/sandbox: a rehearsal passes the live set to restore from, and runs in a
     sandbox plan (its own project, worktree and snapshots folder)."""
     proc = plan.procedure(pid)
+    # no check of the plan against today's compose file here: the change being undone
+    # may have removed a service or a volume from it; backup and rehearse check it
     choice = verified_choice(plan, pid, set_id, given=source)
     snap, set_source, ref, ref_source = choice.set, choice.set_source, choice.ref, choice.ref_source
     if not gitstate.ref_exists(plan.root, ref):

@@ -1,0 +1,147 @@
+"""Projects laid out their own way: compose.yaml with an override file and a profile,
+plans whose names compose does not know."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts import backup, gitstate, rollback
+from scripts import plan as planmod
+from scripts.compose import discover, for_plan
+from scripts.errors import UndoitError
+
+from .conftest import sweep, unique
+
+pytestmark = pytest.mark.docker
+
+BASE = """\
+services:
+  shop:
+    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
+    pull_policy: never
+    network_mode: none
+    volumes: [orders:/orders]
+    stop_grace_period: 1s
+    healthcheck: {test: ["CMD", "true"], interval: 1s}
+  mailer:
+    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
+    pull_policy: never
+    network_mode: none
+    profiles: [jobs]
+    stop_grace_period: 1s
+    healthcheck: {test: ["CMD", "true"], interval: 1s}
+volumes:
+  orders: {}
+"""
+
+OVERRIDE = """\
+services:
+  shop:
+    labels: {shop.tier: "override"}
+    environment: {SHOP_MODE: "from-override"}
+"""
+
+PLAN = """\
+[project]
+name = "{name}"
+root = "{root}"
+services = {services}
+profiles = ["jobs"]
+log = "{tmp}/LOG.md"
+reports = "{tmp}/reports"
+
+[backup]
+snapshots = "{tmp}/snapshots"
+
+[volumes.orders]
+services = ["shop"]
+
+[[phase]]
+id = "release"
+title = "release"
+steps = [{{ do = "down" }}, {{ do = "restore-files", paths = ["."] }}, {{ do = "up" }}]
+checks = [{{ check = "healthy" }}, {{ check = "container-count", expect = 2 }}]
+
+[full]
+title = "everything"
+steps = [{{ do = "down" }}, {{ do = "restore-files", paths = ["."] }}, {{ do = "restore-volumes", volumes = ["orders"] }}, {{ do = "up" }}]
+"""
+
+
+def shop(tmp_path, name, services='["shop", "mailer"]'):
+    root = tmp_path / "shop"
+    root.mkdir()
+    (root / "compose.yaml").write_text(BASE)
+    (root / "compose.override.yaml").write_text(OVERRIDE)
+    gitstate.init(root, "shop")
+    (tmp_path / "plan.toml").write_text(PLAN.format(name=name, root=root, tmp=tmp_path, services=services))
+    return planmod.load(tmp_path / "plan.toml", env={})
+
+
+def labels(client, name, service):
+    cs = client.containers.list(filters={"label": [f"com.docker.compose.project={name}",
+                                                   f"com.docker.compose.service={service}"]})
+    return [c.labels for c in cs]
+
+
+def test_compose_files_are_the_ones_compose_would_use(tmp_path):
+    (tmp_path / "docker-compose.yml").write_text(BASE)
+    assert discover(tmp_path, {}) == ("docker-compose.yml",)
+    (tmp_path / "compose.yaml").write_text(BASE)
+    (tmp_path / "compose.override.yaml").write_text(OVERRIDE)
+    assert discover(tmp_path, {}) == ("compose.yaml", "compose.override.yaml")
+    (tmp_path / ".env").write_text("COMPOSE_FILE=a.yml:b.yml\n")
+    assert discover(tmp_path, {}) == ("a.yml", "b.yml")
+    assert discover(tmp_path, {"COMPOSE_FILE": "c.yml"}) == ("c.yml",)
+    with pytest.raises(UndoitError, match="no compose file"):
+        discover(tmp_path / "nowhere", {})
+
+
+def test_a_rollback_keeps_the_override_file_and_the_profile(docker_client, kit_images, tmp_path):
+    name = unique("shop")
+    try:
+        plan = shop(tmp_path, name)
+        for_plan(plan).up(wait_timeout=60)
+        assert labels(docker_client, name, "shop")[0].get("shop.tier") == "override"
+        assert len(labels(docker_client, name, "mailer")) == 1
+        backup.backup(plan)
+        (plan.root / "compose.yaml").write_text(BASE.replace("orders:/orders", "orders:/orders:ro"))
+        gitstate.run(plan.root, "commit", "-qam", "the release")
+        rec = rollback.execute(plan, "release", yes=True)
+        assert rec["outcome"] == "success", rec
+        # up ran with the override file and the profile, as the stack had them
+        assert labels(docker_client, name, "shop")[0].get("shop.tier") == "override"
+        assert len(labels(docker_client, name, "mailer")) == 1
+        config = json.loads((rollback.runs_dir(plan) / rec["run"] / "record.json").read_text())
+        assert config["outcome"] == "success"
+    finally:
+        sweep(docker_client, name)
+
+
+def test_unknown_names_refused_before_any_ref_is_made(docker_client, kit_images, tmp_path):
+    name = unique("shop")
+    try:
+        plan = shop(tmp_path, name, services='["shop", "mailer", "billing"]')
+        for_plan(plan).up(wait_timeout=60)
+        tags = gitstate.run(plan.root, "tag", "--list")
+        with pytest.raises(UndoitError, match=r"\[project\] services: compose has no service 'billing' "
+                                              r"\(it has: mailer, shop"):
+            backup.backup(plan)
+        assert gitstate.run(plan.root, "tag", "--list") == tags  # no tag, no branch: no empty cycle
+        assert gitstate.run(plan.root, "branch", "--list") == "* main"
+    finally:
+        sweep(docker_client, name)
+
+
+def test_a_plan_named_unlike_the_running_stack_says_which_name_compose_uses(docker_client, kit_images, tmp_path):
+    name = unique("shop")
+    try:
+        plan = shop(tmp_path, name)
+        (plan.root / "compose.yaml").write_text(f"name: {name}real\n" + BASE)
+        gitstate.run(plan.root, "commit", "-qam", "named")
+        with pytest.raises(UndoitError, match=f"compose calls this project '{name}real'"):
+            backup.backup(plan)
+    finally:
+        sweep(docker_client, name)
