@@ -108,8 +108,15 @@ def up_to_date(plan: Plan) -> bool:
         return False
 
 
+def hide_kit_state(plan: Plan) -> None:
+    """The kit's snapshots, reports and log, when they live inside the project, are
+    never part of it: not a dirty tree, never moved aside by a restore."""
+    gitstate.ignore_privately(plan.root, (plan.snapshots_dir, plan.reports_dir, plan.log_path))
+
+
 def backup(plan: Plan, include_dirty: bool = False, export_hook=None) -> snapshots.SnapshotSet:
     """`doit backup`: git branch and tag, then a set of every volume of the plan."""
+    hide_kit_state(plan)
     from . import stackcheck
 
     when = datetime.now(timezone.utc)
@@ -130,6 +137,7 @@ def checkpoint(plan: Plan, pid: str, force: bool = False) -> snapshots.SnapshotS
     """`doit checkpoint:<phase>`: tag undoit/<phase>/pre at HEAD and snapshot the volumes the
     phase touches, before the phase starts. A rollback of that phase goes back here."""
     proc = plan.procedure(pid)
+    hide_kit_state(plan)
     tag = f"undoit/{pid}/pre"
     if gitstate.ref_exists(plan.root, f"refs/tags/{tag}") and not force:
         raise UndoitError(f"{tag} exists already (a checkpoint taken after the phase began would "

@@ -266,3 +266,36 @@ def differences(root: Path, ref: str, paths) -> list[str]:
 def tag(root: Path, name: str, target: str = "HEAD", message: str | None = None, force: bool = False) -> None:
     args = ["tag"] + (["-f"] if force else []) + (["-a", "-m", message] if message else []) + [name, target]
     run(root, *args)
+
+
+def ignore_privately(root: Path, paths) -> list[str]:
+    """Keep the kit's own folders and files (snapshots, reports, the log) that lie inside
+    the project's work tree out of git's view: listed in the repository's private ignore
+    file (.git/info/exclude, never a tracked file), so they never make the tree dirty and
+    a no-overlay restore never moves them aside. Returns the patterns it added."""
+    root = Path(root).resolve()
+    try:
+        top = Path(run(root, "rev-parse", "--show-toplevel")).resolve()
+        exclude = Path(run(root, "rev-parse", "--git-path", "info/exclude"))
+    except UndoitError:
+        return []
+    if not exclude.is_absolute():
+        exclude = root / exclude
+    have = exclude.read_text().splitlines() if exclude.exists() else []
+    added = []
+    for p in paths:
+        p = Path(p).resolve()
+        try:
+            rel = p.relative_to(top)
+        except ValueError:
+            continue  # outside the work tree: nothing to hide
+        if str(rel) == ".":
+            continue
+        pattern = "/" + rel.as_posix() + ("/" if p.is_dir() or not p.suffix else "")
+        if pattern not in have:
+            added.append(pattern)
+    if added:
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        with open(exclude, "a") as f:
+            f.write("".join(f"{a}\n" for a in added))
+    return added

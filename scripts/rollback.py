@@ -255,7 +255,11 @@ def _confirm(run: Run) -> None:
 
 
 def _execute(run: Run, stop_after_step: int | None) -> dict:
+    from .backup import hide_kit_state
+
     _confirm(run)
+    if not run.sandbox:
+        hide_kit_state(run.plan)
     run.run_dir.mkdir(parents=True, mode=0o700)
     t0 = time.monotonic()
     started = datetime.now(timezone.utc)

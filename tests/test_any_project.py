@@ -145,3 +145,30 @@ def test_a_plan_named_unlike_the_running_stack_says_which_name_compose_uses(dock
             backup.backup(plan)
     finally:
         sweep(docker_client, name)
+
+
+def test_the_kits_state_inside_the_project_never_dirties_it(docker_client, kit_images, tmp_path):
+    """The plan kept in the project (root = "."): snapshots/, reports/ and the log land
+    in the project folder, yet the tree stays clean and a restore of "." leaves them."""
+    name = unique("shop")
+    try:
+        plan = shop(tmp_path, name)
+        text = (tmp_path / "plan.toml").read_text().replace(f'root = "{plan.root}"', 'root = "."')
+        text = text.replace(f'log = "{tmp_path}/LOG.md"', 'log = "ROLLBACK-LOG.md"').replace(
+            f'reports = "{tmp_path}/reports"', 'reports = "reports"').replace(
+            f'snapshots = "{tmp_path}/snapshots"', 'snapshots = "snapshots"')
+        (plan.root / "phases.toml").write_text(text)
+        gitstate.run(plan.root, "add", "phases.toml")
+        gitstate.run(plan.root, "commit", "-qm", "the rollback plan")
+        plan = planmod.load(plan.root / "phases.toml", env={})
+        for_plan(plan).up(wait_timeout=60)
+        first = backup.backup(plan)
+        assert first.path.parent == plan.root / "snapshots"
+        assert gitstate.dirty(plan.root) == []
+        rec = rollback.execute(plan, "full", yes=True)
+        assert rec["outcome"] == "success", rec
+        assert (first.path / "manifest.json").is_file()  # not moved aside by the restore of "."
+        assert rec["file_restores"][0]["move"] == []
+        assert gitstate.dirty(plan.root) == [] and (plan.root / "ROLLBACK-LOG.md").is_file()
+    finally:
+        sweep(docker_client, name)
