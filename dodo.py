@@ -24,52 +24,56 @@ if get_var("format", "") == "json":
 
 try:
     _params.check(_params.given())
-    PLAN = _plan.load()
+    # None only while there is no plan file yet and `plan:init` is what was asked for
+    PLAN = _plan.load_for(sys.argv)
 except UndoitError as _err:
     print(f"undoit: {_err}", file=sys.stderr)
     sys.exit(_err.exit_code)
 
 
-def task_status():
-    """the plan, and which set a rollback would restore"""
-    return _tasks.status_task(PLAN)
+def task_plan():
+    """write a starter plan, or check the plan against the stack"""
+    yield from _tasks.plan_tasks(PLAN, _plan.plan_path())
 
 
-def task_images():
-    """build the kit's offline images"""
-    return _tasks.images_task()
+if PLAN is None:
+    DOIT_CONFIG["default_tasks"] = ["plan:init"]
 
 
-def task_demo():
-    """the bundled demo stack"""
-    yield from _tasks.demo_tasks(PLAN)
+if PLAN is not None:  # every other task is about a plan
 
+    def task_status():
+        """the plan, and which set a rollback would restore"""
+        return _tasks.status_task(PLAN)
 
-def task_backup():
-    """back up the project: git refs, stack state, volume snapshots"""
-    yield from _tasks.backup_tasks(PLAN)
+    def task_images():
+        """build the kit's offline images"""
+        return _tasks.images_task()
 
+    def task_demo():
+        """the bundled demo stack"""
+        yield from _tasks.demo_tasks(PLAN)
 
-def task_rollback():
-    """roll back one phase, or everything"""
-    yield from _tasks.rollback_tasks(PLAN)
+    def task_backup():
+        """back up the project: git refs, stack state, volume snapshots"""
+        yield from _tasks.backup_tasks(PLAN)
 
+    def task_rollback():
+        """roll back one phase, or everything"""
+        yield from _tasks.rollback_tasks(PLAN)
 
-def task_scenario():
-    """partial rollback scenarios"""
-    yield from _tasks.scenario_tasks(PLAN)
+    def task_scenario():
+        """partial rollback scenarios"""
+        yield from _tasks.scenario_tasks(PLAN)
 
+    def task_safety():
+        """verification, checkpoints and undo"""
+        yield from _tasks.safety_tasks(PLAN)
 
-def task_safety():
-    """verification, checkpoints and undo"""
-    yield from _tasks.safety_tasks(PLAN)
+    def task_decide():
+        """failure type -> recommended rollback scope"""
+        return _tasks.decide_task(PLAN)
 
-
-def task_decide():
-    """failure type -> recommended rollback scope"""
-    return _tasks.decide_task(PLAN)
-
-
-def task_rehearse():
-    """the whole drill in a sandbox"""
-    return _tasks.rehearse_task(PLAN)
+    def task_rehearse():
+        """the whole drill in a sandbox"""
+        return _tasks.rehearse_task(PLAN)

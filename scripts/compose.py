@@ -197,6 +197,23 @@ class Compose:
         return self("exec", *opts, service, *argv, timeout=timeout)
 
 
+def own_config(root: Path, files=(), env: dict | None = None) -> dict:
+    """`docker compose config` as compose sees the folder on its own: its own project name
+    (top-level name:, COMPOSE_PROJECT_NAME from its .env, or the folder's name)."""
+    env = dict(stack_env() if env is None else env)
+    env.pop("COMPOSE_PROJECT_NAME", None)
+    root = Path(root)
+    argv = compose_argv()
+    args = [a for f in (tuple(files) or discover(root, env)) for a in ("-f", str(root / f))]
+    try:
+        out = sh.Command(argv[0])(*argv[1:], "--project-directory", str(root), *args, "config", "--format", "json",
+                                  _env=env, _cwd=str(root), _tty_out=False)
+    except sh.ErrorReturnCode as err:
+        last = err.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise UndoitError(f"docker compose config failed in {root}: {last[0]}") from None
+    return json.loads(str(out))
+
+
 def stack_env() -> dict[str, str]:
     """Environment for compose and the project's scripts: the image prefix compose files
     use, and DOCKER_COMPOSE, the compose command scripts should call (it may not be the

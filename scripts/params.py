@@ -22,6 +22,7 @@ KNOWN = {
     "only": "rehearse: only these procedures (only=phase3,full)",
     "failure": 'decide: the failure, in words (failure="network errors")',
     "format": "decide: format=json",
+    "project": "plan:init: the folder of the compose project to write a starter plan for (project=DIR)",
 }
 
 

@@ -202,6 +202,18 @@ class _Reader:
         return tuple(value)
 
 
+def plan_path(env: dict[str, str] | None = None) -> Path:
+    env = read_env() if env is None else env
+    return Path(env.get("UNDOIT_PLAN") or KIT_ROOT / "phases.toml")
+
+
+def load_for(argv) -> Plan | None:
+    """The plan, or None when its file does not exist yet and the command is plan:init."""
+    if not plan_path().exists() and any(a == "plan:init" for a in argv):
+        return None
+    return load()
+
+
 def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
     """Read and check the plan; raise UndoitError (exit 2) naming file, table and key."""
     env = read_env() if env is None else env

@@ -3,7 +3,7 @@ plan names must be one compose knows, checked before anything is made or changed
 
 from __future__ import annotations
 
-from .compose import for_plan
+from .compose import for_plan, own_config
 from .errors import UndoitError
 
 
@@ -38,21 +38,9 @@ def _project_name(plan, client) -> None:
     label = {"label": f"com.docker.compose.project={plan.project_name}"}
     if client.volumes.list(filters=label) or client.containers.list(all=True, filters=label):
         return
-    env = dict(for_plan(plan).env or {})
-    env.pop("COMPOSE_PROJECT_NAME", None)
-    import json
-
-    import sh
-
-    from .compose import compose_argv
-
-    argv = compose_argv()
-    files = [a for f in for_plan(plan).files for a in ("-f", str(plan.root / f))]
     try:
-        out = sh.Command(argv[0])(*argv[1:], "--project-directory", str(plan.root), *files, "config",
-                                  "--format", "json", _env=env, _cwd=str(plan.root), _tty_out=False)
-        theirs = json.loads(str(out)).get("name")
-    except (sh.ErrorReturnCode, ValueError):
+        theirs = own_config(plan.root, plan.compose_files, for_plan(plan).env).get("name")
+    except UndoitError:
         return
     if theirs and theirs != plan.project_name:
         raise UndoitError(f"{plan.path}: [project] name is {plan.project_name!r}, which has no containers or "

@@ -77,6 +77,42 @@ def demo_tasks(plan: Plan):
     }
 
 
+def plan_tasks(plan: Plan | None, plan_path):
+    """plan:init writes a starter plan; plan:check validates the plan against the running
+    stack, touching nothing."""
+    from . import starter
+
+    def init():
+        project = get_var("project", None) or (plan.env.get("UNDOIT_PROJECT_DIR") if plan else None)
+        if not project:
+            raise UndoitError("plan:init needs the compose project's folder: project=DIR")
+        path = starter.init(plan_path, project)
+        print(f"wrote {path}: edit its phases, then `doit plan:check`")
+
+    def check():
+        from . import cycles, engine, gitstate, stackcheck, volumes
+
+        if not gitstate.is_repo(plan.root):
+            raise UndoitError(f"{plan.root} is not in a git repository: undoit restores files from git")
+        client = engine.client()
+        stackcheck.check(plan, client)
+        volumes.resolve(client, plan.project_name, list(plan.volumes))
+        print(f"plan {plan.path}: {len(plan.services)} service(s), {len(plan.volumes)} volume(s), "
+              f"{len(plan.networks)} network(s) as compose and the engine have them; "
+              f"{len(plan.phases)} phase(s), {len(plan.scenarios)} scenario(s)")
+        try:
+            print(f"a rollback restores {cycles.current(plan)[1]}")
+        except UndoitError as err:
+            print(f"a rollback restores nothing yet ({err})")
+
+    yield {"basename": "plan", "name": None, "doc": "write a starter plan, or check the plan against the stack"}
+    yield {"basename": "plan", "name": "init", "actions": [action(init)], "uptodate": [False], "verbosity": 2,
+           "doc": "write a starter phases.toml (at UNDOIT_PLAN) for a compose project: project=DIR"}
+    if plan is not None:
+        yield {"basename": "plan", "name": "check", "actions": [action(check)], "uptodate": [False],
+               "verbosity": 2, "doc": "check the plan against the running stack and git (changes nothing)"}
+
+
 def status_task(plan: Plan) -> dict:
     """What a bare `doit` shows: the plan, and what a rollback would restore. Changes nothing."""
 
