@@ -95,7 +95,7 @@ def up_to_date(plan: Plan) -> bool:
         return False
     try:
         client = engine.client()
-        refs = volumes.resolve(client, plan.project_name, list(plan.volumes))
+        refs = volumes.resolve(client, plan.project_name, list(plan.volumes), plan.bind_paths())
 
         def same(k: str) -> bool:
             prev = comparable(plan, latest, k, refs[k].name)
@@ -109,13 +109,17 @@ def up_to_date(plan: Plan) -> bool:
 
 
 def hide_kit_state(plan: Plan) -> None:
-    """The kit's snapshots, reports and log, when they live inside the project, are
-    never part of it: not a dirty tree, never moved aside by a restore."""
-    gitstate.ignore_privately(plan.root, (plan.snapshots_dir, plan.reports_dir, plan.log_path))
+    """The kit's snapshots, reports and log, and the plan's bind-mounted data folders,
+    when they live inside the project, are never part of its files: not a dirty tree,
+    never moved aside by a restore of files (the data is restored as a volume)."""
+    gitstate.ignore_privately(plan.root, (plan.snapshots_dir, plan.reports_dir, plan.log_path,
+                                          *plan.bind_paths().values()))
 
 
-def backup(plan: Plan, include_dirty: bool = False, export_hook=None) -> snapshots.SnapshotSet:
-    """`doit backup`: git branch and tag, then a set of every volume of the plan."""
+def backup(plan: Plan, include_dirty: bool = False, export_hook=None, strict: bool = False) -> snapshots.SnapshotSet:
+    """`doit backup`: git branch and tag, then a set of every volume of the plan.
+
+    strict: state that no backup covers (uncovered) is an error, not a warning."""
     hide_kit_state(plan)
     from . import stackcheck
 
@@ -123,8 +127,14 @@ def backup(plan: Plan, include_dirty: bool = False, export_hook=None) -> snapsho
     # every name checked and every volume found before a ref is made: a failed backup
     # leaves no tag behind that would open an empty cycle
     client = engine.client()
-    stackcheck.check(plan, client)
-    volumes.resolve(client, plan.project_name, list(plan.volumes))
+    config = stackcheck.check(plan, client)
+    gaps = stackcheck.uncovered(plan, client, config)
+    for gap in gaps:
+        say(f"WARNING: {gap}")
+    if gaps and strict:
+        raise UndoitError(f"strict=1: {len(gaps)} place(s) keep state no backup covers (first: {gaps[0]}); "
+                          "nothing was backed up")
+    volumes.resolve(client, plan.project_name, list(plan.volumes), plan.bind_paths())
     git = gitstate.backup_refs(
         plan.root, plan.backup_branch, plan.backup_tag, restored_paths(plan), include_dirty,
         plan.env.get("UNDOIT_GIT_REMOTE"), when,
@@ -164,7 +174,7 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
     referenced, not copied. export_hook(key) runs just before each export (tests use it)."""
     client = engine.client()
     compose = for_plan(plan)
-    refs = volumes.resolve(client, plan.project_name, keys)
+    refs = volumes.resolve(client, plan.project_name, keys, plan.bind_paths())
     latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
     set_id, path = snapshots.new_set(plan.snapshots_dir)
     manifest = snapshots.manifest_skeleton(set_id, kind, plan.project_name)

@@ -110,6 +110,8 @@ class Volume:
     # staleness for volumes that a clean stop/start rewrites (Postgres' pg_control,
     # pg_wal...), where a metadata walk would call every backup stale
     probe: tuple[str, ...] = ()
+    # a bind-mounted data folder (relative to the project root) instead of a named volume
+    bind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,10 @@ class Plan:
     env: dict[str, str]
     profiles: tuple[str, ...] = ()
     env_files: tuple[str, ...] = ()
+
+    def bind_paths(self) -> dict[str, str]:
+        """Volume key -> absolute folder, for the plan's bind-mounted data folders."""
+        return {k: os.path.abspath(self.root / v.bind) for k, v in self.volumes.items() if v.bind}
 
     def procedure(self, pid: str) -> Procedure:
         for proc in (*self.phases, self.full, *self.scenarios):
@@ -228,8 +234,8 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
     top = r.keys(
         "plan",
         raw,
-        {"project", "phase", "full"},
-        {"backup", "volumes", "scenario", "matrix", "contacts", "after"},
+        {"project", "full"},
+        {"phase", "backup", "volumes", "scenario", "matrix", "contacts", "after"},
     )
 
     proj = r.keys(
@@ -255,7 +261,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         raise r.fail("volumes", None, "must be a table of volume tables")
     for key, spec in vols_raw.items():
         table = f"volumes.{key}"
-        r.keys(table, spec, {"services"}, {"quiesce", "pre", "post", "hook_service", "probe"})
+        r.keys(table, spec, {"services"}, {"quiesce", "pre", "post", "hook_service", "probe", "bind"})
         vol_services = r.strs(table, spec, "services")
         _known(r, table, "services", vol_services, services, "service")
         quiesce = r.str_(table, spec, "quiesce", "stop")
@@ -272,10 +278,11 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
             post=r.strs(table, spec, "post"),
             hook_service=hook,
             probe=r.strs(table, spec, "probe"),
+            bind=r.str_(table, spec, "bind") if "bind" in spec else None,
         )
 
     ctx = _Context(r, services, networks, tuple(volumes))
-    phase_list = top["phase"]
+    phase_list = top.get("phase", [])
     if not isinstance(phase_list, list):
         raise r.fail("phase", None, "must be an array of tables ([[phase]])")
     phases = tuple(ctx.procedure("phase", i, spec) for i, spec in enumerate(phase_list))

@@ -13,6 +13,7 @@ compared. The sandbox is removed at the end, also on failure and on Ctrl-C.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -59,6 +60,10 @@ class Sandbox:
 
     # --- setup -------------------------------------------------------------------
     def open(self) -> None:
+        for key, path in self.live.bind_paths().items():
+            if not Path(path).is_relative_to(Path(self.live.root).resolve()):
+                raise UndoitError(f"[volumes.{key}] bind = {path} lies outside the project: a sandbox cannot "
+                                  "have its own copy of it, so it is not rehearsed")
         gitstate.run(self.live.root, "worktree", "add", "--detach", "--quiet", str(self.tree), "HEAD")
         self.worktree_added = True
         self.tree.chmod(0o755)  # bind-mounted into containers that run as other users
@@ -96,13 +101,16 @@ class Sandbox:
 
     def _capture_live(self) -> None:
         """The live volumes as they are now, read without stopping anything."""
-        refs = volumes.resolve(self.client, self.live.project_name, list(self.live.volumes))
+        refs = volumes.resolve(self.client, self.live.project_name, list(self.live.volumes), self.live.bind_paths())
         say(f"rehearsal {self.name}: copying {len(refs)} live volume(s) into the sandbox's start state")
         self.start = restore.safety_snapshot(
             self.client, self.work / "start", self.live.project_name, {k: r.name for k, r in refs.items()},
             "rehearsal start state")
 
     def volume_name(self, key: str) -> str:
+        bind = self.live.volumes[key].bind if key in self.live.volumes else None
+        if bind:  # compose resolves a relative bind against the sandbox's worktree
+            return volumes.BIND + os.path.abspath(self.tree / bind)
         return f"{self.name}_{key}"
 
     def reset(self) -> None:
@@ -112,8 +120,11 @@ class Sandbox:
         gitstate.run(self.tree, "clean", "-q", "-d", "-f", "-x")
         for key in self.start.volumes:
             name = self.volume_name(key)
-            self.client.volumes.create(name, labels={"com.docker.compose.project": self.name,
-                                                     "com.docker.compose.volume": key})
+            if volumes.is_bind(name):
+                volumes.host_path(self.client, name).mkdir(parents=True, exist_ok=True)
+            else:
+                self.client.volumes.create(name, labels={"com.docker.compose.project": self.name,
+                                                         "com.docker.compose.volume": key})
             restore.restore_volume(self.client, self.start, key, target=name)
         for_plan(self.plan).up(wait_timeout=180)
 

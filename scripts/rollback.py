@@ -86,6 +86,8 @@ class Run:
 
 
 def _volume_exists(client, name: str) -> bool:
+    if volumes.is_bind(name):
+        return volumes.host_path(client, name).is_dir()
     try:
         client.volumes.get(name)
         return True
@@ -189,7 +191,7 @@ def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
     names = {}
     for key in restored_volumes(proc):
         try:
-            names[key] = volumes.resolve(client, plan.project_name, [key])[key].name
+            names[key] = volumes.resolve(client, plan.project_name, [key], plan.bind_paths())[key].name
         except UndoitError:
             # removed by the change: recreated under its old name (a sandbox's own name)
             names[key] = f"{plan.project_name}_{key}" if sandbox else snap.volumes[key]["name"]

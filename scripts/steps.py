@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 
-from . import checks, gitstate, restore, snapshots
+from . import checks, gitstate, restore, snapshots, volumes
 from .errors import UndoitError
 from .plan import Check, Step
 
@@ -156,6 +156,8 @@ def restore_volumes(run, keys) -> str:
     targets = {k: run.volume_names[k] for k in keys}
     for key, name in targets.items():
         ensure_volume(run, key, name)
+        if volumes.is_bind(name):
+            continue
         owner = (run.client.volumes.get(name).attrs.get("Labels") or {}).get("com.docker.compose.project")
         if run.sandbox and owner != run.plan.project_name:
             raise UndoitError(f"refusing to restore {name}: it belongs to project {owner}, not the sandbox")
@@ -170,7 +172,11 @@ def restore_volumes(run, keys) -> str:
 
 
 def ensure_volume(run, key: str, name: str) -> None:
-    """Create a volume a phase removed, labelled so compose adopts it as its own."""
+    """Create a volume a phase removed, labelled so compose adopts it as its own (a bind
+    folder: the folder)."""
+    if volumes.is_bind(name):
+        volumes.host_path(run.client, name).mkdir(parents=True, exist_ok=True)
+        return
     try:
         run.client.volumes.get(name)
     except Exception:

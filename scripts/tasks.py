@@ -96,7 +96,7 @@ def plan_tasks(plan: Plan | None, plan_path):
             raise UndoitError(f"{plan.root} is not in a git repository: undoit restores files from git")
         client = engine.client()
         stackcheck.check(plan, client)
-        volumes.resolve(client, plan.project_name, list(plan.volumes))
+        volumes.resolve(client, plan.project_name, list(plan.volumes), plan.bind_paths())
         print(f"plan {plan.path}: {len(plan.services)} service(s), {len(plan.volumes)} volume(s), "
               f"{len(plan.networks)} network(s) as compose and the engine have them; "
               f"{len(plan.phases)} phase(s), {len(plan.scenarios)} scenario(s)")
@@ -274,7 +274,7 @@ def backup_tasks(plan: Plan):
         from . import lock, rollback
 
         with lock.held(rollback.lock_path(plan), "backup"):
-            backup.backup(plan, include_dirty=_flag("include_dirty"))
+            backup.backup(plan, include_dirty=_flag("include_dirty"), strict=_flag("strict"))
 
     def run_verify():
         backup.verify(plan, get_var("set", None) or None)

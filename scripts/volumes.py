@@ -24,19 +24,39 @@ MOUNT = "/v"
 HELPER_LABEL = "undoit.helper"
 
 
+# a bind-mounted data folder of the plan ([volumes.X] bind = "./data") goes wherever a
+# volume goes, under the name "bind:<absolute path>": archived, listed, staged and
+# swapped on this host exactly like a local volume's _data
+BIND = "bind:"
+
+
+def is_bind(name: str) -> bool:
+    return name.startswith(BIND)
+
+
+def _local_engine() -> bool:
+    host = os.environ.get("DOCKER_HOST", "")
+    return not host or host.startswith("unix://")
+
+
 @dataclass(frozen=True)
 class VolumeRef:
     key: str  # the compose key (postgres_data)
     name: str  # the engine's name (motovault_postgres_data)
 
 
-def resolve(client, project: str, keys) -> dict[str, VolumeRef]:
-    """Compose volume keys -> real volume names, through the compose labels.
+def resolve(client, project: str, keys, binds: dict[str, str] | None = None) -> dict[str, VolumeRef]:
+    """Compose volume keys -> real volume names, through the compose labels; the plan's
+    bind-mounted folders (binds: key -> absolute path) -> "bind:<path>".
 
     Labels, not "<project>_<key>": a volume declared with `name:` or a renamed project
     would otherwise resolve to the wrong volume, or to none.
     """
-    found = {}
+    binds = binds or {}
+    if any(k in binds for k in keys) and not _local_engine():
+        raise UndoitError("bind-mounted data folders need the Docker engine on this machine "
+                          f"(DOCKER_HOST={os.environ.get('DOCKER_HOST')})")
+    found = {k: BIND + binds[k] for k in keys if k in binds}
     for vol in client.volumes.list(filters={"label": f"com.docker.compose.project={project}"}):
         key = (vol.attrs.get("Labels") or {}).get("com.docker.compose.volume")
         if key:
@@ -87,6 +107,8 @@ def host_path(client, volume: str) -> Path | None:
     tmpfs, NFS) is mounted on its Mountpoint only while a container uses it, so the
     directory there may be empty while the data lives elsewhere.
     """
+    if is_bind(volume):
+        return Path(volume[len(BIND):])
     host = os.environ.get("DOCKER_HOST", "")
     if host and not host.startswith("unix://"):
         return None
@@ -273,11 +295,14 @@ def stage(client, volume: str, need: int) -> Path | None:
     untouched until the new ones are complete and checked.
     """
     path = host_path(client, volume)
-    if path is None or path.name != "_data" or not archive.gnu_tar():
+    if path is None or not (path.name == "_data" or is_bind(volume)) or not archive.gnu_tar():
         return None
+    if not path.is_dir() or os.stat(path.parent).st_dev != os.stat(path).st_dev:
+        return None  # a bind folder that is a mount point of its own: no rename across
     if not os.access(path.parent, os.W_OK) or shutil.disk_usage(path).free < need * 1.05 + (64 << 20):
         return None
-    staging = path.parent / f"{STAGING_PREFIX}{uuid.uuid4().hex[:10]}"
+    # beside a bind folder, hidden: it lies in the user's project for a moment
+    staging = path.parent / f"{'.' if is_bind(volume) else ''}{STAGING_PREFIX}{uuid.uuid4().hex[:10]}"
     staging.mkdir(mode=0o700)
     return staging
 
@@ -335,6 +360,10 @@ def set_root(client, volume: str, root: Entry) -> None:
 
 
 def users(client, volume: str) -> list:
-    """Containers (any state) that mount the volume, helpers excluded."""
+    """Containers (any state) that mount the volume (or the bind folder), helpers excluded."""
+    if is_bind(volume):
+        path = volume[len(BIND):]
+        return [c for c in client.containers.list(all=True) if HELPER_LABEL not in (c.labels or {})
+                and any(m.get("Type") == "bind" and m.get("Source") == path for m in c.attrs.get("Mounts") or [])]
     return [c for c in client.containers.list(all=True, filters={"volume": volume})
             if HELPER_LABEL not in (c.labels or {})]

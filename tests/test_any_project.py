@@ -172,3 +172,89 @@ def test_the_kits_state_inside_the_project_never_dirties_it(docker_client, kit_i
         assert gitstate.dirty(plan.root) == [] and (plan.root / "ROLLBACK-LOG.md").is_file()
     finally:
         sweep(docker_client, name)
+
+
+NOTES = """\
+services:
+  notes:
+    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
+    pull_policy: never
+    network_mode: none
+    user: "0"
+    volumes: ["./data:/srv/data"]
+    stop_grace_period: 1s
+    healthcheck: {test: ["CMD", "true"], interval: 1s}
+  cache:
+    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/redis:7
+    pull_policy: never
+    network_mode: none
+    volumes: ["/scratch"]
+    healthcheck:
+      test: ["CMD-SHELL", "[ \\"$$(redis-cli -h 127.0.0.1 ping)\\" = PONG ]"]
+      interval: 1s
+      retries: 30
+"""
+
+NOTES_PLAN = """\
+[project]
+name = "{name}"
+root = "{root}"
+services = ["notes", "cache"]
+log = "{tmp}/LOG.md"
+reports = "{tmp}/reports"
+
+[backup]
+snapshots = "{tmp}/snapshots"
+
+[volumes.notes_data]
+bind = "./data"
+services = ["notes"]
+
+[full]
+title = "everything"
+steps = [
+  {{ do = "stop", services = ["notes"] }}, {{ do = "restore-files", paths = ["."] }},
+  {{ do = "restore-volumes", volumes = ["notes_data"] }}, {{ do = "up" }},
+]
+checks = [{{ check = "volume-matches", volumes = ["notes_data"] }}, {{ check = "healthy" }}]
+"""
+
+
+def test_a_bind_mounted_data_folder_is_backed_up_and_restored_like_a_volume(docker_client, kit_images, tmp_path,
+                                                                             capsys):
+    name = unique("notes")
+    root = tmp_path / "notes"
+    try:
+        root.mkdir()
+        (root / "compose.yaml").write_text(NOTES)
+        (root / "README").write_text("notes\n")
+        gitstate.init(root, "notes")
+        (root / "data" / "sub").mkdir(parents=True)
+        (root / "data" / "a.txt").write_text("v1\n")
+        (root / "data" / "sub" / "b.txt").write_text("kept\n")
+        (tmp_path / "plan.toml").write_text(NOTES_PLAN.format(name=name, root=root, tmp=tmp_path))
+        plan = planmod.load(tmp_path / "plan.toml", env={})
+        for_plan(plan).up(wait_timeout=60)
+        for_plan(plan).exec("cache", "sh", "-c", "redis-cli -h 127.0.0.1 set k v && redis-cli -h 127.0.0.1 save")
+        s = backup.backup(plan)
+        out = capsys.readouterr().out
+        warnings = [line for line in out.splitlines() if line.startswith("WARNING")]
+        assert len(warnings) == 2, warnings
+        assert "WARNING: cache keeps /scratch in an anonymous volume" in out
+        assert "WARNING: cache has written" in out and "(first: /data/" in out
+        with pytest.raises(UndoitError, match="strict=1: 2 place"):
+            backup.backup(plan, strict=True)
+        assert s.volumes["notes_data"]["name"] == f"bind:{root / 'data'}"
+        assert gitstate.dirty(root) == []  # the data folder is no file of the project's
+        # the change: data rewritten and added to
+        (root / "data" / "a.txt").write_text("v2\n")
+        (root / "data" / "new.txt").write_text("new\n")
+        rec = rollback.execute(plan, "full", yes=True)
+        assert rec["outcome"] == "success", rec
+        assert (root / "data" / "a.txt").read_text() == "v1\n" and not (root / "data" / "new.txt").exists()
+        assert (root / "data" / "sub" / "b.txt").read_text() == "kept\n"
+        assert not list(root.glob(".undoit-staging-*"))
+        safety = rec["safety_sets"]
+        assert safety, rec  # what the restore replaced was kept first
+    finally:
+        sweep(docker_client, name)
