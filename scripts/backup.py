@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import archive, engine, gitstate, snapshots, volumes
+from . import archive, engine, gitstate, records, snapshots, volumes
 from .archive import HashingWriter
 from .compose import Compose, for_plan
 from .errors import UndoitError
@@ -213,8 +213,10 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
                      if s.complete and s.tag == git["tag"] and s.manifest.get("kind") == kind]
     manifest["baseline"] = kind == "backup" and not sets_with_tag
     manifest["finished"] = snapshots.now_iso()
+    manifest["recorded"] = True  # in git too: see records.py
     snapshots.write_manifest(path, manifest)
     result = snapshots.load_set(path)
+    records.record(plan.root, result)
     say(f"snapshot set {set_id}" + (f" (baseline of a new cycle, tag {git['tag']})" if manifest["baseline"]
                                     else f" (cycle {manifest['cycle']})"))
     return result
@@ -364,6 +366,8 @@ def verify(plan: Plan, set_id: str | None = None) -> list[str]:
         s = cycle.baseline
         say(why)
     problems = snapshots.check_set(s, deep=True)
+    if s.complete and records.problem(plan.root, s):
+        problems.insert(0, records.problem(plan.root, s))
     if problems:
         raise UndoitError(f"set {s.id} is NOT valid: " + "; ".join(problems))
     size = sum(v["size"] for v in s.volumes.values())

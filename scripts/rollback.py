@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import checks, cycles, engine, gitstate, lock, restore, runlog, snapshots, steps, volumes
+from . import checks, cycles, engine, gitstate, lock, records, restore, runlog, snapshots, steps, volumes
 from .compose import Compose, for_plan, stack_env
 from .errors import UndoitError
 from .plan import Plan, Procedure, Step
@@ -164,6 +164,8 @@ def verified_choice(plan: Plan, pid: str, set_id: str | None = None,
         choice = choose(plan, proc, set_id)
     s, source = choice.set, choice.set_source
     problems = snapshots.check_set(s, deep=False)
+    if not problems and s.manifest.get("kind") in ("backup", "checkpoint"):
+        problems = [p for p in [records.problem(plan.root, s)] if p]
     if problems:
         raise UndoitError(f"{NO_BACKUP} (the set {s.id}, {source}, is not valid: {problems[0]})")
     for key in restored_volumes(proc):

@@ -157,7 +157,9 @@ def check_set(s: SnapshotSet, deep: bool = True) -> list[str]:
     """Problems with a set (empty list = valid): checksums always, full read when deep."""
     if not s.complete:
         return [f"{s.id}: no manifest (incomplete or interrupted set)"]
-    problems = []
+    problems = [f"{s.id}: {p}" for p in _fields(s)]
+    if problems:
+        return problems
     for key, vol in sorted(s.volumes.items()):
         for what, digest in (("archive", "sha256"), ("listing", "listing_sha256")):
             p = s.path.parent / vol[what]
@@ -184,6 +186,28 @@ def check_set(s: SnapshotSet, deep: bool = True) -> list[str]:
         if not p.exists() or archive.sha256_file(p) != digest:
             problems.append(f"{p}: state file missing or changed")
     return problems
+
+
+def _fields(s: SnapshotSet) -> list[str]:
+    """The manifest's fields against each other and the files: an entry names the archive
+    of its own key, in the set that wrote it, with that file's size."""
+    m, out = s.manifest, []
+    if m.get("set") != s.id:
+        out.append(f"the manifest names set {m.get('set')!r}")
+    for key, vol in sorted(s.volumes.items()):
+        src = vol.get("set")
+        for what, name in (("archive", f"{src}/{key}.tar.zst"), ("listing", f"{src}/{key}.listing")):
+            if vol.get(what) != name:
+                out.append(f"volume {key}: its {what} is {vol.get(what)!r}, not {name!r}")
+        try:
+            size = (s.path.parent / vol["archive"]).stat().st_size
+        except (OSError, KeyError, TypeError):
+            size = None
+        if size is not None and size != vol.get("size"):
+            out.append(f"volume {key}: size {vol.get('size')} recorded, the archive has {size} bytes")
+        if vol.get("content_digests") and vol.get("listing_digest") != vol.get("listing_sha256"):
+            out.append(f"volume {key}: its two listing digests differ")
+    return out
 
 
 def listing_digest(vol: dict, entries) -> str:

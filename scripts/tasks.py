@@ -336,9 +336,11 @@ def decide_task(plan: Plan) -> dict:
 
 
 def _is_demo(plan: Plan) -> bool:
-    from .demo import is_demo
+    """The bundled demo in its own place: only there does `doit rehearse` bring it up and
+    back it up first (a copy of it is rehearsed like any project: as it is)."""
+    from .demo import DEMO_ROOT
 
-    return is_demo(plan)
+    return plan.root.resolve() == DEMO_ROOT.resolve()
 
 
 def demo_drill_change(plan: Plan, proc) -> None:
