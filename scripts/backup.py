@@ -177,6 +177,11 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
     refs = volumes.resolve(client, plan.project_name, keys, plan.bind_paths())
     latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
     set_id, path = snapshots.new_set(plan.snapshots_dir)
+    with snapshots.writing_set(path):
+        return _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phase, export_hook, cycle)
+
+
+def _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phase, export_hook, cycle):
     manifest = snapshots.manifest_skeleton(set_id, kind, plan.project_name)
     manifest["git"] = git
     manifest["cycle"] = cycle or git["tag"]
@@ -201,6 +206,8 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
                 hint = probe(client, plan.project_name, plan.volumes[key])
             if export_hook:
                 export_hook(key)
+            # the last archive of the volume is the best guess of the room this one needs
+            snapshots.check_room(path, int((prev or {}).get("size", 0) * 1.1), f"the archive of {key}")
             entry = export_volume(client, compose, plan.volumes[key], ref, path, set_id,
                                   before_quiesce=recorded.result, size_hint=(prev or {}).get("bytes", 0))
             # taken before the services were quiesced: every write it reflects is in the

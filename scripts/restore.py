@@ -37,17 +37,18 @@ def safety_snapshot(client, snapshots_dir: Path, project: str, targets: dict[str
                     reason: str) -> snapshots.SnapshotSet:
     """Export the volumes about to be replaced (key -> real name) into snapshots/safety/<id>."""
     set_id, path = snapshots.new_set(snapshots_dir, kind=snapshots.SAFETY)
-    manifest = snapshots.manifest_skeleton(set_id, snapshots.SAFETY, project)
-    manifest["reason"] = reason
-    for key, name in targets.items():
-        ref = volumes.VolumeRef(key, name)
-        # services are already stopped by the caller: no quiesce of our own
-        vol = Volume(key=key, services=(), quiesce="none")
-        manifest["volumes"][key] = export_volume(client, None, vol, ref, path, set_id, "safety: ")
-        # references inside a safety set are relative to snapshots/safety/
-    manifest["finished"] = snapshots.now_iso()
-    snapshots.write_manifest(path, manifest)
-    return snapshots.load_set(path)
+    with snapshots.writing_set(path):
+        manifest = snapshots.manifest_skeleton(set_id, snapshots.SAFETY, project)
+        manifest["reason"] = reason
+        for key, name in targets.items():
+            ref = volumes.VolumeRef(key, name)
+            # services are already stopped by the caller: no quiesce of our own
+            vol = Volume(key=key, services=(), quiesce="none")
+            manifest["volumes"][key] = export_volume(client, None, vol, ref, path, set_id, "safety: ")
+            # references inside a safety set are relative to snapshots/safety/
+        manifest["finished"] = snapshots.now_iso()
+        snapshots.write_manifest(path, manifest)
+        return snapshots.load_set(path)
 
 
 def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | None = None,

@@ -298,6 +298,8 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
             ok = True
         except UndoitError as err:
             detail, ok = str(err), False
+        except OSError as err:  # a full disk, a permission: the world, not a bug
+            detail, ok = f"{err.strerror or err}: {err.filename or ''}".rstrip(": "), False
         except Exception as err:  # a bug, or the engine falling over: still recorded, still cleaned up
             detail, ok = f"{type(err).__name__}: {err}", False
             traceback.print_exc()

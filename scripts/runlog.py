@@ -58,7 +58,10 @@ def write(plan: Plan, rec: dict, redact) -> None:
         _private_write(plan.log_path, "# Rollback log\n\nOne entry per rollback, newest last (written by undoit).\n\n")
     _private_write(plan.log_path, redact(markdown(clean)), append=True)
     _private_write(plan.reports_dir / f"{rec['run']}.json", text + "\n")
-    _private_write(plan.snapshots_dir / RUNS / rec["run"] / RECORD, text + "\n")
+    try:
+        _private_write(plan.snapshots_dir / RUNS / rec["run"] / RECORD, text + "\n")
+    except OSError as err:  # a full snapshots disk: the log and the report above still tell
+        print(f"could not keep the run's record for undo in {plan.snapshots_dir}: {err.strerror}", flush=True)
 
 
 def records(plan: Plan) -> list[dict]:

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +42,40 @@ def new_set(root: Path, kind: str = "backup") -> tuple[str, Path]:
     path = base / set_id
     path.mkdir(mode=0o700)  # raises if it exists: nothing overwrites a set
     return set_id, path
+
+
+@contextmanager
+def writing_set(path: Path):
+    """The block writes a new set at path. If it fails in any way the partial set is
+    removed (it has no manifest and counts for nothing, but it takes room); a full disk
+    (ENOSPC, EDQUOT) is one line naming the place and the room left."""
+    import errno
+    import shutil
+
+    try:
+        yield
+    except BaseException as err:
+        shutil.rmtree(path, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UndoitError(f"no space left in {path.parent} while writing set {path.name}: the partial set was "
+                              f"removed ({_human(shutil.disk_usage(path.parent).free)} free now); make room or "
+                              "move [backup] snapshots") from None
+        raise
+
+
+def check_room(path: Path, need: int, what: str) -> None:
+    """Refuse before writing when the room known to be needed is not there."""
+    import shutil
+
+    free = shutil.disk_usage(path).free
+    if need and free < need:
+        raise UndoitError(f"not enough room in {path} for {what}: about {_human(need)} needed, {_human(free)} free")
+
+
+def _human(n: int) -> str:
+    from .progress import human
+
+    return human(n)
 
 
 def private_open(path: Path, mode: str = "xb"):
