@@ -29,16 +29,6 @@ from scripts import plan as planmod  # noqa: E402
 from scripts.compose import for_plan  # noqa: E402
 
 
-def plan_file(tmp: Path, name: str) -> Path:
-    text = (KIT / "phases.toml").read_text()
-    text = text.replace('name = "motovault"', f'name = "{name}"', 1)
-    text = text.replace('root = ".undoit/demo"', f'root = "{tmp / "demo"}"', 1)
-    text = text.replace('snapshots = "snapshots"', f'snapshots = "{tmp / "snapshots"}"', 1)
-    text = text.replace("[project]\n", f'[project]\nlog = "{tmp / "LOG.md"}"\nreports = "{tmp / "reports"}"\n', 1)
-    (tmp / "phases.toml").write_text(text)
-    return tmp / "phases.toml"
-
-
 def timed(argv, env) -> tuple[float, str]:
     t0 = time.perf_counter()
     res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
@@ -57,7 +47,7 @@ def main() -> None:
     engine.client()  # one line and out if no engine answers
     try:
         demo.materialize(tmp / "demo")
-        path = plan_file(tmp, name)
+        path = demo.copy_plan(tmp, name)
         plan = planmod.load(path, env={})
         demo.up(plan)
         compose = for_plan(plan)

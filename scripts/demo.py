@@ -67,3 +67,17 @@ def down(plan: Plan, volumes: bool = True) -> None:
     if not gitstate.is_repo(plan.root):
         return
     for_plan(plan).down(volumes=volumes)
+
+
+def copy_plan(tmp: Path, name: str) -> Path:
+    """The demo's phases.toml pointed at a demo copy in tmp/demo, compose project `name`,
+    its state under tmp: a throwaway demo for tests and benches (a file, so `doit` in a
+    subprocess loads it too)."""
+    text = (KIT_ROOT / "phases.toml").read_text()
+    text = text.replace('name = "motovault"', f'name = "{name}"', 1)
+    text = text.replace('root = ".undoit/demo"', f'root = "{tmp / "demo"}"', 1)
+    text = text.replace('snapshots = "snapshots"', f'snapshots = "{tmp / "snapshots"}"', 1)
+    text = text.replace("[project]\n", f'[project]\nlog = "{tmp / "LOG.md"}"\nreports = "{tmp / "reports"}"\n', 1)
+    (tmp / "phases.toml").write_text(text)
+    return tmp / "phases.toml"
+

@@ -235,15 +235,7 @@ def wait_health(client, plan, service, want, timeout=30) -> bool:
 
 
 def demo_plan_file(tmp: Path, name: str) -> Path:
-    """phases.toml pointed at a demo copy in tmp/demo, project `name`, state under tmp
-    (a file, so `doit` runs in a subprocess can load it too)."""
-    text = (KIT / "phases.toml").read_text()
-    text = text.replace('name = "motovault"', f'name = "{name}"', 1)
-    text = text.replace('root = ".undoit/demo"', f'root = "{tmp / "demo"}"', 1)
-    text = text.replace('snapshots = "snapshots"', f'snapshots = "{tmp / "snapshots"}"', 1)
-    text = text.replace("[project]\n", f'[project]\nlog = "{tmp / "LOG.md"}"\nreports = "{tmp / "reports"}"\n', 1)
-    (tmp / "phases.toml").write_text(text)
-    return tmp / "phases.toml"
+    return demo.copy_plan(tmp, name)
 
 
 @contextlib.contextmanager

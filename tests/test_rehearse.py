@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from scripts import backup, cycles, gitstate, rehearse, snapshots, volumes
+from scripts import backup, cycles, gitstate, rehearse, volumes
 from scripts.compose import for_plan
 from scripts.errors import UndoitError
 from scripts.tasks import demo_drill_change
