@@ -86,7 +86,7 @@ def comparable(plan: Plan, latest: snapshots.SnapshotSet | None, key: str, name:
 def up_to_date(plan: Plan) -> bool:
     """doit uptodate: the latest set already holds this HEAD and every volume as it is now."""
     latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name, kind="backup")
-    if latest is None or not gitstate.is_repo(plan.root):
+    if latest is None or not gitstate.in_repo(plan.root):
         return False
     git = latest.manifest.get("git") or {}
     if git.get("head") != gitstate.head(plan.root) or gitstate.dirty(plan.root, restored_paths(plan)):
@@ -120,6 +120,7 @@ def backup(plan: Plan, include_dirty: bool = False, export_hook=None, strict: bo
     """`doit backup`: git branch and tag, then a set of every volume of the plan.
 
     strict: state that no backup covers (uncovered) is an error, not a warning."""
+    gitstate.require_repo(plan.root)
     hide_kit_state(plan)
     from . import stackcheck
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import sh
@@ -29,6 +30,7 @@ def run(root: Path, *args: str) -> str:
 
 
 def is_repo(root: Path) -> bool:
+    """Whether root is the top of a repository of its own (the demo's scratch repo)."""
     return (Path(root) / ".git").exists()
 
 
@@ -152,83 +154,78 @@ def _free_name(root: Path, name: str, namespace: str) -> str:
     return candidate
 
 
-def _z(root: Path, *args: str) -> list[str]:
-    """A git listing command with -z output, as a list of paths."""
+def _z(root: Path, *args: str, stdin: str | None = None) -> list[str]:
+    """A git listing command with -z output, as a list of records."""
     try:
-        out = git(root)(*args, _decode_errors="surrogateescape")
+        out = git(root)(*args, _decode_errors="surrogateescape", **({"_in": stdin} if stdin is not None else {}))
     except sh.ErrorReturnCode as err:
         msg = err.stderr.decode(errors="replace").strip().splitlines()
         raise UndoitError(f"git {' '.join(args)} failed in {root}: {msg[-1] if msg else err.exit_code}") from None
     return [p for p in str(out).split("\0") if p]
 
 
-def matches(path: str, specs) -> bool:
-    """git's default pathspec rules for the plan's paths: "." is everything, "dir/" or "dir"
-    a folder, a glob matches with `*` crossing `/` (as `git checkout -- 'a/*/b'` does)."""
-    import fnmatch
-
-    for spec in specs:
-        spec = spec.strip()
-        if spec in (".", "./", "*"):
-            return True
-        bare = spec.rstrip("/")
-        if path == bare or path.startswith(bare + "/"):
-            return True
-        if any(c in spec for c in "*?[") and fnmatch.fnmatchcase(path, spec):
-            return True
-    return False
-
-
-def files_at(root: Path, ref: str, paths) -> set[str]:
-    """Files tracked at ref under paths."""
-    return {p for p in _z(root, "ls-tree", "-r", "-z", "--name-only", "--full-tree", ref) if matches(p, paths)}
-
-
-def files_now(root: Path, paths) -> tuple[set[str], set[str]]:
-    """(tracked, untracked-not-ignored) files in the working tree under paths."""
-    tracked = {p for p in _z(root, "ls-files", "-z") if matches(p, paths)
-               and ((Path(root) / p).exists() or (Path(root) / p).is_symlink())}
-    untracked = {p for p in _z(root, "ls-files", "-z", "--others", "--exclude-standard") if matches(p, paths)}
-    return tracked, untracked
-
-
-def blob_differs(root: Path, ref: str, path: str) -> bool:
-    """Whether the working-tree file differs from its version at ref."""
-    full = Path(root) / path
+def in_repo(root: Path) -> bool:
+    """Whether root lies in a git work tree (its top, or a folder of a monorepo)."""
     try:
-        want = run(root, "rev-parse", f"{ref}:{path}")
-        have = run(root, "hash-object", "--no-filters", "--", str(full)) if not full.is_symlink() else None
+        return run(root, "rev-parse", "--is-inside-work-tree") == "true"
     except UndoitError:
-        return True
-    return have != want
+        return False
+
+
+def require_repo(root: Path) -> None:
+    if not Path(root).is_dir() or not in_repo(root):
+        raise UndoitError(f"{root} is not in a git repository: undoit backs up and restores the project's files "
+                          "with git (git init && git add -A && git commit)", exit_code=2)
+
+
+def _specs(paths) -> list[str]:
+    """The plan's paths as git pathspecs relative to the project folder; refused when they
+    would reach outside it (a monorepo's other projects are never touched)."""
+    out = []
+    for p in paths:
+        parts = p.strip().split("/")
+        if p.startswith("/") or ".." in parts or p.startswith(":"):
+            raise UndoitError(f"path {p!r}: paths in the plan are relative to the project folder and stay in it")
+        out.append(p.strip() or ".")
+    return out or ["."]
 
 
 def restore_plan(root: Path, ref: str, paths) -> dict:
-    """What a no-overlay restore of paths from ref would do, without doing it.
+    """What a no-overlay restore of paths from ref would do, without doing it; a fixed
+    number of git processes whatever the number of files. Every path is relative to the
+    project folder (root), which may be a folder of a larger repository.
 
     checkout: files tracked at ref (restored, deleted ones reappear)
     remove:   tracked files added since ref (they disappear)
     move:     untracked files in those paths (moved aside, never deleted)
     changed:  files whose current content a restore overwrites or removes
+    missing:  files at ref that are not in the working tree (a restore creates them)
     """
-    at_ref = files_at(root, ref, paths)
-    tracked, untracked = files_now(root, paths)
+    root = Path(root)
+    specs = _specs(paths)
+    # git run in root: ls-tree without --full-tree and ls-files both list the folder's
+    # part of the tree, relative to it
+    at_ref = set(_z(root, "ls-tree", "-r", "-z", "--name-only", ref, "--", *specs))
+    index = set(_z(root, "ls-files", "-z", "--", *specs))
+    tracked = {p for p in index if os.path.lexists(root / p)}
+    untracked = set(_z(root, "ls-files", "-z", "--others", "--exclude-standard", "--", *specs))
+    differ = set(_z(root, "diff", "--no-renames", "--name-only", "--relative", "-z", ref, "--", *specs))
     remove = sorted(tracked - at_ref)
-    changed = sorted({p for p in tracked & at_ref if blob_differs(root, ref, p)} | set(remove))
+    changed = sorted((differ & tracked & at_ref) | set(remove))
     missing = sorted(at_ref - tracked - untracked)
     return {"ref": ref, "checkout": sorted(at_ref), "remove": remove, "move": sorted(untracked),
             "changed": changed, "missing": missing}
 
 
-def restore_paths(root: Path, ref: str, paths, safety_dir: Path) -> dict:
+def restore_paths(root: Path, ref: str, paths, safety_dir: Path, plan: dict | None = None) -> dict:
     """No-overlay restore of paths from ref (the runbook's `git checkout REF -- PATHS`, minus
     its overlay): tracked-at-ref files come back, files added since are removed, untracked
     files are moved into safety_dir/moved. Everything it overwrites or removes is first
-    copied to safety_dir/files, so `doit undo` can put it back bit for bit.
-    """
+    copied to safety_dir/files, so `doit undo` can put it back bit for bit. One git
+    checkout for all files (plan: restore_plan's answer, when the caller has it)."""
     import shutil
 
-    plan = restore_plan(root, ref, paths)
+    plan = plan or restore_plan(root, ref, paths)
     root = Path(root)
     saved = safety_dir / "files"
     for rel in plan["changed"]:
@@ -242,19 +239,12 @@ def restore_paths(root: Path, ref: str, paths, safety_dir: Path) -> dict:
         dst = safety_dir / "moved" / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(root / rel), dst)
-    if plan["remove"]:
-        for chunk in _chunks(plan["remove"]):
-            run(root, "rm", "-q", "-f", "--", *chunk)
-    if plan["checkout"]:
-        for chunk in _chunks(plan["checkout"]):
-            run(root, "checkout", ref, "--", *chunk)
+    files = sorted(set(plan["checkout"]) | set(plan["remove"]))
+    if files:
+        # the exact files, literally (a name may hold * or :), on stdin: no argv limit
+        _z(root, "--literal-pathspecs", "checkout", "--no-overlay", ref, "--pathspec-from-file=-",
+           "--pathspec-file-nul", stdin="\0".join(files) + "\0")
     return plan
-
-
-def _chunks(items, n=200):
-    items = list(items)
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
 
 
 def differences(root: Path, ref: str, paths) -> list[str]:

@@ -48,11 +48,13 @@ class Sandbox:
         self.name = f"{plan.project_name}-rehearsal-{self.id}"
         self.work = Path(tempfile.mkdtemp(prefix=f"undoit-rehearsal-{self.id}-"))
         self.tree = self.work / "tree"
+        # a project in a folder of a larger repository: the same folder of the worktree
+        prefix = gitstate.run(plan.root, "rev-parse", "--show-prefix")
         self.override = self.work / "sandbox-override.yml"
         self.start: snapshots.SnapshotSet | None = None
         self.worktree_added = False
         self.plan = replace(
-            plan, root=self.tree, project_name=self.name,
+            plan, root=self.tree / prefix, project_name=self.name,
             compose_files=(*(plan.compose_files or discover(plan.root)), str(self.override)),
             snapshots_dir=self.work / "snapshots", log_path=self.work / "ROLLBACK-LOG.md",
             reports_dir=self.work / "reports",
@@ -110,7 +112,7 @@ class Sandbox:
     def volume_name(self, key: str) -> str:
         bind = self.live.volumes[key].bind if key in self.live.volumes else None
         if bind:  # compose resolves a relative bind against the sandbox's worktree
-            return volumes.BIND + os.path.abspath(self.tree / bind)
+            return volumes.BIND + os.path.abspath(self.plan.root / bind)
         return f"{self.name}_{key}"
 
     def reset(self) -> None:

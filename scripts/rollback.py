@@ -62,6 +62,7 @@ class Run:
     command_timeout: int = 900
     safety_sets: list[str] = field(default_factory=list)
     file_restores: list[dict] = field(default_factory=list)
+    file_plans: dict[int, dict] = field(default_factory=dict)  # step index -> restore_plan, described last
     sandbox: bool = False  # a rehearsal: shares the live repo's refs, so it tags nothing
 
     def step_index(self, step: Step) -> int:
@@ -183,6 +184,7 @@ def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
     source/sandbox: a rehearsal passes the live set to restore from, and runs in a
     sandbox plan (its own project, worktree and snapshots folder)."""
     proc = plan.procedure(pid)
+    gitstate.require_repo(plan.root)
     # no check of the plan against today's compose file here: the change being undone
     # may have removed a service or a volume from it; backup and rehearse check it
     choice = verified_choice(plan, pid, set_id, given=source)

@@ -35,7 +35,8 @@ def describe(run, step: Step) -> str:
     if step.do == "restore-files":
         ref = a.get("ref") or run.ref
         try:
-            p = gitstate.restore_plan(run.plan.root, ref, a["paths"])
+            # kept for execute: the plan described is the plan carried out (and git runs once)
+            p = run.file_plans[run.step_index(step)] = gitstate.restore_plan(run.plan.root, ref, a["paths"])
             what = (f"{len(p['checkout'])} file(s) from {ref}, {len(p['changed'])} overwritten or removed "
                     f"(copied to the safety area first), {len(p['remove'])} added since removed, "
                     f"{len(p['move'])} untracked moved aside")
@@ -86,7 +87,8 @@ def execute(run, step: Step) -> str:
         return f"restarted {', '.join(svcs) or 'all services'}, healthy"
     if step.do == "restore-files":
         ref = a.get("ref") or run.ref
-        p = gitstate.restore_paths(run.plan.root, ref, a["paths"], run.step_dir(step))
+        p = gitstate.restore_paths(run.plan.root, ref, a["paths"], run.step_dir(step),
+                                   plan=run.file_plans.pop(run.step_index(step), None))
         run.file_restores.append({"step": run.step_index(step), "ref": ref, "paths": list(a["paths"]),
                                   "dir": str(run.step_dir(step)), **{k: p[k] for k in ("changed", "move", "missing", "remove")}})
         run.redact.add_from(run.plan.root)

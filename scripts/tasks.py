@@ -92,8 +92,7 @@ def plan_tasks(plan: Plan | None, plan_path):
     def check():
         from . import cycles, engine, gitstate, stackcheck, volumes
 
-        if not gitstate.is_repo(plan.root):
-            raise UndoitError(f"{plan.root} is not in a git repository: undoit restores files from git")
+        gitstate.require_repo(plan.root)
         client = engine.client()
         stackcheck.check(plan, client)
         volumes.resolve(client, plan.project_name, list(plan.volumes), plan.bind_paths())
@@ -122,7 +121,7 @@ def status_task(plan: Plan) -> dict:
         print(f"plan {plan.path}: project {plan.project_name} at {plan.root}")
         print(f"  {len(plan.phases)} phase(s), a full rollback, {len(plan.scenarios)} scenario(s); "
               f"volumes: {', '.join(plan.volumes) or 'none'}")
-        if not gitstate.is_repo(plan.root):
+        if not gitstate.in_repo(plan.root):
             print("  the project is not there yet" + (" (`doit demo:up` brings the demo)" if _is_demo(plan) else ""))
         else:
             try:

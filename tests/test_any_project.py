@@ -258,3 +258,33 @@ def test_a_bind_mounted_data_folder_is_backed_up_and_restored_like_a_volume(dock
         assert safety, rec  # what the restore replaced was kept first
     finally:
         sweep(docker_client, name)
+
+
+def test_a_project_in_a_folder_of_a_monorepo(docker_client, kit_images, tmp_path):
+    name = unique("mono")
+    top = tmp_path / "mono"
+    shop_dir = top / "apps" / "shop"
+    shop_dir.mkdir(parents=True)
+    (shop_dir / "compose.yaml").write_text(BASE)
+    (shop_dir / "shop.conf").write_text("v1\n")
+    (top / "apps" / "billing.conf").write_text("billing v1\n")
+    gitstate.init(top, "monorepo")
+    (tmp_path / "plan.toml").write_text(PLAN.format(name=name, root=shop_dir, tmp=tmp_path,
+                                                    services='["shop", "mailer"]'))
+    plan = planmod.load(tmp_path / "plan.toml", env={})
+    try:
+        for_plan(plan).up(wait_timeout=60)
+        (top / "apps" / "stray.txt").write_text("untracked, outside the project\n")
+        backup.backup(plan)
+        (shop_dir / "shop.conf").write_text("v2\n")
+        (top / "apps" / "billing.conf").write_text("billing v2\n")
+        gitstate.run(top, "commit", "-qam", "shop and billing change")
+        rec = rollback.execute(plan, "full", yes=True)
+        assert rec["outcome"] == "success", rec
+        assert (shop_dir / "shop.conf").read_text() == "v1\n"
+        assert (shop_dir / "compose.yaml").read_text() == BASE  # the project's own files stay
+        # outside the project folder nothing is touched
+        assert (top / "apps" / "billing.conf").read_text() == "billing v2\n"
+        assert (top / "apps" / "stray.txt").read_text() == "untracked, outside the project\n"
+    finally:
+        sweep(docker_client, name)

@@ -20,3 +20,81 @@ def test_dirty_names_whole_paths(scratch_repo):
     with pytest.raises(UndoitError, match=r"first: proxy/nginx\.conf"):
         gitstate.backup_refs(scratch_repo, "b-{timestamp}", "t-{date}", ["proxy"], False, None,
                              datetime(2026, 1, 1))
+
+
+def commit_all(root, message):
+    gitstate.run(root, "add", "-A")
+    gitstate.run(root, "commit", "-qm", message)
+
+
+@pytest.fixture
+def monorepo(tmp_path):
+    """A repository whose project lives in apps/shop, with a sibling project beside it."""
+    top = tmp_path / "mono"
+    for rel, text in {"apps/shop/app.conf": "v1\n", "apps/shop/src/a.py": "a1\n", "apps/shop/src/b.py": "b1\n",
+                      "apps/other/keep.txt": "other\n", "README.md": "top\n"}.items():
+        (top / rel).parent.mkdir(parents=True, exist_ok=True)
+        (top / rel).write_text(text)
+    gitstate.init(top, "monorepo")
+    gitstate.run(top, "tag", "before")
+    return top
+
+
+def test_a_monorepo_project_restores_its_own_files_and_touches_nothing_else(monorepo, tmp_path):
+    shop = monorepo / "apps/shop"
+    (shop / "app.conf").write_text("v2\n")
+    (shop / "src/b.py").unlink()
+    (shop / "src/c.py").write_text("c2\n")
+    (monorepo / "apps/other/keep.txt").write_text("other, changed\n")
+    (monorepo / "README.md").write_text("top, changed\n")
+    commit_all(monorepo, "the change")
+    (shop / "notes.txt").write_text("untracked\n")
+    plan = gitstate.restore_plan(shop, "before", ["."])
+    assert plan["checkout"] == ["app.conf", "src/a.py", "src/b.py"]
+    assert plan["changed"] == ["app.conf", "src/c.py"] and plan["remove"] == ["src/c.py"]
+    assert plan["missing"] == ["src/b.py"] and plan["move"] == ["notes.txt"]
+    gitstate.restore_paths(shop, "before", ["."], tmp_path / "safety")
+    assert (shop / "app.conf").read_text() == "v1\n" and (shop / "src/b.py").read_text() == "b1\n"
+    assert not (shop / "src/c.py").exists() and not (shop / "notes.txt").exists()
+    assert (tmp_path / "safety/files/app.conf").read_text() == "v2\n"
+    assert (tmp_path / "safety/moved/notes.txt").read_text() == "untracked\n"
+    # outside the project folder: not one byte
+    assert (monorepo / "apps/other/keep.txt").read_text() == "other, changed\n"
+    assert (monorepo / "README.md").read_text() == "top, changed\n"
+    assert gitstate.differences(shop, "before", ["."]) == []
+    with pytest.raises(UndoitError, match="stay in it"):
+        gitstate.restore_plan(shop, "before", ["../other"])
+
+
+def test_a_folder_that_is_no_repository_is_one_line(tmp_path):
+    with pytest.raises(UndoitError, match="is not in a git repository") as err:
+        gitstate.require_repo(tmp_path)
+    assert err.value.exit_code == 2
+
+
+def test_a_restore_runs_a_fixed_number_of_git_processes(scratch_repo, tmp_path, monkeypatch):
+    for i in range(3000):
+        (scratch_repo / f"src/d{i % 30}").mkdir(parents=True, exist_ok=True)
+        (scratch_repo / f"src/d{i % 30}/f{i}.txt").write_text(f"{i}\n")
+    commit_all(scratch_repo, "3000 files")
+    gitstate.run(scratch_repo, "tag", "base")
+    for i in range(0, 3000, 10):  # 10% changed, some removed, some added
+        (scratch_repo / f"src/d{i % 30}/f{i}.txt").write_text(f"{i} changed\n")
+    for i in range(1, 3000, 100):
+        (scratch_repo / f"src/d{i % 30}/f{i}.txt").unlink()
+    (scratch_repo / "src/new.txt").write_text("added\n")
+    commit_all(scratch_repo, "the change")
+    calls = []
+    real = gitstate.git
+
+    def counting(root):
+        calls.append(root)
+        return real(root)
+
+    monkeypatch.setattr(gitstate, "git", counting)
+    plan = gitstate.restore_plan(scratch_repo, "base", ["src/"])
+    gitstate.restore_paths(scratch_repo, "base", ["src/"], tmp_path / "safety", plan=plan)
+    assert len(calls) <= 6, len(calls)
+    assert len(plan["changed"]) == 300 + 1 and len(plan["missing"]) == 30
+    assert gitstate.differences(scratch_repo, "base", ["src/"]) == []
+    assert (tmp_path / "safety/files/src/d0/f0.txt").read_text() == "0 changed\n"
