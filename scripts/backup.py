@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import archive, engine, gitstate, records, snapshots, volumes
+from . import archive, engine, gitstate, records, snapshots, stackcheck, volumes
 from .archive import HashingWriter
 from .compose import Compose, for_plan
 from .errors import UndoitError
@@ -95,7 +95,7 @@ def up_to_date(plan: Plan) -> bool:
         return False
     try:
         client = engine.client()
-        refs = volumes.resolve(client, plan.project_name, list(plan.volumes), plan.bind_paths())
+        refs = stackcheck.refs(plan, client)
 
         def same(k: str) -> bool:
             prev = comparable(plan, latest, k, refs[k].name)
@@ -122,8 +122,6 @@ def backup(plan: Plan, include_dirty: bool = False, export_hook=None, strict: bo
     strict: state that no backup covers (uncovered) is an error, not a warning."""
     gitstate.require_repo(plan.root)
     hide_kit_state(plan)
-    from . import stackcheck
-
     when = datetime.now(timezone.utc)
     # every name checked and every volume found before a ref is made: a failed backup
     # leaves no tag behind that would open an empty cycle
@@ -135,7 +133,7 @@ def backup(plan: Plan, include_dirty: bool = False, export_hook=None, strict: bo
     if gaps and strict:
         raise UndoitError(f"strict=1: {len(gaps)} place(s) keep state no backup covers (first: {gaps[0]}); "
                           "nothing was backed up")
-    volumes.resolve(client, plan.project_name, list(plan.volumes), plan.bind_paths())
+    stackcheck.refs(plan, client)
     git = gitstate.backup_refs(
         plan.root, plan.backup_branch, plan.backup_tag, restored_paths(plan), include_dirty,
         plan.env.get("UNDOIT_GIT_REMOTE"), when,
@@ -175,7 +173,7 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
     referenced, not copied. export_hook(key) runs just before each export (tests use it)."""
     client = engine.client()
     compose = for_plan(plan)
-    refs = volumes.resolve(client, plan.project_name, keys, plan.bind_paths())
+    refs = stackcheck.refs(plan, client, keys)
     latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
     set_id, path = snapshots.new_set(plan.snapshots_dir)
     with snapshots.writing_set(path):

@@ -103,7 +103,7 @@ class Sandbox:
 
     def _capture_live(self) -> None:
         """The live volumes as they are now, read without stopping anything."""
-        refs = volumes.resolve(self.client, self.live.project_name, list(self.live.volumes), self.live.bind_paths())
+        refs = stackcheck.refs(self.live, self.client)
         say(f"rehearsal {self.name}: copying {len(refs)} live volume(s) into the sandbox's start state")
         self.start = restore.safety_snapshot(
             self.client, self.work / "start", self.live.project_name, {k: r.name for k, r in refs.items()},

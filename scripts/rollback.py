@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import checks, cycles, engine, gitstate, lock, records, restore, runlog, snapshots, steps, volumes
+from . import (checks, cycles, engine, gitstate, lock, records, restore, runlog, snapshots, stackcheck, steps,
+               volumes)
 from .compose import Compose, for_plan, stack_env
 from .errors import UndoitError
 from .plan import Plan, Procedure, Step
@@ -195,7 +196,7 @@ def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
     names = {}
     for key in restored_volumes(proc):
         try:
-            names[key] = volumes.resolve(client, plan.project_name, [key], plan.bind_paths())[key].name
+            names[key] = stackcheck.refs(plan, client, [key])[key].name
         except UndoitError:
             # removed by the change: recreated under its old name (a sandbox's own name)
             names[key] = f"{plan.project_name}_{key}" if sandbox else snap.volumes[key]["name"]

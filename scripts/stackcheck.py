@@ -44,6 +44,21 @@ def check(plan, client=None) -> dict:
     return config
 
 
+def refs(plan, client, keys=None) -> dict:
+    """The plan's volumes (or keys of them) as the engine names them: compose labels, bind
+    folders, and compose's own names for external ones."""
+    from . import volumes
+
+    keys = list(plan.volumes) if keys is None else list(keys)
+    return volumes.resolve(client, plan.project_name, keys, plan.bind_paths(), declared=lambda: declared_names(plan))
+
+
+def declared_names(plan) -> dict[str, str]:
+    """Volume key -> the name compose gives it (`name:`, external ones, <project>_<key>)."""
+    return {k: v.get("name") for k, v in (for_plan(plan).config_json().get("volumes") or {}).items()
+            if isinstance(v, dict) and v.get("name")}
+
+
 def _project_name(plan, client) -> None:
     """A plan whose project name is not the one the running stack has finds none of its
     volumes: say which name compose uses instead of "is the stack created?"."""

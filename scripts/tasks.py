@@ -90,12 +90,12 @@ def plan_tasks(plan: Plan | None, plan_path):
         print(f"wrote {path}: edit its phases, then `doit plan:check`")
 
     def check():
-        from . import cycles, engine, gitstate, stackcheck, volumes
+        from . import cycles, engine, gitstate, stackcheck
 
         gitstate.require_repo(plan.root)
         client = engine.client()
         stackcheck.check(plan, client)
-        volumes.resolve(client, plan.project_name, list(plan.volumes), plan.bind_paths())
+        stackcheck.refs(plan, client)
         print(f"plan {plan.path}: {len(plan.services)} service(s), {len(plan.volumes)} volume(s), "
               f"{len(plan.networks)} network(s) as compose and the engine have them; "
               f"{len(plan.phases)} phase(s), {len(plan.scenarios)} scenario(s)")

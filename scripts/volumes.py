@@ -45,9 +45,12 @@ class VolumeRef:
     name: str  # the engine's name (motovault_postgres_data)
 
 
-def resolve(client, project: str, keys, binds: dict[str, str] | None = None) -> dict[str, VolumeRef]:
+def resolve(client, project: str, keys, binds: dict[str, str] | None = None,
+            declared: Callable[[], dict[str, str]] | None = None) -> dict[str, VolumeRef]:
     """Compose volume keys -> real volume names, through the compose labels; the plan's
-    bind-mounted folders (binds: key -> absolute path) -> "bind:<path>".
+    bind-mounted folders (binds: key -> absolute path) -> "bind:<path>"; what is left
+    (an `external: true` volume carries no compose label), through declared(): the names
+    compose gives them, asked only when needed.
 
     Labels, not "<project>_<key>": a volume declared with `name:` or a renamed project
     would otherwise resolve to the wrong volume, or to none.
@@ -62,12 +65,26 @@ def resolve(client, project: str, keys, binds: dict[str, str] | None = None) -> 
         if key:
             found[key] = vol.name
     missing = [k for k in keys if k not in found]
+    if missing and declared is not None:
+        names = declared()
+        for k in missing:
+            if names.get(k) and _exists(client, names[k]):
+                found[k] = names[k]
+        missing = [k for k in keys if k not in found]
     if missing:
         raise UndoitError(
             f"volume(s) {', '.join(missing)} of compose project {project!r} not found; "
             "is the stack created (docker compose up)?"
         )
     return {k: VolumeRef(k, found[k]) for k in keys}
+
+
+def _exists(client, name: str) -> bool:
+    try:
+        client.volumes.get(name)
+        return True
+    except Exception:  # docker.errors.NotFound
+        return False
 
 
 def helper_image(client) -> str:

@@ -4,6 +4,7 @@ plans whose names compose does not know."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -288,3 +289,78 @@ def test_a_project_in_a_folder_of_a_monorepo(docker_client, kit_images, tmp_path
         assert (top / "apps" / "stray.txt").read_text() == "untracked, outside the project\n"
     finally:
         sweep(docker_client, name)
+
+
+LEDGER_COMPOSE = """\
+name: {name}
+services:
+  keeper:
+    image: ${{UNDOIT_IMAGE_PREFIX:-undoit}}/app:latest
+    pull_policy: never
+    network_mode: none
+    user: "0"
+    volumes: [shared:/shared, archive:/archive]
+    stop_grace_period: 1s
+    healthcheck: {{test: ["CMD", "true"], interval: 1s}}
+volumes:
+  shared: {{external: true, name: {name}-shared-data}}
+  archive: {{name: {name}-archive}}
+"""
+
+LEDGER_PLAN = """\
+[project]
+name = "{name}"
+root = "{root}"
+services = ["keeper"]
+log = "{tmp}/LOG.md"
+reports = "{tmp}/reports"
+
+[backup]
+snapshots = "{tmp}/snapshots"
+
+[volumes.shared]
+services = ["keeper"]
+
+[volumes.archive]
+services = ["keeper"]
+
+[full]
+title = "everything"
+steps = [
+  {{ do = "stop" }}, {{ do = "restore-volumes", volumes = ["shared", "archive"] }}, {{ do = "up" }},
+]
+checks = [{{ check = "volume-matches", volumes = ["shared", "archive"] }}]
+"""
+
+
+def test_an_external_volume_and_a_named_one(docker_client, kit_images, tmp_path):
+    from .conftest import volume_path
+
+    name = unique("keep")
+    root = tmp_path / "keep"
+    root.mkdir()
+    (root / "compose.yaml").write_text(LEDGER_COMPOSE.format(name=name))
+    gitstate.init(root, "keeper")
+    (tmp_path / "plan.toml").write_text(LEDGER_PLAN.format(name=name, root=root, tmp=tmp_path))
+    plan = planmod.load(tmp_path / "plan.toml", env={})
+    docker_client.volumes.create(f"{name}-shared-data")  # made outside compose: no compose label
+    try:
+        for_plan(plan).up(wait_timeout=60)
+        shared = Path(docker_client.api.inspect_volume(f"{name}-shared-data")["Mountpoint"])
+        (shared / "ledger.txt").write_text("shared v1\n")
+        (volume_path(docker_client, plan, "archive") / "old.txt").write_text("archive v1\n")
+        s = backup.backup(plan)
+        assert s.volumes["shared"]["name"] == f"{name}-shared-data"
+        assert s.volumes["archive"]["name"] == f"{name}-archive"
+        (shared / "ledger.txt").write_text("shared v2\n")
+        (volume_path(docker_client, plan, "archive") / "old.txt").write_text("archive v2\n")
+        rec = rollback.execute(plan, "full", yes=True)
+        assert rec["outcome"] == "success", rec
+        assert (shared / "ledger.txt").read_text() == "shared v1\n"
+        assert (volume_path(docker_client, plan, "archive") / "old.txt").read_text() == "archive v1\n"
+    finally:
+        sweep(docker_client, name)
+        try:
+            docker_client.volumes.get(f"{name}-shared-data").remove(force=True)
+        except Exception:
+            pass
