@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import archive, engine, gitstate, records, snapshots, stackcheck, volumes
+from . import archive, engine, gitstate, pins, records, snapshots, stackcheck, volumes
 from .archive import HashingWriter
 from .compose import Compose, for_plan
 from .errors import UndoitError
@@ -116,7 +116,8 @@ def hide_kit_state(plan: Plan) -> None:
                                           *plan.bind_paths().values()))
 
 
-def backup(plan: Plan, include_dirty: bool = False, export_hook=None, strict: bool = False) -> snapshots.SnapshotSet:
+def backup(plan: Plan, include_dirty: bool = False, export_hook=None, strict: bool = False,
+           save_images: bool = False) -> snapshots.SnapshotSet:
     """`doit backup`: git branch and tag, then a set of every volume of the plan.
 
     strict: state that no backup covers (uncovered) is an error, not a warning."""
@@ -139,7 +140,7 @@ def backup(plan: Plan, include_dirty: bool = False, export_hook=None, strict: bo
         plan.env.get("UNDOIT_GIT_REMOTE"), when,
     )
     say(f"git: branch {git['branch']}, tag {git['tag']}" + (" (reused: HEAD unchanged)" if git["reused"] else ""))
-    return take_set(plan, list(plan.volumes), git, "backup", export_hook=export_hook)
+    return take_set(plan, list(plan.volumes), git, "backup", export_hook=export_hook, save_images=save_images)
 
 
 def checkpoint(plan: Plan, pid: str, force: bool = False) -> snapshots.SnapshotSet:
@@ -168,7 +169,7 @@ def checkpoint(plan: Plan, pid: str, force: bool = False) -> snapshots.SnapshotS
 
 
 def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | None = None,
-             export_hook=None, cycle: str | None = None) -> snapshots.SnapshotSet:
+             export_hook=None, cycle: str | None = None, save_images: bool = False) -> snapshots.SnapshotSet:
     """A snapshot set of the given volumes; volumes unchanged since the latest set are
     referenced, not copied. export_hook(key) runs just before each export (tests use it)."""
     client = engine.client()
@@ -177,10 +178,12 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
     latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
     set_id, path = snapshots.new_set(plan.snapshots_dir)
     with snapshots.writing_set(path):
-        return _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phase, export_hook, cycle)
+        return _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phase, export_hook, cycle,
+                         save_images)
 
 
-def _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phase, export_hook, cycle):
+def _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phase, export_hook, cycle,
+              save_images=False):
     manifest = snapshots.manifest_skeleton(set_id, kind, plan.project_name)
     manifest["git"] = git
     manifest["cycle"] = cycle or git["tag"]
@@ -214,6 +217,12 @@ def _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phas
             entry["probe"] = hint
             manifest["volumes"][key] = entry
         manifest["state"] = recorded.result()
+        # the images the stack ran: pinned so a rollback can run them again (and saved)
+        images = pins.recorded(path)
+        pins.pin(client, plan.project_name, images)
+        if save_images:
+            manifest["images"] = pins.save(client, images, path)
+            say(f"images saved in the set: {', '.join(sorted({i['image'] for i in images.values()}))}")
 
     sets_with_tag = [s for s in snapshots.all_sets(plan.snapshots_dir, plan.project_name)
                      if s.complete and s.tag == git["tag"] and s.manifest.get("kind") == kind]

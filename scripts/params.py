@@ -18,6 +18,7 @@ KNOWN = {
     "reason": 'rollback/scenario: why, for the log (reason="...")',
     "set": "rollback/scenario/verify/rehearse: use this snapshot set (set=ID)",
     "include_dirty": "backup: keep uncommitted changes on the backup branch (include_dirty=1)",
+    "save_images": "backup: keep the images the stack runs in the set too (save_images=1)",
     "strict": "backup: state no backup covers is an error, not a warning (strict=1)",
     "force": "checkpoint: move an existing checkpoint tag to HEAD (force=1)",
     "only": "rehearse: only these procedures (only=phase3,full)",

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import (checks, cycles, engine, gitstate, lock, records, restore, runlog, snapshots, stackcheck, steps,
-               volumes)
+from . import (checks, cycles, engine, gitstate, lock, pins, records, restore, runlog, snapshots, stackcheck,
+               steps, volumes)
 from .compose import Compose, for_plan, stack_env
 from .errors import UndoitError
 from .plan import Plan, Procedure, Step
@@ -193,6 +193,8 @@ def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
     if not gitstate.ref_exists(plan.root, ref):
         raise UndoitError(f"ref {ref} ({ref_source}) does not exist in {plan.root}")
     client = engine.client()
+    if not sandbox and any(step.do == "up" for step in proc.steps):
+        pins.check(client, snap)
     names = {}
     for key in restored_volumes(proc):
         try:
@@ -267,6 +269,9 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
     _confirm(run)
     if not run.sandbox:
         hide_kit_state(run.plan)
+        loaded = pins.ensure(run.client, run.snapshot, run.plan.project_name) if run.snapshot else []
+        if loaded:
+            say(f"images of set {run.snapshot.id} loaded from the set: {', '.join(loaded)}")
     run.run_dir.mkdir(parents=True, mode=0o700)
     t0 = time.monotonic()
     started = datetime.now(timezone.utc)

@@ -216,6 +216,10 @@ def check_set(s: SnapshotSet, deep: bool = True) -> list[str]:
                 continue
             if listing_digest(vol, entries) != vol["listing_digest"]:
                 problems.append(f"{s.archive_path(key)}: contents differ from the manifest's listing")
+    for image in s.manifest.get("images") or []:  # saved with save_images=1
+        p = s.path / image["file"]
+        if not p.exists() or archive.sha256_file(p) != image["sha256"]:
+            problems.append(f"{p}: saved image missing or changed")
     for name, digest in sorted((s.manifest.get("state") or {}).items()):
         p = s.path / name
         if not p.exists() or archive.sha256_file(p) != digest:

@@ -30,8 +30,13 @@ def describe(run, step: Step) -> str:
     if step.do in ("stop", "down", "restart"):
         return "$ " + _compose_line(run, step.do, *svcs)
     if step.do == "up":
+        from . import pins
+
+        images = pins.recorded(run.snapshot.path) if run.snapshot and not run.sandbox else {}
+        shown = ", ".join(f"{svc}={pins.pin_name(run.plan.project_name, i['id'])}" for svc, i in sorted(images.items()))
         return "$ " + _compose_line(run, "up", "--detach", "--wait", "--wait-timeout",
-                                    str(a.get("timeout", run.up_timeout)), *svcs)
+                                    str(a.get("timeout", run.up_timeout)), *svcs) + \
+            (f"   (images as set {run.snapshot.id} ran them: {shown})" if shown else "")
     if step.do == "restore-files":
         ref = a.get("ref") or run.ref
         try:
@@ -133,10 +138,34 @@ def execute(run, step: Step) -> str:
     raise UndoitError(f"unknown step {step.do}")
 
 
+def pinned(run):
+    """The run's compose, with the images the restored set ran pinned for each service
+    the compose file has now (see pins.py); the plain one when the set recorded none."""
+    from . import pins
+    from .compose import Compose, discover
+
+    if run.snapshot is None or run.sandbox:
+        return run.compose
+    images = pins.recorded(run.snapshot.path)
+    if not images:
+        return run.compose
+    services = run.compose.config_json().get("services") or {}
+    # only where the compose file's image is no longer the one the set ran (a rebuilt
+    # tag, an upgrade): elsewhere the containers stay exactly as compose describes them
+    differ = {svc: info for svc, info in images.items()
+              if svc in services and pins.image_id(run.client, services[svc].get("image")) != info["id"]}
+    path = pins.override(run.plan.project_name, differ, services, run.run_dir / "images-override.yml")
+    if path is None:
+        return run.compose
+    c = run.compose
+    return Compose(c.root, c.project, (*(run.plan.compose_files or discover(c.root, c.env)), str(path)), env=c.env,
+                   profiles=run.plan.profiles, env_files=run.plan.env_files)
+
+
 def up(run, services, timeout: int) -> None:
     """compose up --wait; on failure, say which service is not healthy and why."""
     try:
-        run.compose.up(services, wait_timeout=timeout)
+        pinned(run).up(services, wait_timeout=timeout)
     except UndoitError as err:
         ok, why = checks.healthy(run, Check("healthy", "healthy", {"services": services} if services else {}))
         raise UndoitError(f"up failed: {why if not ok else err}") from None

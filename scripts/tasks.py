@@ -273,7 +273,8 @@ def backup_tasks(plan: Plan):
         from . import lock, rollback
 
         with lock.held(rollback.lock_path(plan), "backup"):
-            backup.backup(plan, include_dirty=_flag("include_dirty"), strict=_flag("strict"))
+            backup.backup(plan, include_dirty=_flag("include_dirty"), strict=_flag("strict"),
+                          save_images=_flag("save_images"))
 
     def run_verify():
         backup.verify(plan, get_var("set", None) or None)

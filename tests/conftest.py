@@ -62,6 +62,13 @@ def sweep(client, project: str) -> None:
                 n.remove()
             except Exception:
                 pass
+    for image in client.images.list(name=f"undoit-pin/{project.lower()}"):  # the kit's pins of its images
+        for tag in image.tags:
+            if tag.startswith(f"undoit-pin/{project.lower()}:"):
+                try:
+                    client.images.remove(tag)
+                except Exception:
+                    pass
     for v in client.volumes.list(filters=label) + [
         v for v in client.volumes.list() if v.name.startswith(project)
     ]:

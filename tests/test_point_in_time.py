@@ -273,7 +273,7 @@ UNDO_PLAN = """\
 name = "{name}"
 root = "{root}"
 services = ["web"]
-networks = ["front", "side"]
+networks = ["front"]
 log = "{log}"
 reports = "{reports}"
 

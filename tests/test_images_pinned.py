@@ -1,0 +1,134 @@
+"""A phase upgrades a service's image, the old one is pruned: the rollback runs the image
+the stack ran at backup (pinned by the set, or loaded from it with save_images=1)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+
+import pytest
+
+from scripts import backup, gitstate, pins, rollback
+from scripts import plan as planmod
+from scripts.compose import for_plan
+from scripts.errors import UndoitError
+
+from .conftest import sweep, unique
+
+pytestmark = pytest.mark.docker
+
+COMPOSE = """\
+services:
+  api:
+    image: {image}
+    pull_policy: never
+    network_mode: none
+    stop_grace_period: 1s
+    healthcheck: {{test: ["CMD", "true"], interval: 1s}}
+"""
+
+PLAN = """\
+[project]
+name = "{name}"
+root = "{root}"
+services = ["api"]
+log = "{tmp}/LOG.md"
+reports = "{tmp}/reports"
+
+[backup]
+snapshots = "{tmp}/snapshots"
+
+[[phase]]
+id = "upgrade"
+title = "the api image upgrade"
+steps = [{{ do = "up" }}]
+checks = [{{ check = "healthy" }}]
+
+[full]
+title = "everything"
+steps = [{{ do = "up" }}]
+"""
+
+
+def build(client, tag: str, release: str) -> str:
+    """A tiny image of the test's own (one label on the kit's app image), built offline."""
+    from scripts.images import names
+
+    dockerfile = f"FROM {names()['app']}\nLABEL release={release}\n"
+    image, _ = client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="none", rm=True)
+    return image.id
+
+
+def running_image(client, name) -> str:
+    (c,) = client.containers.list(filters={"label": f"com.docker.compose.project={name}"})
+    return c.attrs["Image"]
+
+
+@pytest.fixture
+def api(docker_client, kit_images, tmp_path):
+    name = unique("img")
+    tag = f"{name}/api:latest"
+    root = tmp_path / "api"
+    root.mkdir()
+    (root / "compose.yaml").write_text(COMPOSE.format(image=tag))
+    gitstate.init(root, "api")
+    (tmp_path / "plan.toml").write_text(PLAN.format(name=name, root=root, tmp=tmp_path))
+    plan = planmod.load(tmp_path / "plan.toml", env={})
+    made = []
+    try:
+        made.append(build(docker_client, tag, "1"))
+        for_plan(plan).up(wait_timeout=60)
+        yield plan, tag, made
+    finally:
+        sweep(docker_client, name)
+        for ref in [tag, *made, *(i.tags[0] for i in docker_client.images.list(name=f"{pins.REPO}/{name}"))]:
+            try:
+                docker_client.images.remove(ref, force=True)
+            except Exception:
+                pass
+
+
+def upgrade(docker_client, plan, tag, made) -> str:
+    """The phase: the same tag rebuilt as release 2, the stack moved onto it; release 1
+    left untagged, then `docker image prune` (untagged images only)."""
+    made.append(build(docker_client, tag, "2"))
+    for_plan(plan).up(wait_timeout=60)
+    subprocess.run(["docker", "image", "prune", "-f", "--filter", "label=release=1"], check=True,
+                   capture_output=True, timeout=60)
+    return made[-1]
+
+
+def test_an_upgraded_then_pruned_image_is_run_again(docker_client, api):
+    plan, tag, made = api
+    v1 = made[0]
+    backup.backup(plan)
+    v2 = upgrade(docker_client, plan, tag, made)
+    assert running_image(docker_client, plan.project_name) == v2
+    docker_client.images.get(v1)  # kept by the set's pin
+    rec = rollback.execute(plan, "upgrade", yes=True)
+    assert rec["outcome"] == "success", rec
+    assert running_image(docker_client, plan.project_name) == v1
+
+
+def test_a_lost_image_comes_back_from_the_set_or_the_rollback_refuses(docker_client, api):
+    plan, tag, made = api
+    v1 = made[0]
+    s = backup.backup(plan, save_images=True)
+    assert s.manifest["images"] and s.manifest["images"][0]["id"] == v1
+    upgrade(docker_client, plan, tag, made)
+    docker_client.images.remove(pins.pin_name(plan.project_name, v1), force=True)  # `prune -a` took it all
+    with pytest.raises(Exception):
+        docker_client.images.get(v1)
+    rec = rollback.execute(plan, "upgrade", yes=True)
+    assert rec["outcome"] == "success", rec
+    assert running_image(docker_client, plan.project_name) == v1
+    # a set without a copy of it, then release 1 lost again: refused before anything changes
+    s2 = backup.backup(plan)
+    assert "images" not in s2.manifest
+    for_plan(plan).up(wait_timeout=60)  # back on release 2, as the compose file says
+    docker_client.images.remove(pins.pin_name(plan.project_name, v1), force=True)  # its last tag: gone
+    with pytest.raises(Exception):
+        docker_client.images.get(v1)
+    with pytest.raises(UndoitError, match="save_images=1"):
+        rollback.execute(plan, "upgrade", yes=True, set_id=s2.id)
+    assert running_image(docker_client, plan.project_name) == made[-1]
