@@ -257,6 +257,15 @@ def test_a_bind_mounted_data_folder_is_backed_up_and_restored_like_a_volume(dock
         assert not list(root.glob(".undoit-staging-*"))
         safety = rec["safety_sets"]
         assert safety, rec  # what the restore replaced was kept first
+        # rehearsed like a volume: the sandbox gets its own copy of the folder, the live one is left
+        from scripts import rehearse
+
+        (root / "data" / "live-only.txt").write_text("live\n")
+        report = rehearse.rehearse(plan)
+        assert report["ok"], report["rows"]
+        assert report["archives_proven"] == ["notes_data"]
+        assert (root / "data" / "live-only.txt").read_text() == "live\n"
+        assert (root / "data" / "a.txt").read_text() == "v1\n"
     finally:
         sweep(docker_client, name)
 
