@@ -413,11 +413,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_listing(archive: Path) -> list[Entry]:
+def read_listing(archive: Path, devices: bool = False) -> list[Entry]:
     """Decompress and scan the whole archive (checking every member); return its listing."""
     from .tarscan import TarScanner
 
-    scanner = TarScanner(archive.name)
+    scanner = TarScanner(archive.name, devices=devices)
     for chunk in stream_decompressed(archive):
         scanner.feed(chunk)
     return scanner.finish()
@@ -500,7 +500,7 @@ def extract_host(archive: Path, dest: Path, progress: Callable[[int], None] | No
 
 
 def extract_checked(archive: Path, sha256: str, dest: Path,
-                    progress: Callable[[int], None] | None = None) -> list[Entry]:
+                    progress: Callable[[int], None] | None = None, devices: bool = False) -> list[Entry]:
     """One pass over the archive: hash it, decompress it, check every member and extract
     into dest (a fresh directory). Returns the archive's listing.
 
@@ -510,7 +510,7 @@ def extract_checked(archive: Path, sha256: str, dest: Path,
     """
     from .tarscan import TarScanner
 
-    scanner = TarScanner(archive.name)
+    scanner = TarScanner(archive.name, devices=devices)
 
     def checked(hashing):
         with _decompressor(hashing) as z:

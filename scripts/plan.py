@@ -112,6 +112,7 @@ class Volume:
     probe: tuple[str, ...] = ()
     # a bind-mounted data folder (relative to the project root) instead of a named volume
     bind: str | None = None
+    devices: bool = False  # device nodes allowed in its archives (refused otherwise)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,12 @@ class _Reader:
             raise self.fail(table, key, "must be a string")
         return value
 
+    def bool_(self, table: str, data: dict, key: str, default: bool = False) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(table, key, "must be true or false")
+        return value
+
     def strs(self, table: str, data: dict, key: str) -> tuple[str, ...]:
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -261,7 +268,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         raise r.fail("volumes", None, "must be a table of volume tables")
     for key, spec in vols_raw.items():
         table = f"volumes.{key}"
-        r.keys(table, spec, {"services"}, {"quiesce", "pre", "post", "hook_service", "probe", "bind"})
+        r.keys(table, spec, {"services"}, {"quiesce", "pre", "post", "hook_service", "probe", "bind", "devices"})
         vol_services = r.strs(table, spec, "services")
         _known(r, table, "services", vol_services, services, "service")
         quiesce = r.str_(table, spec, "quiesce", "stop")
@@ -279,6 +286,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
             hook_service=hook,
             probe=r.strs(table, spec, "probe"),
             bind=r.str_(table, spec, "bind") if "bind" in spec else None,
+            devices=r.bool_(table, spec, "devices"),
         )
 
     ctx = _Context(r, services, networks, tuple(volumes))

@@ -127,7 +127,8 @@ class Sandbox:
             else:
                 self.client.volumes.create(name, labels={"com.docker.compose.project": self.name,
                                                          "com.docker.compose.volume": key})
-            restore.restore_volume(self.client, self.start, key, target=name)
+            restore.restore_volume(self.client, self.start, key, target=name,
+                                   devices=rollback.allows_devices(self.live, key))
         for_plan(self.plan).up(wait_timeout=180)
 
     def _down(self) -> None:
@@ -173,7 +174,8 @@ class Sandbox:
         name = f"{self.name}_proof_{key}"
         self.client.volumes.create(name, labels={"com.docker.compose.project": self.name})
         try:
-            restore.restore_volume(self.client, self.source, key, target=name)
+            restore.restore_volume(self.client, self.source, key, target=name,
+                                   devices=rollback.allows_devices(self.live, key))
         finally:
             self.client.volumes.get(name).remove(force=True)
 

@@ -16,10 +16,10 @@ from .plan import Volume
 from .progress import say, transfer
 
 
-def check_restorable(s: snapshots.SnapshotSet, key: str) -> list:
+def check_restorable(s: snapshots.SnapshotSet, key: str, devices: bool = False) -> list:
     """Checksums, then every member header: raises before any live change; returns the listing."""
     snapshots.verify_archive(s, key)
-    return _matching_manifest(s, key, archive.read_listing(s.archive_path(key)))
+    return _matching_manifest(s, key, archive.read_listing(s.archive_path(key), devices=devices))
 
 
 def _matching_manifest(s: snapshots.SnapshotSet, key: str, entries: list) -> list:
@@ -52,12 +52,13 @@ def safety_snapshot(client, snapshots_dir: Path, project: str, targets: dict[str
 
 
 def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | None = None,
-                   safety_dir: Path | None = None, project: str = "") -> dict:
+                   safety_dir: Path | None = None, project: str = "", devices: bool = False) -> dict:
     """Restore volume `key` of set s into `target` (default: the volume it came from).
 
     With safety_dir, a safety snapshot of the target's current contents is taken first.
     Returns what was done; raises UndoitError (with nothing changed) on a bad archive or
-    a volume that a running container still uses.
+    a volume that a running container still uses. devices: the plan allows device nodes
+    in this volume (refused otherwise, on both paths, before a byte is written).
     """
     snapshots.verify_archive(s, key, archive_too=False)  # the listing file; the archive below
     vol = s.volumes[key]
@@ -70,22 +71,23 @@ def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | Non
         safety = safety_snapshot(client, safety_dir, project, {key: name}, f"before restoring {key} from {s.id}")
     staging = volumes.stage(client, name, vol.get("bytes", 0))
     if staging is not None:
-        entries = _restore_staged(client, s, key, name, staging)
+        entries = _restore_staged(client, s, key, name, staging, devices)
     else:
-        entries = _restore_in_place(client, s, key, name)
+        entries = _restore_in_place(client, s, key, name, devices)
     say(f"{key}: restored into {name} from set {s.id}, {len(entries)} entries match the manifest")
     return {"volume": key, "name": name, "set": s.id, "safety_set": safety.id if safety else None,
             "entries": len(entries), "staged": staging is not None}
 
 
-def _restore_staged(client, s: snapshots.SnapshotSet, key: str, name: str, staging: Path) -> list:
+def _restore_staged(client, s: snapshots.SnapshotSet, key: str, name: str, staging: Path,
+                    devices: bool = False) -> list:
     """Build the new contents beside the live ones in one checked pass, compare them with
     the manifest, then swap them in: a bad archive never touches the live volume."""
     vol = s.volumes[key]
     try:
         with transfer(f"restore {key} -> {name}", vol.get("bytes", 0)) as advance:
             expected = _matching_manifest(
-                s, key, archive.extract_checked(s.archive_path(key), vol["sha256"], staging, advance))
+                s, key, archive.extract_checked(s.archive_path(key), vol["sha256"], staging, advance, devices))
         root = _root(expected)
         if root is not None:
             archive.set_root_attrs(staging, root)
@@ -97,10 +99,10 @@ def _restore_staged(client, s: snapshots.SnapshotSet, key: str, name: str, stagi
     return expected
 
 
-def _restore_in_place(client, s: snapshots.SnapshotSet, key: str, name: str) -> list:
+def _restore_in_place(client, s: snapshots.SnapshotSet, key: str, name: str, devices: bool = False) -> list:
     """Check the whole archive first, then empty the volume and extract into it (a remote
     engine, a volume with driver options, or no room for a second copy)."""
-    expected = check_restorable(s, key)
+    expected = check_restorable(s, key, devices)  # all of it proven before the volume is emptied
     volumes.empty(client, name)
     with transfer(f"restore {key} -> {name}", sum(e.size for e in expected)) as advance:
         volumes.put(client, name, s.archive_path(key), _root(expected), progress=advance)

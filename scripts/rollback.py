@@ -141,6 +141,12 @@ def choose(plan: Plan, proc: Procedure, set_id: str | None = None) -> Choice:
     return Choice(s, source, ref, ref_source)
 
 
+def allows_devices(plan: Plan, key: str) -> bool:
+    """Whether the plan lets this volume's archives hold device nodes ([volumes.X] devices)."""
+    vol = plan.volumes.get(key)
+    return bool(vol and vol.devices)
+
+
 def restored_volumes(proc: Procedure) -> list[str]:
     keys = []
     for step in proc.steps:
@@ -173,7 +179,7 @@ def verified_choice(plan: Plan, pid: str, set_id: str | None = None,
     for key in restored_volumes(proc):
         if key not in s.volumes:
             raise UndoitError(f"{NO_BACKUP} (the set {s.id}, {source}, holds no volume {key})")
-        restore.check_restorable(s, key)
+        restore.check_restorable(s, key, devices=allows_devices(plan, key))
     return choice
 
 
@@ -394,7 +400,7 @@ def undo(plan: Plan) -> dict:
                 # what the rollback restored is replaced in turn: keep a copy of it too
                 snapshots.note_restored(plan.snapshots_dir, vol["name"])
                 restore.restore_volume(client, s, key, target=vol["name"], safety_dir=plan.snapshots_dir,
-                                       project=plan.project_name)
+                                       project=plan.project_name, devices=allows_devices(plan, key))
                 restored.append(key)
         files = 0
         for fr in reversed(rec.get("file_restores") or []):

@@ -207,7 +207,7 @@ def check_set(s: SnapshotSet, deep: bool = True) -> list[str]:
                 problems.append(f"{p}: checksum mismatch (manifest {vol[digest][:12]}, file {actual[:12]})")
         if deep and not problems:
             try:
-                entries = archive.read_listing(s.archive_path(key))
+                entries = archive.read_listing(s.archive_path(key), devices=True)  # integrity; restores apply the policy
             except UndoitError as err:
                 problems.append(f"{s.archive_path(key)}: {err}")
                 continue

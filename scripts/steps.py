@@ -197,7 +197,9 @@ def restore_volumes(run, keys) -> str:
     for key, name in targets.items():
         # before the act: a later backup must never skip this volume as unchanged
         snapshots.note_restored(run.plan.snapshots_dir, name)
-        r = restore.restore_volume(run.client, run.snapshot, key, target=name)
+        from .rollback import allows_devices
+
+        r = restore.restore_volume(run.client, run.snapshot, key, target=name, devices=allows_devices(run.plan, key))
         done.append(f"{key} ({r['entries']} entries)")
     return f"restored {', '.join(done)} from set {run.snapshot.id}"
 

@@ -53,9 +53,10 @@ def _pax_records(data: bytes) -> dict[bytes, bytes]:
 
 
 def _relative(name: bytes) -> bytes:
-    rel = name[2:] if name.startswith(b"./") else name
-    rel = rel.rstrip(b"/")
-    return b"." if rel in (b"", b".") else rel
+    """The member's path as extraction resolves it: `./`, `././`, repeated and trailing
+    slashes folded away (every containment check runs on this form)."""
+    parts = [p for p in name.split(b"/") if p not in (b"", b".")]
+    return b"/".join(parts) or b"."
 
 
 class TarScanner:
@@ -65,10 +66,13 @@ class TarScanner:
     been checked (UndoitError otherwise): a consumer given only those bytes is safe.
     """
 
-    def __init__(self, label: str, check: bool = True):
+    def __init__(self, label: str, check: bool = True, devices: bool = False):
         self.label = label
         # check=False: list only (a backup lists what it archives; the restore checks it)
         self.check = check
+        # device nodes are refused unless the plan allows them for the volume: a restored
+        # /dev/mem or disk node in a volume is a way into the host
+        self.devices = devices
         self.entries: list[Entry] = []
         self._index: dict[bytes, int] = {}  # path -> position in entries (hard link targets)
         self._hash = None  # sha256 of the regular file whose data is passing
@@ -155,8 +159,10 @@ class TarScanner:
             return
         pax = {**self._global, **{k: v for k, v in self._pax.items() if v != b""}}
         self._pax = {}
+        # a POSIX ustar header ("ustar\0") has a path prefix at 345; a GNU one ("ustar  ")
+        # keeps access and change times there
         name = pax.get(b"path") or (
-            (_cstring(h[345:500]) + b"/" if h[257:262] == b"ustar" and h[345] else b"") + _cstring(h[0:100]))
+            (_cstring(h[345:500]) + b"/" if h[257:263] == b"ustar\0" and h[345] else b"") + _cstring(h[0:100]))
         link = pax.get(b"linkpath") or _cstring(h[157:257])
         if b"size" in pax:
             size = int(pax[b"size"])
@@ -196,13 +202,19 @@ class TarScanner:
         self._hash = None
 
     def _check(self, name: bytes, kind: str, link: bytes) -> bytes:
-        """The member's relative path, or UndoitError when it could write outside the volume."""
+        """The member's relative path, or UndoitError when it could write outside the volume
+        or is not allowed in it. Every check runs on the normalised path."""
         shown = name.decode("utf-8", "backslashreplace")
-        parts = name.split(b"/")
-        if name.startswith(b"/") or b".." in parts:
+        if name.startswith(b"/") or b".." in name.split(b"/"):
             raise UndoitError(f"unsafe archive member {shown!r}: absolute or contains '..'")
         rel = _relative(name)
-        if rel != b".":
+        if kind in ("c", "b") and not self.devices:
+            raise UndoitError(f"archive member {shown!r} is a device node: refused (allow them for this volume "
+                              "with devices = true in the plan)")
+        if rel == b".":
+            if kind != "d":
+                raise UndoitError(f"unsafe archive member {shown!r}: the volume's root must be a directory")
+        else:
             rel_parts = rel.split(b"/")
             for i in range(1, len(rel_parts)):
                 if b"/".join(rel_parts[:i]) in self._symlinks:
@@ -214,7 +226,9 @@ class TarScanner:
                 # mounts the volume, and extraction never follows them
                 depth = 0 if rel == b"." else rel.count(b"/")
                 for p in link.split(b"/"):
-                    depth += -1 if p == b".." else (p not in (b"", b"."))
+                    if p in (b"", b"."):
+                        continue
+                    depth += -1 if p == b".." else 1
                     if depth < 0:
                         raise UndoitError(f"unsafe archive member {shown!r}: symlink escapes the volume")
         elif kind == "h":
