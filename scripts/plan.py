@@ -232,11 +232,22 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
     env = read_env() if env is None else env
     path = Path(path or env.get("UNDOIT_PLAN") or KIT_ROOT / "phases.toml")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UndoitError(f"{path}: plan file not found", exit_code=2) from None
+    except UnicodeDecodeError as err:
+        raise UndoitError(f"{path}: not UTF-8 text (byte {err.start}): a plan is a UTF-8 TOML file",
+                          exit_code=2) from None
     except tomllib.TOMLDecodeError as err:
-        raise UndoitError(f"{path}: not valid TOML: {err}", exit_code=2) from err
+        raise UndoitError(f"{path}: not valid TOML: {err}", exit_code=2) from None
+    except RecursionError:
+        raise UndoitError(f"{path}: nested deeper than any plan is: refused", exit_code=2) from None
+    except ValueError as err:  # e.g. an integer past Python's digit limit
+        raise UndoitError(f"{path}: a value the plan cannot hold ({str(err).splitlines()[0][:120]})",
+                          exit_code=2) from None
+    if _depth(raw) > MAX_DEPTH:
+        raise UndoitError(f"{path}: nested deeper than any plan is (more than {MAX_DEPTH} levels): refused",
+                          exit_code=2)
     r = _Reader(path)
     top = r.keys(
         "plan",
@@ -258,7 +269,10 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         root = path.parent / root
 
     backup = r.keys("backup", top.get("backup", {}), set(), {"branch", "tag", "snapshots"})
-    snapshots = Path(r.str_("backup", backup, "snapshots", "snapshots"))
+    snapshots_value = r.str_("backup", backup, "snapshots", "snapshots")
+    if not snapshots_value.strip():
+        raise r.fail("backup", "snapshots", "must name a folder")
+    snapshots = Path(snapshots_value)
     if not snapshots.is_absolute():
         snapshots = path.parent / snapshots
 
@@ -276,7 +290,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
             raise r.fail(table, "quiesce", f"{quiesce!r} is not one of {', '.join(QUIESCE)}")
         hook = spec.get("hook_service")
         if hook is not None:
-            _known(r, table, "hook_service", [hook], services, "service")
+            _known(r, table, "hook_service", [r.str_(table, spec, "hook_service")], services, "service")
         volumes[key] = Volume(
             key=key,
             services=vol_services,
@@ -316,6 +330,8 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         table = f"matrix[{i}]"
         r.keys(table, row, {"failure", "scope", "risk", "duration"}, {"target"})
         target = row.get("target")
+        if target is not None and not isinstance(target, str):
+            raise r.fail(table, "target", "must be the id of a phase or scenario (a string)")
         if target is not None and target not in seen:
             raise r.fail(table, "target", f"unknown phase or scenario {target!r}")
         matrix.append(
@@ -343,8 +359,8 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         services=services,
         networks=networks,
         test_command=r.strs("project", proj, "test_command"),
-        backup_branch=r.str_("backup", backup, "branch", "backup-{timestamp}"),
-        backup_tag=r.str_("backup", backup, "tag", "pre-change-{date}"),
+        backup_branch=_ref_template(r, "backup", backup, "branch", "backup-{timestamp}"),
+        backup_tag=_ref_template(r, "backup", backup, "tag", "pre-change-{date}"),
         snapshots_dir=snapshots,
         log_path=_beside(path, r.str_("project", proj, "log", "ROLLBACK-LOG.md")),
         reports_dir=_beside(path, r.str_("project", proj, "reports", "reports")),
@@ -357,6 +373,42 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         next_steps=r.strs("after", after, "next_steps"),
         env=env,
     )
+
+
+# the plan's real shape: [[phase]] > steps > a step > argv (or env) > a value, and one spare
+MAX_DEPTH = 6
+
+
+def _depth(value, level: int = 0) -> int:
+    """How deep tables and arrays nest (iterative: a hostile file must not recurse us out)."""
+    deepest, stack = level, [(value, level)]
+    while stack:
+        item, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > MAX_DEPTH:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, d + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, d + 1) for v in item)
+    return deepest
+
+
+# git's own rules for a ref name (git check-ref-format), for branch and tag templates
+_BAD_REF = re.compile(r"(^[-/.]|/\.|\.\.|[\x00-\x20\x7f~^:?*\[\\]|@\{|//|/$|\.$|\.lock$|\.lock/)")
+
+
+def _ref_template(r: "_Reader", table: str, data: dict, key: str, default: str) -> str:
+    """A branch or tag template, rendered once with sample values: unknown {fields} and
+    names git would refuse are caught here, not after a backup began."""
+    template = r.str_(table, data, key, default)
+    try:
+        sample = template.format(date="20260101", timestamp="20260101-000000")
+    except (KeyError, IndexError, ValueError) as err:
+        raise r.fail(table, key, f"{template!r}: unknown field {err} (use {{date}} and {{timestamp}})") from None
+    if not sample or sample == "@" or _BAD_REF.search(sample):
+        raise r.fail(table, key, f"{template!r} gives {sample!r}, which git does not accept as a ref name")
+    return template
 
 
 def _beside(plan_path: Path, value: str) -> Path:
@@ -439,13 +491,16 @@ class _Context:
         args = {k: v for k, v in spec.items() if k not in ("check", "name")}
         self._refs(table, args)
         name = spec.get("name", kind)
+        if kind == "container-count" and (isinstance(args["expect"], bool) or not isinstance(args["expect"], int)
+                                          or args["expect"] < 0):
+            raise self.r.fail(table, "expect", "must be a whole number of containers")
         return Check(check=kind, name=self.r.str_(table, spec, "name", name), args=args)
 
     def _type(self, table: str, spec: Any, key: str, kinds: dict) -> str:
         if not isinstance(spec, dict) or key not in spec:
             raise self.r.fail(table, key, "missing")
         kind = spec[key]
-        if kind not in kinds:
+        if not isinstance(kind, str) or kind not in kinds:
             raise self.r.fail(table, key, f"unknown type {kind!r} (known: {', '.join(kinds)})")
         return kind
 
@@ -459,9 +514,21 @@ class _Context:
         _known(r, table, "services", args.get("services", ()), self.services, "service")
         _known(r, table, "networks", args.get("networks", ()), self.networks, "network")
         _known(r, table, "volumes", args.get("volumes", ()), self.volumes, "volume")
-        for key in ("timeout", "expect"):
-            if key in args and not isinstance(args[key], (int, str)):
-                raise r.fail(table, key, "must be a number or a string")
+        if "timeout" in args and (isinstance(args["timeout"], bool) or not isinstance(args["timeout"], (int, float))
+                                  or args["timeout"] <= 0):
+            raise r.fail(table, "timeout", "must be a positive number of seconds")
+        if "expect" in args and (isinstance(args["expect"], bool) or not isinstance(args["expect"], (int, str))):
+            raise r.fail(table, "expect", "must be a number or a string")
+        for key in ("cwd", "user", "text", "ref", "set", "pattern", "service"):
+            if key in args and not isinstance(args[key], str):
+                raise r.fail(table, key, "must be a string")
+        if "cwd" in args and (args["cwd"].startswith("/") or ".." in args["cwd"].split("/")):
+            raise r.fail(table, "cwd", "a folder of the project, relative to its root")
+        if "pattern" in args:
+            try:
+                re.compile(args["pattern"])
+            except re.error as err:
+                raise r.fail(table, "pattern", f"not a regular expression ({err})") from None
         if "env" in args and not (
             isinstance(args["env"], dict) and all(isinstance(v, str) for v in args["env"].values())
         ):
