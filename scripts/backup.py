@@ -316,26 +316,32 @@ def quiesced(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, befo
 
 def record_state(client, compose: Compose, plan: Plan, set_path: Path) -> dict:
     """The stack's state next to its volumes: containers, networks, volumes, images, config."""
+    from .redact import Redactor
+
     label = {"label": f"com.docker.compose.project={plan.project_name}"}
     files = {}
-
-    def put(name: str, data) -> None:
-        p = set_path / name
-        if isinstance(data, str):
-            with snapshots.private_open(p) as f:
-                f.write(data.encode())
-        else:
-            snapshots.write_json(p, data)
-        files[name] = archive.sha256_file(p)
-
     # three compose processes at once: they wait on the engine, not on each other
     with ThreadPoolExecutor(3) as pool:
         ps_json = pool.submit(compose.ps)
         ps_text = pool.submit(compose, "ps", "--all")
-        config = pool.submit(compose.config_json)
-        put("containers.json", ps_json.result())
-        put("containers.txt", ps_text.result())
-        config = redact_config(config.result())
+        raw_config = pool.submit(compose.config_json)
+        ps_json, ps_text, raw_config = ps_json.result(), ps_text.result(), raw_config.result()
+    # every state file is masked: a secret interpolated into a command, a healthcheck or
+    # a label is stored there too, not only in `environment:`
+    redact = Redactor.for_plan(plan, raw_config)
+
+    def put(name: str, data, masked: bool = True) -> None:
+        p = set_path / name
+        if isinstance(data, str):
+            with snapshots.private_open(p) as f:
+                f.write((redact(data) if masked else data).encode())
+        else:
+            snapshots.write_json(p, redact.data(data) if masked else data)
+        files[name] = archive.sha256_file(p)
+
+    put("containers.json", ps_json)
+    put("containers.txt", ps_text)
+    config = redact_config(raw_config)
     nets = client.networks.list(filters=label)
     put("networks.json", {
         "list": [{"name": n.name, "id": n.id, "driver": n.attrs.get("Driver")} for n in nets],
@@ -348,7 +354,7 @@ def record_state(client, compose: Compose, plan: Plan, set_path: Path) -> dict:
     images = {}
     for c in client.containers.list(all=True, filters=label):
         images[c.labels.get(SERVICE_LABEL, c.name)] = {"image": c.attrs["Config"]["Image"], "id": c.attrs["Image"]}
-    put("images.json", images)
+    put("images.json", images, masked=False)  # ids and image names, which pins.py reads back
     put("compose-config.json", config)
     return files
 

@@ -52,8 +52,8 @@ def markdown(rec: dict) -> str:
 
 def write(plan: Plan, rec: dict, redact) -> None:
     """Append to the log, write the JSON report and the run's own record (for undo)."""
-    text = redact(json.dumps(rec, indent=2, sort_keys=True, default=str))
-    clean = json.loads(text)
+    clean = redact.data(json.loads(json.dumps(rec, default=str)))
+    text = json.dumps(clean, indent=2, sort_keys=True)
     if not plan.log_path.exists():
         _private_write(plan.log_path, "# Rollback log\n\nOne entry per rollback, newest last (written by undoit).\n\n")
     _private_write(plan.log_path, redact(markdown(clean)), append=True)
