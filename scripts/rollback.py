@@ -208,6 +208,10 @@ def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
         except UndoitError:
             # removed by the change: recreated under its old name (a sandbox's own name)
             names[key] = f"{plan.project_name}_{key}" if sandbox else snap.volumes[key]["name"]
+        if not sandbox and source is None and names[key] != snap.volumes[key]["name"]:
+            raise UndoitError(f"set {snap.id} holds volume {key} as {snap.volumes[key]['name']}, but the project's "
+                              f"{key} is {names[key]}: refusing to restore one into the other (name the set of "
+                              "this project with set=ID)")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_id = f"{stamp}-{proc.id}" + ("-dry-run" if dry_run else "")
     interactive = not yes and os.environ.get("CI", "").lower() not in ("1", "true", "yes") and os.isatty(0)
