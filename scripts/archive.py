@@ -423,6 +423,32 @@ def read_listing(archive: Path, devices: bool = False) -> list[Entry]:
     return scanner.finish()
 
 
+def prove(archive: Path, sha256: str, devices: bool = False) -> list[Entry]:
+    """One read of the archive: its checksum and every member checked in the same pass
+    (hash the compressed bytes while they are decompressed and scanned); its listing."""
+    from .tarscan import TarScanner
+
+    scanner = TarScanner(archive.name, devices=devices)
+    failure = None
+    with open(archive, "rb") as f:
+        hashing = _HashingReader(f)
+        try:
+            with _decompressor(hashing) as z:
+                while chunk := z.read(CHUNK):
+                    scanner.feed(chunk)
+        except (UndoitError, zstandard.ZstdError) as err:
+            failure = err
+        while hashing.read(CHUNK):  # the rest: a damaged byte is named as a checksum failure
+            pass
+    if hashing.sha.hexdigest() != sha256:
+        raise UndoitError(f"{archive} fails its checksum: refusing to restore it")
+    if isinstance(failure, zstandard.ZstdError):
+        raise UndoitError(f"{archive} is unreadable ({failure}): refusing to restore it")
+    if failure:
+        raise failure
+    return scanner.finish()
+
+
 def parse_ns(text: str) -> int:
     """'1700000000.123456789' (any number of decimals) -> integer nanoseconds."""
     if text.startswith("-"):  # before 1970: the decimal is the whole (negative) value

@@ -16,10 +16,24 @@ from .plan import Volume
 from .progress import say, transfer
 
 
+# archives proven in this process: (path, size, mtime, sha256, devices). A rollback proves
+# each archive it restores once (verified:*), then extracts it, re-hashing as it streams:
+# two reads, where verified:*, the runner's own check and the in-place path made five
+_PROVEN: set[tuple] = set()
+
+
 def check_restorable(s: snapshots.SnapshotSet, key: str, devices: bool = False) -> list:
-    """Checksums, then every member header: raises before any live change; returns the listing."""
-    snapshots.verify_archive(s, key)
-    return _matching_manifest(s, key, archive.read_listing(s.archive_path(key), devices=devices))
+    """Checksums, then every member header, in one read of the archive (none when this
+    process proved the same file already): raises before any live change; returns the
+    listing (from the set's listing file, which must match the manifest)."""
+    snapshots.verify_archive(s, key, archive_too=False)  # the listing file's checksum
+    path, vol = s.archive_path(key), s.volumes[key]
+    st = path.stat()
+    proof = (str(path), st.st_size, st.st_mtime_ns, vol["sha256"], devices)
+    if proof not in _PROVEN:
+        _matching_manifest(s, key, archive.prove(path, vol["sha256"], devices=devices))
+        _PROVEN.add(proof)
+    return _matching_manifest(s, key, s.listing(key))
 
 
 def _matching_manifest(s: snapshots.SnapshotSet, key: str, entries: list) -> list:

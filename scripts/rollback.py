@@ -171,7 +171,7 @@ def verified_choice(plan: Plan, pid: str, set_id: str | None = None,
     else:
         choice = choose(plan, proc, set_id)
     s, source = choice.set, choice.set_source
-    problems = snapshots.check_set(s, deep=False)
+    problems = snapshots.check_set(s, deep=False, proven_elsewhere=restored_volumes(proc))
     if not problems and s.manifest.get("kind") in ("backup", "checkpoint"):
         problems = [p for p in [records.problem(plan.root, s)] if p]
     if problems:

@@ -188,8 +188,9 @@ def latest_complete(root: Path, project: str, kind: str | None = None) -> Snapsh
 # --- verification -------------------------------------------------------------
 
 
-def check_set(s: SnapshotSet, deep: bool = True) -> list[str]:
-    """Problems with a set (empty list = valid): checksums always, full read when deep."""
+def check_set(s: SnapshotSet, deep: bool = True, proven_elsewhere=()) -> list[str]:
+    """Problems with a set (empty list = valid): checksums always, full read when deep.
+    proven_elsewhere: volume keys whose archives the caller proves itself (one read)."""
     if not s.complete:
         return [f"{s.id}: no manifest (incomplete or interrupted set)"]
     problems = [f"{s.id}: {p}" for p in _fields(s)]
@@ -197,6 +198,10 @@ def check_set(s: SnapshotSet, deep: bool = True) -> list[str]:
         return problems
     for key, vol in sorted(s.volumes.items()):
         for what, digest in (("archive", "sha256"), ("listing", "listing_sha256")):
+            if what == "archive" and key in proven_elsewhere:
+                if not (s.path.parent / vol[what]).exists():
+                    problems.append(f"{s.path.parent / vol[what]}: missing")
+                continue
             p = s.path.parent / vol[what]
             try:
                 actual = archive.sha256_file(p)

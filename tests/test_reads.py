@@ -1,0 +1,48 @@
+"""A rollback reads each archive it restores at most twice (prove, then extract while
+re-hashing), and any other archive of the set no more than once (its checksum)."""
+
+from __future__ import annotations
+
+import builtins
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from scripts import archive, backup, restore, rollback
+from scripts.plan import Procedure, Step
+
+from .conftest import volume_path
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.mark.parametrize("path", ["staged", "in place"])
+def test_archive_reads_per_rollback(docker_client, mini, monkeypatch, path):
+    from scripts import volumes
+
+    if path == "in place":
+        monkeypatch.setattr(volumes, "stage", lambda *a, **k: None)
+    (volume_path(docker_client, mini, "files") / "doc.txt").write_text("v1\n")
+    s = backup.backup(mini)
+    plan = replace(mini, phases=(Procedure(id="files", title="files", kind="phase", steps=(
+        Step("stop", {"services": ["app"]}), Step("restore-volumes", {"volumes": ["files"]}), Step("up", {}))),))
+    (volume_path(docker_client, mini, "files") / "doc.txt").write_text("v2\n")
+    restore._PROVEN.clear()
+    reads = Counter()
+    real_open = builtins.open
+
+    def counting(file, mode="r", *args, **kwargs):
+        if str(file).endswith(".tar.zst") and "r" in mode:
+            reads[str(file).rsplit("/", 1)[-1]] += 1
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(archive, "open", counting, raising=False)
+    monkeypatch.setattr(builtins, "open", counting)
+    rollback.verified_set(plan, "files")  # the verified:files task, in the same doit process
+    rec = rollback.execute(plan, "files", yes=True)
+    assert rec["outcome"] == "success", rec
+    assert (volume_path(docker_client, mini, "files") / "doc.txt").read_text() == "v1\n"
+    assert 1 <= reads["files.tar.zst"] <= 2, reads
+    assert reads["data.tar.zst"] <= 2, reads  # its checksum, in verified:* and again in the run
+    assert s.volumes["files"]["archive"].endswith("files.tar.zst")
