@@ -1,7 +1,15 @@
-"""One backup or rollback at a time: a lock file naming its holder (pid, host, command)."""
+"""One backup or rollback at a time: an OS lock (flock) on snapshots/.lock, naming its holder.
+
+The kernel holds the lock for the process and drops it when the process dies, however
+it dies: no stale lock to take over, no window between creating a lock file and writing
+it in which a second process could take it for stale. The file itself is never removed;
+it only says who holds it (pid, host, command) for the refusal. A rehearsal holds the
+shared form: it excludes live backups and rollbacks, not other rehearsals.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -12,53 +20,33 @@ from pathlib import Path
 from .errors import UndoitError
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
-def held(path: Path, what: str):
-    """Hold the lock at path for the block; a lock whose process is gone is taken over."""
+def held(path: Path, what: str, shared: bool = False):
+    """Hold the lock at path for the block (shared: alongside other shared holders)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": what,
-          "argv": " ".join(sys.argv[1:])[:200]}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            try:
-                holder = json.loads(path.read_text())
-            except (OSError, ValueError):
-                holder = {}
-            same_host = holder.get("host") == socket.gethostname()
-            if holder and same_host and not _alive(int(holder.get("pid", 0))):
-                path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            if not holder:
-                path.unlink(missing_ok=True)  # half-written by a process killed mid-write
-                continue
-            raise UndoitError(
-                f"another {holder.get('command', 'run')} holds the lock {path}: pid {holder.get('pid')} "
-                f"on {holder.get('host')} ({holder.get('argv') or 'doit'}); wait for it, or remove the "
-                "file if that process is gone on that host"
-            ) from None
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(me))
-        break
-    else:
-        raise UndoitError(f"could not take the lock {path}")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(path)
+            raise UndoitError(
+                f"another {holder.get('command', 'run')} holds the lock {path}: pid {holder.get('pid', '?')} "
+                f"on {holder.get('host', '?')} ({holder.get('argv') or 'doit'}); wait for it to finish"
+            ) from None
+        # the holder's details, for the refusal of the next one (shared holders: the latest)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "command": what,
+              "argv": " ".join(sys.argv[1:])[:200]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
         yield
     finally:
-        try:
-            if json.loads(path.read_text()).get("pid") == os.getpid():
-                path.unlink()
-        except (OSError, ValueError):
-            pass
+        os.close(fd)  # closing releases the lock
+
+
+def _holder(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}

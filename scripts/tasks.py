@@ -367,8 +367,12 @@ def rehearse_task(plan: Plan) -> dict:
                 with lock.held(rollback.lock_path(plan), "backup"):
                     backup.backup(plan)
             change = demo_drill_change
-        report = rehearse.rehearse(plan, only=get_var("only", None) or None,
-                                   set_id=get_var("set", None) or None, change=change)
+        from . import lock, rollback
+
+        # shared: no live backup or rollback may change what the sandbox copies meanwhile
+        with lock.held(rollback.lock_path(plan), "rehearse", shared=True):
+            report = rehearse.rehearse(plan, only=get_var("only", None) or None,
+                                       set_id=get_var("set", None) or None, change=change)
         rehearsal_table(report)
         if not report["ok"]:
             bad = [r["procedure"] for r in report["rows"] if not r["ok"]]

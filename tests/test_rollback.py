@@ -334,22 +334,46 @@ def test_secrets_never_reach_output_log_or_report(docker_client, eng):
         assert CANARY not in f.read_text()
 
 
-def test_two_rollbacks_at_once_and_stale_lock(docker_client, eng):
+def test_two_rollbacks_at_once_and_a_dead_holder(docker_client, eng):
     backup.backup(eng)
     lock = rollback.lock_path(eng)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    # a real holder: another process inside the lock
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, %r)\n"
+        "from scripts import lock\n"
+        "with lock.held(%r, 'rollback full'):\n"
+        "    print('held', flush=True); time.sleep(120)") % (str(KIT), str(lock))],
+        stdout=subprocess.PIPE, text=True)
     try:
-        lock.write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename, "command": "rollback full"}))
+        assert holder.stdout.readline().strip() == "held"
         res = doit(eng, "rollback:files")
         assert res.returncode != 0
         assert f"pid {holder.pid}" in res.stdout + res.stderr and "rollback full" in res.stdout + res.stderr
     finally:
         holder.kill()
         holder.wait()
-    # the holder is gone: its lock is stale and taken over
+    # the holder died without a word: the kernel released its lock, nothing to take over
     res = doit(eng, "rollback:files")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert not lock.exists()
+
+
+def test_the_lock_is_won_by_exactly_one_of_two_racing_processes(tmp_path):
+    """100 times, two processes race for the lock: exactly one wins each time."""
+    script = (
+        "import sys, time; sys.path.insert(0, %r)\n"
+        "from scripts import lock\n"
+        "from scripts.errors import UndoitError\n"
+        "try:\n"
+        "    with lock.held(sys.argv[1], 'race'):\n"
+        "        print('won', flush=True); time.sleep(0.3)\n"
+        "except UndoitError:\n"
+        "    print('lost', flush=True)\n") % str(KIT)
+    for i in range(100):
+        path = str(tmp_path / f"lock{i}")
+        procs = [subprocess.Popen([sys.executable, "-c", script, path], stdout=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        results = sorted(p.communicate(timeout=30)[0].strip() for p in procs)
+        assert results == ["lost", "won"], (i, results)
 
 
 def test_checkpoint_is_where_a_phase_goes_back_to(docker_client, eng):
