@@ -203,13 +203,19 @@ def restore_plan(root: Path, ref: str, paths) -> dict:
     """
     root = Path(root)
     specs = _specs(paths)
-    # git run in root: ls-tree without --full-tree and ls-files both list the folder's
-    # part of the tree, relative to it
-    at_ref = set(_z(root, "ls-tree", "-r", "-z", "--name-only", ref, "--", *specs))
+    # git run in root: ls-files and diff --relative both list the folder's part of the
+    # tree, relative to it. No ls-tree: it takes no wildcards, and a plan's paths may
+    # hold them (backend/*/README.md); diff and ls-files match pathspecs as checkout does
     index = set(_z(root, "ls-files", "-z", "--", *specs))
     tracked = {p for p in index if os.path.lexists(root / p)}
     untracked = set(_z(root, "ls-files", "-z", "--others", "--exclude-standard", "--", *specs))
-    differ = set(_z(root, "diff", "--no-renames", "--name-only", "--relative", "-z", ref, "--", *specs))
+    status = _z(root, "diff", "--no-renames", "--name-status", "--relative", "-z", ref, "--", *specs)
+    pairs = list(zip(status[0::2], status[1::2]))
+    differ = {path for _, path in pairs}
+    # the files at ref: those on disk, less those added since ref, plus those deleted since
+    # (diff compares the ref with the working tree: a file on disk and not at ref is A, a
+    # file at ref and not on disk is D, a file neither at ref nor on disk is not listed)
+    at_ref = (tracked - {path for st, path in pairs if st == "A"}) | {path for st, path in pairs if st == "D"}
     remove = sorted(tracked - at_ref)
     changed = sorted((differ & tracked & at_ref) | set(remove))
     missing = sorted(at_ref - tracked - untracked)
