@@ -179,7 +179,10 @@ def verified_choice(plan: Plan, pid: str, set_id: str | None = None,
     for key in restored_volumes(proc):
         if key not in s.volumes:
             raise UndoitError(f"{NO_BACKUP} (the set {s.id}, {source}, holds no volume {key})")
-        restore.check_restorable(s, key, devices=allows_devices(plan, key))
+        try:
+            restore.check_restorable(s, key, devices=allows_devices(plan, key))
+        except UndoitError as err:
+            raise UndoitError(f"{NO_BACKUP} (the set {s.id}, {source}: {err})") from None
     return choice
 
 
