@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import archive, engine, gitstate, pins, records, snapshots, stackcheck, volumes
+from . import archive, engine, gitstate, journal, pins, records, snapshots, stackcheck, volumes
 from .archive import HashingWriter
 from .compose import Compose, for_plan
 from .errors import UndoitError
@@ -88,6 +88,8 @@ def up_to_date(plan: Plan) -> bool:
     latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name, kind="backup")
     if latest is None or not gitstate.in_repo(plan.root):
         return False
+    if journal.unfinished(plan.snapshots_dir, plan.project_name):
+        return False  # a dead run left something to repair: the backup runs, and repairs first
     git = latest.manifest.get("git") or {}
     if git.get("head") != gitstate.head(plan.root) or gitstate.dirty(plan.root, restored_paths(plan)):
         return False
@@ -246,7 +248,7 @@ def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef,
     archive_name = f"{vol.key}.tar.zst"
     listing_name = f"{vol.key}.listing"
     start = time.monotonic()
-    with quiesced(client, compose, vol, ref, before_quiesce) as policy:
+    with quiesced(client, compose, vol, ref, before_quiesce, journal_dir=set_path.parent) as policy:
         with snapshots.private_open(set_path / archive_name) as raw, \
                 transfer(f"{kind_label}{vol.key} ({ref.name})", size_hint) as advance:
             out = HashingWriter(raw)
@@ -275,7 +277,8 @@ def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef,
 
 
 @contextmanager
-def quiesced(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, before_quiesce=None):
+def quiesced(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, before_quiesce=None,
+             journal_dir: Path | None = None):
     """Hold the volume still while it is exported, per its policy; yields the policy applied.
 
     `stop` stops the running services that mount it (compose stops them in reverse
@@ -290,12 +293,23 @@ def quiesced(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, befo
     if vol.pre and services:
         compose.exec(hook_service, *vol.pre)
     policy = vol.quiesce if services else "none"
-    if policy == "stop":
-        compose.stop(services)
-    elif policy == "pause":
-        compose("pause", *services)
+    # the intent first: a run killed while they are down leaves a record the next run
+    # acts on (starting them again), never a stack that looks stopped on purpose
+    record = journal.intent(journal_dir, compose.project, "backup", volume=ref.name,
+                            **{"stopped" if policy == "stop" else "paused": services}) \
+        if journal_dir is not None and policy in ("stop", "pause") else nullcontext()
+    with record:
+        yield from _quiesced_body(compose, vol, services, hook_service, policy)
+
+
+def _quiesced_body(compose: Compose, vol: Volume, services, hook_service, policy):
     failed = None
     try:
+        # inside the try: a stop interrupted halfway still brings back what it stopped
+        if policy == "stop":
+            compose.stop(services)
+        elif policy == "pause":
+            compose("pause", *services)
         yield policy
     except BaseException as err:
         failed = err
@@ -303,7 +317,8 @@ def quiesced(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, befo
     finally:
         try:
             if policy == "stop":
-                compose("up", "--detach", "--wait", "--no-recreate", "--no-deps", *services)
+                compose("up", "--detach", "--wait", "--wait-timeout", "180", "--no-recreate", "--no-deps",
+                        *services)
             elif policy == "pause":
                 compose("unpause", *services)
             if vol.post and services:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import (checks, cycles, engine, gitstate, lock, pins, records, restore, runlog, snapshots, stackcheck,
+from . import (checks, cycles, engine, gitstate, journal, lock, pins, records, restore, runlog, snapshots, stackcheck,
                steps, volumes)
 from .compose import Compose, for_plan, stack_env
 from .errors import UndoitError
@@ -257,6 +257,8 @@ def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
         say("dry run: nothing was changed")
         return {"outcome": "dry-run", "run": run.run_id}
     with lock.held(lock_path(plan), f"rollback {pid}"):
+        if not sandbox:
+            journal.repair_for(plan)
         return _execute(run, stop_after_step)
 
 
@@ -395,6 +397,7 @@ def undo(plan: Plan) -> dict:
     client = engine.client()
     compose = for_plan(plan)
     with lock.held(lock_path(plan), "undo"):
+        journal.repair_for(plan)
         say(f"undoing {rec['kind']} {rec['procedure']} of {rec['started']} ({rec['run']})")
         restored = []
         for set_id in reversed(rec.get("safety_sets") or []):

@@ -26,6 +26,7 @@ FORMAT = "undoit-snapshot/1"
 MANIFEST = "manifest.json"
 SAFETY = "safety"  # safety snapshots live in snapshots/safety/<id>/
 RUNS = "runs"  # rollback runs: safety copies of files, the run record
+JOURNAL = "journal"  # what unfinished runs meant to do (journal.py)
 
 
 def now_iso() -> str:
@@ -166,7 +167,7 @@ def all_sets(root: Path, project: str | None = None) -> list[SnapshotSet]:
         return []
     out = []
     for p in sorted(root.iterdir()):
-        if p.is_dir() and p.name not in (SAFETY, RUNS) and not p.name.startswith("."):
+        if p.is_dir() and p.name not in (SAFETY, RUNS, JOURNAL) and not p.name.startswith("."):
             s = load_set(p)
             if project is None or s.manifest is None or s.manifest.get("project") == project:
                 out.append(s)

@@ -9,14 +9,29 @@ from .errors import UndoitError
 from .plan import Plan
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def action(fn, *args, **kwargs):
-    """A doit python-action calling fn; an UndoitError becomes TaskFailed with its one line."""
+    """A doit python-action calling fn; an UndoitError becomes TaskFailed with its one line.
+
+    SIGTERM (a closed terminal, `docker stop`, systemd) ends it like Ctrl-C: through every
+    finally that brings services back, not mid-step with them left stopped."""
 
     def run():
+        import signal
+        import threading
+
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminated) if main else None
         try:
             result = fn(*args, **kwargs)
         except UndoitError as err:
             return TaskFailed(str(err))
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
         return result if isinstance(result, (dict, TaskFailed)) else None
 
     run.__name__ = getattr(fn, "__name__", "action")
@@ -232,7 +247,7 @@ def scenario_tasks(plan: Plan):
 
 
 def safety_tasks(plan: Plan):
-    from . import backup, lock, rollback
+    from . import backup, journal, lock, rollback
 
     yield {"basename": "verified", "name": None, "doc": "verification of the set each rollback restores"}
     for proc in (*plan.phases, plan.full, *plan.scenarios):
@@ -242,6 +257,7 @@ def safety_tasks(plan: Plan):
 
         def run(pid=proc.id):
             with lock.held(rollback.lock_path(plan), f"checkpoint {pid}"):
+                journal.repair_for(plan)
                 backup.checkpoint(plan, pid, force=_flag("force"))
 
         yield {
@@ -270,9 +286,10 @@ def backup_tasks(plan: Plan):
     from . import backup, snapshots
 
     def run_backup():
-        from . import lock, rollback
+        from . import journal, lock, rollback
 
         with lock.held(rollback.lock_path(plan), "backup"):
+            journal.repair_for(plan)
             backup.backup(plan, include_dirty=_flag("include_dirty"), strict=_flag("strict"),
                           save_images=_flag("save_images"))
 
