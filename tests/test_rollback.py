@@ -7,11 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from scripts import archive, backup, gitstate, rollback, runlog, snapshots, volumes
+from scripts import archive, backup, gitstate, lock, rollback, runlog, snapshots, volumes
 from scripts.errors import UndoitError
 
 from .conftest import KIT, make_stack, sweep, unique, volume_path
@@ -357,23 +358,29 @@ def test_two_rollbacks_at_once_and_a_dead_holder(docker_client, eng):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
 
+def _race(path: str, start, results) -> None:
+    start.wait()  # both released at once: the tightest race two processes can run
+    try:
+        with lock.held(path, "race"):
+            results.put("won")
+            time.sleep(0.05)
+    except UndoitError:
+        results.put("lost")
+
+
 def test_the_lock_is_won_by_exactly_one_of_two_racing_processes(tmp_path):
     """100 times, two processes race for the lock: exactly one wins each time."""
-    script = (
-        "import sys, time; sys.path.insert(0, %r)\n"
-        "from scripts import lock\n"
-        "from scripts.errors import UndoitError\n"
-        "try:\n"
-        "    with lock.held(sys.argv[1], 'race'):\n"
-        "        print('won', flush=True); time.sleep(0.3)\n"
-        "except UndoitError:\n"
-        "    print('lost', flush=True)\n") % str(KIT)
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
     for i in range(100):
-        path = str(tmp_path / f"lock{i}")
-        procs = [subprocess.Popen([sys.executable, "-c", script, path], stdout=subprocess.PIPE, text=True)
-                 for _ in range(2)]
-        results = sorted(p.communicate(timeout=30)[0].strip() for p in procs)
-        assert results == ["lost", "won"], (i, results)
+        start, results = ctx.Barrier(2), ctx.Queue()
+        procs = [ctx.Process(target=_race, args=(str(tmp_path / f"lock{i}"), start, results)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        assert sorted(results.get(timeout=5) for _ in procs) == ["lost", "won"], i
 
 
 def test_checkpoint_is_where_a_phase_goes_back_to(docker_client, eng):
