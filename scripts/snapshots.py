@@ -104,7 +104,11 @@ def read_listing_file(path: Path) -> list[Entry]:
 
 
 def write_manifest(set_path: Path, manifest: dict) -> None:
-    """The last write of a set: temp file, fsync, rename, fsync the folder."""
+    """The last write of a set: its archives and listings flushed to disk, then the
+    manifest to a temp file, fsync, rename, fsync the folder."""
+    from .durable import sync_filesystem
+
+    sync_filesystem(set_path)
     tmp = set_path / (MANIFEST + ".tmp")
     with private_open(tmp) as f:
         f.write(json.dumps(manifest, indent=2, sort_keys=True).encode())
