@@ -317,12 +317,15 @@ def _quiesced_body(compose: Compose, vol: Volume, services, hook_service, policy
     finally:
         try:
             if policy == "stop":
-                compose("up", "--detach", "--wait", "--wait-timeout", "180", "--no-recreate", "--no-deps",
-                        *services)
+                compose.up(services, options=("--no-recreate", "--no-deps"))
             elif policy == "pause":
                 compose("unpause", *services)
             if vol.post and services:
                 compose.exec(hook_service, *vol.post)
+        except KeyboardInterrupt:
+            print(f"interrupted again: bringing {', '.join(services)} back skipped; the journal keeps them, "
+                  "and the next kit command starts them", flush=True)
+            raise
         except UndoitError as err:
             if failed is None:
                 raise

@@ -126,7 +126,10 @@ class Compose:
 
     files=(): the files compose itself would use there (discover)."""
 
-    def __init__(self, root: Path, project: str, files=(), env=None, profiles=(), env_files=()):
+    def __init__(self, root: Path, project: str, files=(), env=None, profiles=(), env_files=(), timeouts=None):
+        from .plan import TIMEOUTS
+
+        self.timeouts = dict(timeouts or TIMEOUTS)
         self.root = Path(root)
         self.project = project
         self.files = tuple(files) or discover(self.root, env)
@@ -142,7 +145,12 @@ class Compose:
         self._cmd = sh.Command(argv[0]).bake(*args)
 
     def __call__(self, *args: str, timeout: float | None = None, quiet=False) -> str:
-        """Run one compose subcommand; return its stdout; raise UndoitError with stderr."""
+        """Run one compose subcommand; return its stdout; raise UndoitError with stderr.
+
+        No call waits forever: past its limit (default: the longest of the plan's
+        timeouts, plus a margin for compose's own) the process is killed and it fails."""
+        if timeout is None:
+            timeout = max(self.timeouts["up"], self.timeouts["stop"]) + 60
         try:
             out = self._cmd(
                 *args,
@@ -164,14 +172,15 @@ class Compose:
             raise UndoitError(f"docker compose {' '.join(args)} timed out after {timeout} s") from None
         return str(out)
 
-    def up(self, services=(), wait_timeout: int = 180) -> None:
-        self("up", "--detach", "--wait", "--wait-timeout", str(wait_timeout), *services)
+    def up(self, services=(), wait_timeout: int | None = None, options=()) -> None:
+        wait = wait_timeout or self.timeouts["up"]
+        self("up", "--detach", "--wait", "--wait-timeout", str(wait), *options, *services, timeout=wait + 60)
 
     def down(self, volumes: bool = False) -> None:
-        self("down", "--remove-orphans", *(["--volumes"] if volumes else []))
+        self("down", "--remove-orphans", *(["--volumes"] if volumes else []), timeout=self.timeouts["stop"])
 
     def stop(self, services=()) -> None:
-        self("stop", *services)
+        self("stop", *services, timeout=self.timeouts["stop"])
 
     def start(self, services=()) -> None:
         self("start", *services)
@@ -227,4 +236,4 @@ def for_plan(plan) -> Compose:
     """The compose project a plan is about."""
     env = dict(stack_env(), COMPOSE_PROJECT_NAME=plan.project_name)
     return Compose(plan.root, plan.project_name, plan.compose_files, env=env, profiles=plan.profiles,
-                   env_files=plan.env_files)
+                   env_files=plan.env_files, timeouts=plan.timeouts)

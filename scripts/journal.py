@@ -42,17 +42,54 @@ def _durable_write(path: Path, data: dict) -> None:
         os.close(dfd)
 
 
+class Entry:
+    """One run's record of intent, rewritten durably at each step that changes what a
+    dead run would leave behind."""
+
+    def __init__(self, path: Path, data: dict):
+        self.path, self.data = path, data
+
+    def update(self, **details) -> None:
+        self.data.update(details)
+        _durable_write(self.path, self.data)
+
+
 @contextmanager
 def intent(snapshots_dir: Path, project: str, what: str, **details):
     """Record the intent for the block; the record goes when the block completes. If the
     block fails or is interrupted (or the process is killed) the record stays, and the
     next run checks what is left to put right: repairs are idempotent."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    path = _dir(snapshots_dir) / f"{stamp}-{os.getpid()}.json"
-    _durable_write(path, {"project": project, "what": what, "pid": os.getpid(), "host": socket.gethostname(),
-                          "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), **details})
-    yield path
-    path.unlink(missing_ok=True)
+    entry = Entry(_dir(snapshots_dir) / f"{stamp}-{os.getpid()}.json",
+                  {"project": project, "what": what, "pid": os.getpid(), "host": socket.gethostname(),
+                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), **details})
+    entry.update()
+    yield entry
+    if not entry.data.get("replacing"):  # a refill that failed midway: the next run finishes it
+        entry.path.unlink(missing_ok=True)
+
+
+def replacing(entry: Entry | None, key: str, name: str, s, devices: bool = False) -> None:
+    """Volume `name`'s contents are about to be destroyed to put set s's `key` in their
+    place: until replaced(), a dead run leaves a half-filled volume the next run refills."""
+    if entry is not None:
+        entry.update(replacing={"key": key, "name": name, "set": str(s.path), "devices": devices})
+
+
+def replaced(entry: Entry | None) -> None:
+    if entry is not None:
+        entry.update(replacing=None)
+
+
+def cleanup(fn, what: str):
+    """Run fn, the putting-back on the way out of an interrupted run; a second Ctrl-C
+    skips it, and says what that leaves for the next run."""
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        print(f"interrupted again: {what} skipped; the journal keeps what is unfinished, and the next "
+              "kit command puts it right", flush=True)
+        raise
 
 
 def unfinished(snapshots_dir: Path, project: str) -> list[tuple[Path, dict]]:
@@ -78,10 +115,15 @@ def repair(plan, client, compose) -> list[str]:
 
     said = []
     for path, data in unfinished(plan.snapshots_dir, plan.project_name):
-        services = [svc for svc in data.get("stopped") or [] if not _running(client, plan.project_name, svc)]
+        if data.get("replacing"):
+            said += _finish_replace(plan, client, compose, data)
+        if data.get("run"):
+            said += _close_run(plan, data)
+        services = [svc for svc in (data.get("stopped") or []) + (data.get("running_before") or [])
+                    if not _running(client, plan.project_name, svc)]
         if services:
             try:
-                compose("up", "--detach", "--wait", "--wait-timeout", "180", "--no-recreate", "--no-deps", *services)
+                compose.up(services, options=("--no-recreate", "--no-deps"))
                 said.append(f"repaired: started {', '.join(services)} again, stopped by a {data.get('what')} that "
                             f"died (pid {data.get('pid')}, {data.get('started')})")
             except UndoitError as err:
@@ -95,6 +137,11 @@ def repair(plan, client, compose) -> list[str]:
             except UndoitError:
                 pass  # no longer paused (restarted since): nothing to put right
         path.unlink(missing_ok=True)
+    from . import runlog
+
+    for rec in runlog.records(plan):  # the caller holds the lock: no living run is "running"
+        if rec.get("outcome") == "running" and runlog.close_interrupted(plan, rec["run"], None):
+            said.append(f"repaired: recorded {rec.get('kind')} {rec['run']} as interrupted")
     for key, ref in _refs(plan, client).items():
         live = volumes.host_path(client, ref.name)
         if live is None:
@@ -104,6 +151,50 @@ def repair(plan, client, compose) -> list[str]:
                 volumes.discard(leftover)
                 said.append(f"repaired: removed {leftover.name}, left beside {key} by a restore that died")
     return said
+
+
+def _finish_replace(plan, client, compose, data) -> list[str]:
+    """A volume whose contents a dead run was replacing gets them, whole, from the set it
+    was restoring (proven again on the way): never a mix of old and new."""
+    from . import archive, restore, snapshots, volumes
+    from .errors import UndoitError
+
+    r = data["replacing"]
+    s = snapshots.load_set(Path(r["set"]))
+    if not s.complete or r["key"] not in s.volumes:
+        raise UndoitError(f"a {data.get('what')} that died (pid {data.get('pid')}) was replacing the contents of "
+                          f"{r['name']} from {r['set']}, which is no longer a complete set: restore {r['name']} "
+                          "by hand (`doit snapshots` lists the sets)")
+    try:
+        if not archive.diff(s.listing(r["key"]), volumes.listing(client, r["name"])):
+            return [f"repaired: {r['name']} was already whole from set {s.id} when its {data.get('what')} died"]
+    except Exception:  # the volume is gone or unreadable: the restore below says why, if it fails
+        pass
+    users = [c for c in volumes.users(client, r["name"]) if c.status in ("running", "paused", "restarting")]
+    services = sorted({c.labels.get("com.docker.compose.service") for c in users} - {None})
+    if services:
+        compose.stop(services)
+    if not volumes.is_bind(r["name"]):
+        try:
+            client.volumes.get(r["name"])
+        except Exception:
+            client.volumes.create(r["name"], labels={"com.docker.compose.project": plan.project_name,
+                                                      "com.docker.compose.volume": r["key"]})
+    restore.restore_volume(client, s, r["key"], target=r["name"], devices=bool(r.get("devices")))
+    if services:
+        compose("up", "--detach", "--no-recreate", "--no-deps", *services)
+    return [f"repaired: refilled {r['name']} from set {s.id}, whose restore a {data.get('what')} that died "
+            f"(pid {data.get('pid')}) left half done"]
+
+
+def _close_run(plan, data) -> list[str]:
+    """The run record of a rollback or undo that died says so (`doit undo` then undoes
+    the rollback that died, from the safety copies it had made)."""
+    from . import runlog
+
+    if runlog.close_interrupted(plan, data["run"], data.get("pid")):
+        return [f"repaired: recorded {data.get('what')} {data['run']} as interrupted (pid {data.get('pid')})"]
+    return []
 
 
 def _running(client, project: str, service: str) -> bool:
@@ -122,12 +213,14 @@ def _refs(plan, client) -> dict:
         return {}
 
 
-def repair_for(plan) -> None:
+def repair_for(plan) -> list[str]:
     """repair(), for a task that holds the lock: what it did, one line each."""
     from . import engine
     from .compose import for_plan
     from .progress import say
 
-    for line in repair(plan, engine.client(), for_plan(plan)):
+    said = repair(plan, engine.client(), for_plan(plan))
+    for line in said:
         say(line)
+    return said
 

@@ -124,6 +124,15 @@ class MatrixRow:
     target: str | None  # a procedure id, or None where the scope is a judgement call
 
 
+# every wait on the engine has a limit (seconds), [timeouts] in the plan: a hung service
+# is a failed step with its reason, never a run that holds the lock forever
+TIMEOUTS = {
+    "up": 180,  # up/restart until healthy, and bringing services back
+    "stop": 120,  # stop/down/pause of the services (compose's own grace period is inside it)
+    "command": 900,  # run/exec steps, command checks, pre/post hooks
+}
+
+
 @dataclass(frozen=True)
 class Plan:
     path: Path
@@ -148,6 +157,7 @@ class Plan:
     env: dict[str, str]
     profiles: tuple[str, ...] = ()
     env_files: tuple[str, ...] = ()
+    timeouts: dict[str, int] = field(default_factory=lambda: dict(TIMEOUTS))
 
     def bind_paths(self) -> dict[str, str]:
         """Volume key -> absolute folder, for the plan's bind-mounted data folders."""
@@ -253,7 +263,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         "plan",
         raw,
         {"project", "full"},
-        {"phase", "backup", "volumes", "scenario", "matrix", "contacts", "after"},
+        {"phase", "backup", "volumes", "scenario", "matrix", "contacts", "after", "timeouts"},
     )
 
     proj = r.keys(
@@ -348,6 +358,10 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
     if not isinstance(contacts, dict) or not all(isinstance(v, str) for v in contacts.values()):
         raise r.fail("contacts", None, "must be a table of strings")
     after = r.keys("after", top.get("after", {}), set(), {"next_steps"})
+    limits = r.keys("timeouts", top.get("timeouts", {}), set(), set(TIMEOUTS))
+    for key, value in limits.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86400:
+            raise r.fail("timeouts", key, "must be a number of seconds between 1 and 86400")
 
     return Plan(
         path=path,
@@ -372,6 +386,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         contacts=dict(contacts),
         next_steps=r.strs("after", after, "next_steps"),
         env=env,
+        timeouts={**TIMEOUTS, **{k: int(v) for k, v in limits.items()}},
     )
 
 

@@ -66,13 +66,16 @@ def safety_snapshot(client, snapshots_dir: Path, project: str, targets: dict[str
 
 
 def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | None = None,
-                   safety_dir: Path | None = None, project: str = "", devices: bool = False) -> dict:
+                   safety_dir: Path | None = None, project: str = "", devices: bool = False,
+                   intent=None) -> dict:
     """Restore volume `key` of set s into `target` (default: the volume it came from).
 
     With safety_dir, a safety snapshot of the target's current contents is taken first.
     Returns what was done; raises UndoitError (with nothing changed) on a bad archive or
     a volume that a running container still uses. devices: the plan allows device nodes
     in this volume (refused otherwise, on both paths, before a byte is written).
+    intent: the run's journal entry; it records the replace from the first destructive
+    act until the volume is whole and checked (journal.replacing).
     """
     snapshots.verify_archive(s, key, archive_too=False)  # the listing file; the archive below
     vol = s.volumes[key]
@@ -84,17 +87,23 @@ def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | Non
     if safety_dir is not None:
         safety = safety_snapshot(client, safety_dir, project, {key: name}, f"before restoring {key} from {s.id}")
     staging = volumes.stage(client, name, vol.get("bytes", 0))
+    from . import journal
+
+    def destroying():
+        journal.replacing(intent, key, name, s, devices)
+
     if staging is not None:
-        entries = _restore_staged(client, s, key, name, staging, devices)
+        entries = _restore_staged(client, s, key, name, staging, devices, destroying)
     else:
-        entries = _restore_in_place(client, s, key, name, devices)
+        entries = _restore_in_place(client, s, key, name, devices, destroying)
+    journal.replaced(intent)
     say(f"{key}: restored into {name} from set {s.id}, {len(entries)} entries match the manifest")
     return {"volume": key, "name": name, "set": s.id, "safety_set": safety.id if safety else None,
             "entries": len(entries), "staged": staging is not None}
 
 
 def _restore_staged(client, s: snapshots.SnapshotSet, key: str, name: str, staging: Path,
-                    devices: bool = False) -> list:
+                    devices: bool = False, destroying=lambda: None) -> list:
     """Build the new contents beside the live ones in one checked pass, compare them with
     the manifest, then swap them in: a bad archive never touches the live volume."""
     vol = s.volumes[key]
@@ -109,14 +118,17 @@ def _restore_staged(client, s: snapshots.SnapshotSet, key: str, name: str, stagi
     except BaseException:
         volumes.discard(staging)
         raise
+    destroying()
     volumes.swap_in(client, name, staging)
     return expected
 
 
-def _restore_in_place(client, s: snapshots.SnapshotSet, key: str, name: str, devices: bool = False) -> list:
+def _restore_in_place(client, s: snapshots.SnapshotSet, key: str, name: str, devices: bool = False,
+                      destroying=lambda: None) -> list:
     """Check the whole archive first, then empty the volume and extract into it (a remote
     engine, a volume with driver options, or no room for a second copy)."""
     expected = check_restorable(s, key, devices)  # all of it proven before the volume is emptied
+    destroying()
     volumes.empty(client, name)
     with transfer(f"restore {key} -> {name}", sum(e.size for e in expected)) as advance:
         volumes.put(client, name, s.archive_path(key), _root(expected), progress=advance)

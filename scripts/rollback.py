@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,6 +66,14 @@ class Run:
     file_restores: list[dict] = field(default_factory=list)
     file_plans: dict[int, dict] = field(default_factory=dict)  # step index -> restore_plan, described last
     sandbox: bool = False  # a rehearsal: shares the live repo's refs, so it tags nothing
+    record: dict | None = None  # the run record, kept on disk from the first step (undo reads it)
+    journal: journal.Entry | None = None  # what a dead run leaves unfinished (journal.py)
+
+    def persist(self) -> None:
+        """The run record as it stands, durably: a run killed at any point leaves it, with
+        every safety copy made so far, for `doit undo`."""
+        if self.record is not None:
+            runlog.keep(self.plan, self.record, self.redact)
 
     def step_index(self, step: Step) -> int:
         return self.proc.steps.index(step)
@@ -222,7 +231,8 @@ def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
     return Run(plan=plan, proc=proc, client=client, compose=for_plan(plan), ref=ref, ref_source=ref_source,
                snapshot=snap, snapshot_source=set_source, volume_names=names, run_id=run_id,
                run_dir=runs_dir(plan) / run_id, dry_run=dry_run, interactive=interactive, reason=reason,
-               redact=Redactor.for_plan(plan), env=env, sandbox=sandbox)
+               redact=Redactor.for_plan(plan), env=env, sandbox=sandbox,
+               up_timeout=plan.timeouts["up"], command_timeout=plan.timeouts["command"])
 
 
 def describe(run: Run) -> list[str]:
@@ -247,7 +257,7 @@ def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
             up_timeout: int | None = None) -> dict:
     """Run (or, with dry_run, only print) a procedure; returns the run record.
 
-    up_timeout: how long `up`/`restart` steps wait for health (default 180 s)."""
+    up_timeout: how long `up`/`restart` steps wait for health (default: the plan's [timeouts] up)."""
     run = prepare(plan, pid, dry_run, yes, reason, set_id, source, sandbox)
     if up_timeout:
         run.up_timeout = run.health_wait = up_timeout
@@ -306,9 +316,19 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
         "head_before": head, "pre_rollback_tag": pre_tag, "running_before": running_before,
         "rolls_back": list(run.proc.rolls_back) or ([run.proc.id] if run.proc.kind == "phase" else ["all"]),
         "keeps": list(run.proc.keeps), "steps": [], "checks": [], "safety_sets": run.safety_sets,
-        "file_restores": run.file_restores, "runbook_minutes": run.proc.minutes,
+        "file_restores": run.file_restores, "runbook_minutes": run.proc.minutes, "outcome": "running",
     }
-    failed = None
+    run.record = record
+    intent = nullcontext() if run.sandbox else journal.intent(
+        run.plan.snapshots_dir, run.plan.project_name, "rollback", run=run.run_id, running_before=running_before)
+    with intent as run.journal:
+        run.persist()
+        return _steps_and_checks(run, record, running_before, stop_after_step, t0)
+
+
+def _steps_and_checks(run: Run, record: dict, running_before: list[str], stop_after_step: int | None,
+                      t0: float) -> dict:
+    failed = interrupted = None
     for i, step in enumerate(run.proc.steps, 1):
         s0 = time.monotonic()
         # described before it runs: afterwards, restored files no longer count as overwritten
@@ -321,6 +341,8 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
             ok = True
         except UndoitError as err:
             detail, ok = str(err), False
+        except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM: recorded, services back, then out
+            detail, ok, interrupted = f"interrupted ({err or 'Ctrl-C'})", False, err
         except OSError as err:  # a full disk, a permission: the world, not a bug
             detail, ok = f"{err.strerror or err}: {err.filename or ''}".rstrip(": "), False
         except Exception as err:  # a bug, or the engine falling over: still recorded, still cleaned up
@@ -333,8 +355,9 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
         if not ok:
             failed = {"n": i, "do": step.do, "detail": detail}
             break
+        run.persist()
     if failed:
-        record["services"] = bring_back(run, running_before)
+        record["services"] = journal.cleanup(lambda: bring_back(run, running_before), "bringing services back")
         record["checks"] = []
     else:
         record["services"] = "as the plan left them"
@@ -346,9 +369,12 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
     record["seconds"] = round(time.monotonic() - t0, 2)
     record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     ok = failed is None and all(c["ok"] for c in record["checks"])
-    record["outcome"] = "success" if ok else ("step failed" if failed else "checks failed")
+    record["outcome"] = ("success" if ok else "interrupted" if interrupted else
+                         "step failed" if failed else "checks failed")
     record["next_steps"] = list(run.plan.next_steps)
     runlog.write(run.plan, record, run.redact)
+    if interrupted is not None:
+        raise interrupted  # the journal stays: the next run finishes what this one left
     return record
 
 
@@ -367,16 +393,23 @@ def running_services(run: Run) -> list[str]:
 
 def bring_back(run: Run, running_before: list[str]) -> str:
     """After a failed step: every service that ran before runs again (the state it was
-    in), never left stopped by accident. Says what it did."""
+    in), never left stopped by accident. Says what it did. Not onto a volume whose refill
+    was cut short: its services wait for the next run, which refills it first."""
     now = set(running_services(run))
     missing = [s for s in running_before if s not in now]
+    half = (run.journal.data.get("replacing") if run.journal else None) or {}
+    held = sorted({c.labels.get(checks.SERVICE_LABEL) for c in volumes.users(run.client, half["name"])}
+                  - {None}) if half else []
+    missing = [s for s in missing if s not in held]
+    note = (f"; {', '.join(held)} left stopped: {half['name']} is half refilled, the next kit command refills it "
+            "from its set and starts them") if held else ""
     if not missing:
-        return "every service that was running is still running"
+        return "every service that was running is still running" + note
     try:
         run.compose("up", "--detach", "--no-recreate", *missing)
-        return f"brought back {', '.join(missing)} (stopped by the failed rollback)"
+        return f"brought back {', '.join(missing)} (stopped by the failed rollback){note}"
     except UndoitError as err:
-        return f"could NOT bring back {', '.join(missing)}: {run.redact(err)}"
+        return f"could NOT bring back {', '.join(missing)}: {run.redact(err)}{note}"
 
 
 # --- undo ---------------------------------------------------------------------
@@ -388,46 +421,55 @@ def last_record(plan: Plan) -> dict | None:
 
 def undo(plan: Plan) -> dict:
     """Put back the state from before the last rollback: its volumes from the safety
-    snapshots, its files from the safety copies, its services as they were."""
-    rec = last_record(plan)
-    if rec is None:
-        raise UndoitError("no rollback to undo")
-    if rec.get("undone"):
-        raise UndoitError(f"the last rollback ({rec['run']}) was already undone")
+    snapshots, its files from the safety copies, its services as they were. A rollback
+    that died midway is undone too, from the safety copies it had made: its record is
+    kept from its first step. Killed itself, undo leaves a journal; the next kit command
+    finishes the volume it was refilling, and `doit undo` again completes it."""
+    with lock.held(lock_path(plan), "undo"):
+        journal.repair_for(plan)  # first: it closes the record of a rollback that died
+        rec = last_record(plan)
+        if rec is None:
+            raise UndoitError("no rollback to undo")
+        if rec.get("undone"):
+            raise UndoitError(f"the last rollback ({rec['run']}) was already undone")
+        with journal.intent(plan.snapshots_dir, plan.project_name, "undo", undoing=rec["run"],
+                            running_before=rec.get("running_before") or []) as entry:
+            return _undo(plan, rec, entry)
+
+
+def _undo(plan: Plan, rec: dict, entry: journal.Entry) -> dict:
     client = engine.client()
     compose = for_plan(plan)
-    with lock.held(lock_path(plan), "undo"):
-        journal.repair_for(plan)
-        say(f"undoing {rec['kind']} {rec['procedure']} of {rec['started']} ({rec['run']})")
-        restored = []
-        for set_id in reversed(rec.get("safety_sets") or []):
-            s = snapshots.get_set(plan.snapshots_dir, set_id)
-            for key, vol in s.volumes.items():
-                users = [c for c in volumes.users(client, vol["name"]) if c.status in ("running", "paused")]
-                services = sorted({c.labels.get(checks.SERVICE_LABEL) for c in users} - {None})
-                if services:
-                    compose.stop(services)
-                # what the rollback restored is replaced in turn: keep a copy of it too
-                snapshots.note_restored(plan.snapshots_dir, vol["name"])
-                restore.restore_volume(client, s, key, target=vol["name"], safety_dir=plan.snapshots_dir,
-                                       project=plan.project_name, devices=allows_devices(plan, key))
-                restored.append(key)
-        files = 0
-        for fr in reversed(rec.get("file_restores") or []):
-            files += _undo_files(plan.root, fr)
-        before = rec.get("running_before") or []
-        if before:
-            recreate(compose, before)
-        now = sorted({c.labels.get(checks.SERVICE_LABEL) for c in client.containers.list(
-            filters={"label": f"com.docker.compose.project={plan.project_name}"})} - {None})
-        extra = [s for s in now if s not in before]
-        if extra:
-            compose.stop(extra)
-        runlog.mark_undone(plan, rec["run"])
-        summary = (f"undone: {len(restored)} volume(s) restored from safety snapshots, {files} file(s) put back, "
-                   f"services as before ({', '.join(before) or 'none running'})")
-        say(summary)
-        return {"undone": rec["run"], "volumes": restored, "files": files}
+    say(f"undoing {rec['kind']} {rec['procedure']} of {rec['started']} ({rec['run']}, {rec['outcome']})")
+    restored = []
+    for set_id in reversed(rec.get("safety_sets") or []):
+        s = snapshots.get_set(plan.snapshots_dir, set_id)
+        for key, vol in s.volumes.items():
+            users = [c for c in volumes.users(client, vol["name"]) if c.status in ("running", "paused")]
+            services = sorted({c.labels.get(checks.SERVICE_LABEL) for c in users} - {None})
+            if services:
+                compose.stop(services)
+            # what the rollback restored is replaced in turn: keep a copy of it too
+            snapshots.note_restored(plan.snapshots_dir, vol["name"])
+            restore.restore_volume(client, s, key, target=vol["name"], safety_dir=plan.snapshots_dir,
+                                   project=plan.project_name, devices=allows_devices(plan, key), intent=entry)
+            restored.append(key)
+    files = 0
+    for fr in reversed(rec.get("file_restores") or []):
+        files += _undo_files(plan.root, fr)
+    before = rec.get("running_before") or []
+    if before:
+        recreate(compose, before)
+    now = sorted({c.labels.get(checks.SERVICE_LABEL) for c in client.containers.list(
+        filters={"label": f"com.docker.compose.project={plan.project_name}"})} - {None})
+    extra = [s for s in now if s not in before]
+    if extra:
+        compose.stop(extra)
+    runlog.mark_undone(plan, rec["run"])
+    summary = (f"undone: {len(restored)} volume(s) restored from safety snapshots, {files} file(s) put back, "
+               f"services as before ({', '.join(before) or 'none running'})")
+    say(summary)
+    return {"undone": rec["run"], "volumes": restored, "files": files}
 
 
 def recreate(compose: Compose, services: list[str]) -> None:
@@ -437,13 +479,13 @@ def recreate(compose: Compose, services: list[str]) -> None:
     A network compose refuses to reuse as it is gets the project taken down (volumes
     kept) and brought up again."""
     try:
-        compose("up", "--detach", "--wait", "--remove-orphans", *services)
+        compose.up(services, options=("--remove-orphans",))
     except UndoitError as err:
         if "network" not in str(err).lower():
             raise
         say(f"networks differ from the compose file ({err}): recreating the project's containers and networks")
         compose.down(volumes=False)
-        compose("up", "--detach", "--wait", *services)
+        compose.up(services)
 
 
 def _undo_files(root: Path, fr: dict) -> int:
@@ -458,6 +500,8 @@ def _undo_files(root: Path, fr: dict) -> int:
             n += 1
     for rel in fr.get("changed", []):
         src, dst = step_dir / "files" / rel, root / rel
+        if not (src.exists() or src.is_symlink()):
+            continue  # a rollback killed before it copied this file never overwrote it
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.exists() or dst.is_symlink():
             dst.unlink()
@@ -468,6 +512,8 @@ def _undo_files(root: Path, fr: dict) -> int:
         n += 1
     for rel in fr.get("move", []):
         src, dst = step_dir / "moved" / rel, root / rel
+        if not (src.exists() or src.is_symlink()):
+            continue  # never moved: the rollback died first
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.exists():
             dst.unlink()

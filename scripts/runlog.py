@@ -64,6 +64,37 @@ def write(plan: Plan, rec: dict, redact) -> None:
         print(f"could not keep the run's record for undo in {plan.snapshots_dir}: {err.strerror}", flush=True)
 
 
+def keep(plan: Plan, rec: dict, redact) -> None:
+    """The run's own record as it stands, durably (renamed into place, synced): what a
+    run killed at any moment has done so far, for `doit undo`."""
+    from .journal import _durable_write
+
+    _durable_write(plan.snapshots_dir / RUNS / rec["run"] / RECORD,
+                   redact.data(json.loads(json.dumps(rec, default=str))))
+
+
+def close_interrupted(plan: Plan, run_id: str, pid) -> bool:
+    """A record a dead run left "running" becomes "interrupted", in the log and a report
+    too. False when there is nothing to close."""
+    from datetime import datetime, timezone
+
+    from .redact import Redactor
+
+    p = plan.snapshots_dir / RUNS / run_id / RECORD
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return False
+    if rec.get("outcome") != "running":
+        return False
+    rec.update(outcome="interrupted", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               services=f"the process (pid {pid}) died mid-run; the next kit command repaired what it left",
+               failed_step={"n": len(rec.get("steps") or []) + 1, "do": "?", "detail": "the process died"},
+               seconds=rec.get("seconds", 0), next_steps=rec.get("next_steps") or [])
+    write(plan, rec, Redactor.for_plan(plan))
+    return True
+
+
 def records(plan: Plan) -> list[dict]:
     base = plan.snapshots_dir / RUNS
     if not base.is_dir():

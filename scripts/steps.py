@@ -92,10 +92,12 @@ def execute(run, step: Step) -> str:
         return f"restarted {', '.join(svcs) or 'all services'}, healthy"
     if step.do == "restore-files":
         ref = a.get("ref") or run.ref
-        p = gitstate.restore_paths(run.plan.root, ref, a["paths"], run.step_dir(step),
-                                   plan=run.file_plans.pop(run.step_index(step), None))
+        p = run.file_plans.pop(run.step_index(step), None) or gitstate.restore_plan(run.plan.root, ref, a["paths"])
+        # on record before a file is touched: undo after a kill here puts back what was saved
         run.file_restores.append({"step": run.step_index(step), "ref": ref, "paths": list(a["paths"]),
                                   "dir": str(run.step_dir(step)), **{k: p[k] for k in ("changed", "move", "missing", "remove")}})
+        run.persist()
+        gitstate.restore_paths(run.plan.root, ref, a["paths"], run.step_dir(step), plan=p)
         run.redact.add_from(run.plan.root)
         return (f"{len(p['checkout'])} file(s) at {ref}; {len(p['changed'])} overwritten or removed (saved "
                 f"first), {len(p['remove'])} added since removed, {len(p['move'])} untracked moved aside")
@@ -193,13 +195,15 @@ def restore_volumes(run, keys) -> str:
         if run.sandbox and owner != run.plan.project_name:
             raise UndoitError(f"refusing to restore {name}: it belongs to project {owner}, not the sandbox")
     run.safety_snapshot(targets)
+    run.persist()  # the safety set is on record before the first volume is touched
     done = []
     for key, name in targets.items():
         # before the act: a later backup must never skip this volume as unchanged
         snapshots.note_restored(run.plan.snapshots_dir, name)
         from .rollback import allows_devices
 
-        r = restore.restore_volume(run.client, run.snapshot, key, target=name, devices=allows_devices(run.plan, key))
+        r = restore.restore_volume(run.client, run.snapshot, key, target=name, devices=allows_devices(run.plan, key),
+                                   intent=run.journal)
         done.append(f"{key} ({r['entries']} entries)")
     return f"restored {', '.join(done)} from set {run.snapshot.id}"
 

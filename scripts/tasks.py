@@ -29,6 +29,11 @@ def action(fn, *args, **kwargs):
             result = fn(*args, **kwargs)
         except UndoitError as err:
             return TaskFailed(str(err))
+        except KeyboardInterrupt as err:
+            # every finally on the way out has run: one line, no traceback
+            how = "SIGTERM" if "signal" in str(err) else "Ctrl-C"
+            return TaskFailed(f"interrupted ({how}); whatever it left unfinished, the next kit command "
+                              "(or `doit repair`) puts right first")
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
@@ -269,6 +274,20 @@ def safety_tasks(plan: Plan):
             "verbosity": 2,
         }
 
+    def run_repair():
+        with lock.held(rollback.lock_path(plan), "repair"):
+            if not journal.repair_for(plan):
+                from .progress import say
+
+                say("nothing to repair: no run died leaving work unfinished")
+
+    yield {
+        "basename": "repair",
+        "doc": "finish what a killed run left (every kit command does this first, then its own work)",
+        "actions": [action(run_repair)],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
     yield {
         "basename": "undo",
         "doc": "put back the state from before the last rollback (volumes, files, services)",

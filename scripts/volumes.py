@@ -35,6 +35,11 @@ def is_bind(name: str) -> bool:
 
 
 def _local_engine() -> bool:
+    """Whether the engine's volumes are folders on this host. UNDOIT_ENGINE=remote says
+    no for a local one: every volume then goes through the engine, as on a remote host
+    (the in-place restore path; the fault suite forces it so)."""
+    if os.environ.get("UNDOIT_ENGINE") == "remote":
+        return False
     host = os.environ.get("DOCKER_HOST", "")
     return not host or host.startswith("unix://")
 
@@ -126,8 +131,7 @@ def host_path(client, volume: str) -> Path | None:
     """
     if is_bind(volume):
         return Path(volume[len(BIND):])
-    host = os.environ.get("DOCKER_HOST", "")
-    if host and not host.startswith("unix://"):
+    if not _local_engine():
         return None
     try:
         attrs = client.api.inspect_volume(volume)
@@ -327,9 +331,12 @@ def stage(client, volume: str, need: int) -> Path | None:
 def swap_in(client, volume: str, staging: Path) -> None:
     """Make staging the volume's contents (one atomic exchange where the kernel offers
     it) and delete the contents it replaced."""
+    from .durable import sync_dir, sync_filesystem
+
     live = host_path(client, volume)
     if live is None:
         raise UndoitError(f"volume {volume} has no host path any more: restore not swapped in")
+    sync_filesystem(staging)  # the new contents are on the disk before the old may go
     try:
         _exchange(staging, live)
         old = staging
@@ -343,6 +350,7 @@ def swap_in(client, volume: str, staging: Path) -> None:
             os.rename(old, live)  # put the live contents back before reporting
             discard(staging)
             raise UndoitError(f"could not swap the restored contents into {volume}: {err}") from err
+    sync_dir(live.parent)  # the swap itself is on the disk before the old contents are deleted
     discard(old)
 
 

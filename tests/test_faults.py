@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from scripts import journal, snapshots
+from scripts import backup, journal, lock, rollback, runlog, snapshots, volumes
 
-from .conftest import KIT, volume_path
+from .conftest import KIT, MINI_COMPOSE, MINI_PLAN, make_stack, sweep, unique, volume_path
 
 pytestmark = pytest.mark.docker
 
@@ -24,8 +24,8 @@ def status(client, plan, service) -> str:
     return cs[0].status if cs else "none"
 
 
-def doit(plan, *args, **kw):
-    env = dict(os.environ, UNDOIT_PLAN=str(plan.path), CI="true")
+def doit(plan, *args, env=None, **kw):
+    env = dict(env or os.environ, UNDOIT_PLAN=str(plan.path), CI="true")
     return subprocess.Popen([sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT), *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
@@ -58,3 +58,179 @@ def test_a_backup_killed_with_services_stopped_is_repaired_by_the_next(docker_cl
     assert status(docker_client, mini, "store") == "running"
     assert journal.unfinished(mini.snapshots_dir, mini.project_name) == []
     assert [s for s in snapshots.all_sets(mini.snapshots_dir) if s.complete]
+
+
+# --- killed rollbacks and undos ---------------------------------------------------------
+
+VOL_PLAN = MINI_PLAN + """
+[[phase]]
+id = "vol"
+title = "files volume rollback"
+steps = [{{ do = "stop", services = ["app"] }}, {{ do = "restore-volumes", volumes = ["files"] }},
+         {{ do = "up", services = ["app"] }}]
+"""
+
+POINTS = 10  # kill points per run kind, spread over the run's measured length
+
+
+@pytest.fixture
+def filled(docker_client, kit_images, tmp_path):
+    """The mini stack with a phase that refills `files` (32 MiB in 512 files, so a restore
+    takes long enough to be cut), backed up."""
+    name = unique()
+    try:
+        plan = make_stack(name, tmp_path, MINI_COMPOSE, VOL_PLAN)
+        files = volume_path(docker_client, plan, "files")
+        for i in range(512):
+            (files / f"f{i:04d}.bin").write_bytes(os.urandom(64 << 10))
+        backup.backup(plan)
+        yield plan
+    finally:
+        sweep(docker_client, name)
+
+
+def state(client, plan) -> tuple:
+    """The files volume exactly: every entry's metadata and every file's content."""
+    name = volumes.resolve(client, plan.project_name, ["files"])["files"].name
+    entries = tuple(sorted((e.path, e.mode, e.uid, e.gid, e.size, e.mtime_ns) for e in volumes.listing(client, name)
+                           if e.path != b"."))
+    return entries, volumes.content_digests(client, name)
+
+
+def finish(plan, *args, env=None) -> str:
+    proc = doit(plan, *args, env=env)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"doit {' '.join(args)}: {out[-3000:]}"
+    return out
+
+
+def cut(plan, sig, after: float, *args, env=None) -> str:
+    proc = doit(plan, *args, env=env)
+    time.sleep(after)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=600)
+    return out
+
+
+def everything_runs(client, plan) -> None:
+    assert [status(client, plan, s) for s in ("store", "app")] == ["running", "running"]
+
+
+def diverge(client, plan, i: int) -> tuple:
+    """Make the volume differ from the set (this round's "old" contents); returns them."""
+    files = volume_path(client, plan, "files")
+    (files / f"round{i}.txt").write_text(f"written in round {i}\n")
+    (files / "f0000.bin").write_bytes(os.urandom(64 << 10))
+    return state(client, plan)
+
+
+def timed(plan, *args, env=None) -> float:
+    t0 = time.monotonic()
+    finish(plan, *args, env=env)
+    return time.monotonic() - t0
+
+
+@pytest.mark.parametrize("path", ["atomic", "in place"])
+def test_a_rollback_killed_anywhere_leaves_old_or_new_never_a_mix(docker_client, filled, path):
+    plan, client = filled, docker_client
+    env = dict(os.environ, UNDOIT_ENGINE="remote") if path == "in place" else None
+    new = state(client, plan)
+    diverge(client, plan, 0)
+    length = timed(plan, "rollback:vol", "yes=1", env=env)
+    assert state(client, plan) == new
+    seen = {"old": 0, "new": 0}
+    for i in range(1, POINTS + 1):
+        old = diverge(client, plan, i)
+        sig = signal.SIGTERM if i % 4 == 0 else signal.SIGINT if i % 4 == 2 else signal.SIGKILL
+        killed = cut(plan, sig, length * (i - 0.5) / POINTS, "rollback:vol", "yes=1", env=env)
+        if sig != signal.SIGKILL:
+            assert "Traceback" not in killed, killed[-3000:]  # asked to stop: one line, services back
+        out = finish(plan, "repair", env=env)
+        now = state(client, plan)
+        assert now in (old, new), f"round {i} ({sig.name}): a mix of old and new\n{killed[-2000:]}\n{out[-2000:]}"
+        seen["old" if now == old else "new"] += 1
+        everything_runs(client, plan)
+        assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
+        assert "running" not in {r.get("outcome") for r in runlog.records(plan)}
+    # cut early and late alike: both outcomes were met
+    assert seen["old"] and seen["new"], seen
+    finish(plan, "rollback:vol", "yes=1", env=env)
+    assert state(client, plan) == new
+    everything_runs(client, plan)
+
+
+def test_an_undo_killed_anywhere_is_finished_by_the_next(docker_client, filled):
+    plan, client = filled, docker_client
+    new = state(client, plan)
+    diverge(client, plan, 0)
+    finish(plan, "rollback:vol", "yes=1")
+    length = timed(plan, "undo")
+    for i in range(1, POINTS + 1):
+        old = diverge(client, plan, i)
+        rollback.execute(plan, "vol", yes=True)  # in this process: only the undo is cut
+        assert state(client, plan) == new
+        sig = signal.SIGTERM if i % 5 == 0 else signal.SIGKILL
+        cut(plan, sig, length * (i - 0.5) / POINTS, "undo")
+        out = finish(plan, "repair")
+        assert state(client, plan) in (old, new), out[-2000:]
+        everything_runs(client, plan)
+        rec = runlog.last_record(plan, kinds=("phase",))
+        if not rec.get("undone"):
+            finish(plan, "undo")
+        assert state(client, plan) == old
+        everything_runs(client, plan)
+
+
+def test_a_rollback_killed_after_its_safety_copy_is_undone_from_it(docker_client, filled):
+    """The run record is on disk from the first step: `doit undo` after a killed rollback
+    undoes that rollback, not the one before."""
+    plan, client = filled, docker_client
+    new = state(client, plan)
+    diverge(client, plan, 0)
+    finish(plan, "rollback:vol", "yes=1")  # an earlier, finished rollback
+    old = diverge(client, plan, 1)
+    proc = doit(plan, "rollback:vol", "yes=1")
+    deadline = time.monotonic() + 120
+    while not [r for r in runlog.records(plan) if r.get("outcome") == "running" and r.get("safety_sets")]:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0][-3000:]
+        time.sleep(0.01)
+    proc.kill()
+    proc.communicate()
+    out = finish(plan, "undo")
+    assert "recorded rollback" in out and "interrupted" in out, out[-3000:]
+    assert state(client, plan) == old
+    assert new != old
+    everything_runs(client, plan)
+    assert "INTERRUPTED" in plan.log_path.read_text()
+
+
+HANG_COMPOSE = MINI_COMPOSE.replace('test: ["CMD", "true"]', 'test: ["CMD", "test", "!", "-f", "/files/broken"]')
+HANG_PLAN = MINI_PLAN + """
+[timeouts]
+up = 4
+
+[[phase]]
+id = "hang"
+title = "restart into a health check that never passes"
+steps = [{{ do = "restart", services = ["app"] }}]
+"""
+
+
+def test_a_health_check_that_never_passes_times_out_and_frees_the_lock(docker_client, kit_images, tmp_path):
+    name = unique()
+    try:
+        plan = make_stack(name, tmp_path, HANG_COMPOSE, HANG_PLAN)
+        backup.backup(plan)
+        (volume_path(docker_client, plan, "files") / "broken").write_text("")  # never healthy again
+        t0 = time.monotonic()
+        rec = rollback.execute(plan, "hang", yes=True)
+        took = time.monotonic() - t0
+        assert rec["outcome"] == "step failed"
+        assert "not healthy after 4 s" in rec["failed_step"]["detail"], rec["failed_step"]
+        assert took < 120, took  # bounded by the plan's limit, not the engine's patience
+        everything_runs(docker_client, plan)
+        with lock.held(rollback.lock_path(plan), "the next run"):  # released: the next run goes
+            pass
+        assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
+    finally:
+        sweep(docker_client, name)
