@@ -434,7 +434,27 @@ def undo(plan: Plan) -> dict:
             raise UndoitError(f"the last rollback ({rec['run']}) was already undone")
         with journal.intent(plan.snapshots_dir, plan.project_name, "undo", undoing=rec["run"],
                             running_before=rec.get("running_before") or []) as entry:
-            return _undo(plan, rec, entry)
+            try:
+                return _undo(plan, rec, entry)
+            except KeyboardInterrupt:
+                journal.cleanup(lambda: say(_services_back(plan, entry)), "bringing services back")
+                raise
+
+
+def _services_back(plan: Plan, entry: journal.Entry) -> str:
+    """An interrupted undo: the services that ran before the rollback run again, except
+    on a volume left half refilled (the next kit command refills it, then starts them)."""
+    client, compose = engine.client(), for_plan(plan)
+    half = entry.data.get("replacing") or {}
+    held = {c.labels.get(checks.SERVICE_LABEL) for c in volumes.users(client, half["name"])} if half else set()
+    running = {c.labels.get(checks.SERVICE_LABEL) for c in client.containers.list(
+        filters={"label": f"com.docker.compose.project={plan.project_name}"})}
+    missing = [s for s in entry.data.get("running_before") or [] if s not in running and s not in held]
+    if missing:
+        compose("up", "--detach", "--no-recreate", *missing)
+    return (f"interrupted: brought back {', '.join(missing) or 'nothing (all running)'}"
+            + (f"; {', '.join(sorted(held - {None}))} wait for {half['name']} to be refilled by the next kit command"
+               if held else ""))
 
 
 def _undo(plan: Plan, rec: dict, entry: journal.Entry) -> dict:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from scripts import backup, journal, lock, rollback, runlog, snapshots, volumes
+from scripts import archive, backup, journal, lock, rollback, runlog, snapshots, volumes
 
 from .conftest import KIT, MINI_COMPOSE, MINI_PLAN, make_stack, sweep, unique, volume_path
 
@@ -170,7 +170,9 @@ def test_an_undo_killed_anywhere_is_finished_by_the_next(docker_client, filled):
         rollback.execute(plan, "vol", yes=True)  # in this process: only the undo is cut
         assert state(client, plan) == new
         sig = signal.SIGTERM if i % 5 == 0 else signal.SIGKILL
-        cut(plan, sig, length * (i - 0.5) / POINTS, "undo")
+        killed = cut(plan, sig, length * (i - 0.5) / POINTS, "undo")
+        if sig != signal.SIGKILL:
+            assert "Traceback" not in killed, killed[-3000:]
         out = finish(plan, "repair")
         assert state(client, plan) in (old, new), out[-2000:]
         everything_runs(client, plan)
@@ -234,3 +236,36 @@ def test_a_health_check_that_never_passes_times_out_and_frees_the_lock(docker_cl
         assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
     finally:
         sweep(docker_client, name)
+
+
+def test_a_backup_killed_anywhere_counts_no_partial_set_and_the_next_repairs(docker_client, filled):
+    """SIGKILL, SIGTERM and SIGINT at points spread over `doit backup` (the store is stopped
+    for its export): no partial set is ever counted, the newest complete one still
+    verifies, and the next backup repairs, runs everything and holds what was written."""
+    plan, client = filled, docker_client
+    data = volume_path(client, plan, "data")
+
+    def change(i: int) -> None:
+        (data / "bulk.bin").write_bytes(os.urandom(48 << 20))  # the stopped export takes a moment
+        diverge(client, plan, i)
+
+    change(0)
+    length = timed(plan, "backup")
+    for i in range(1, POINTS + 1):
+        change(i)
+        before = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
+        sig = signal.SIGTERM if i % 4 == 0 else signal.SIGINT if i % 4 == 2 else signal.SIGKILL
+        killed = cut(plan, sig, length * (i - 0.5) / POINTS, "backup")
+        if sig != signal.SIGKILL:
+            assert "Traceback" not in killed, killed[-3000:]
+        newest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
+        for key in newest.volumes:  # the newest set counted is whole, whichever it is
+            snapshots.verify_archive(newest, key)
+        assert newest.id >= before.id
+        finish(plan, "backup")
+        everything_runs(client, plan)
+        assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
+        latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
+        name = volumes.resolve(client, plan.project_name, ["files"])["files"].name
+        assert f"round{i}.txt".encode() in {e.path for e in latest.listing("files")}  # this round's write is in
+        assert archive.diff(latest.listing("files"), volumes.listing(client, name)) == []
