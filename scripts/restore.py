@@ -133,6 +133,7 @@ def _restore_in_place(client, s: snapshots.SnapshotSet, key: str, name: str, dev
     with transfer(f"restore {key} -> {name}", sum(e.size for e in expected)) as advance:
         volumes.put(client, name, s.archive_path(key), _root(expected), progress=advance)
     _compare(volumes.listing(client, name), expected, name, s.id)
+    volumes.flush(client, name)  # on the disk before the journal lets the refill go as done
     return expected
 
 

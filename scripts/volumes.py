@@ -173,10 +173,10 @@ def _run_helper(client, volume: str, script: str, read_only: bool = True):
 def _fetch_file(container, path: str) -> bytes:
     import tarfile
 
-    stream, _ = container.get_archive(path)
-    tar = tarfile.open(fileobj=_IterReader(stream), mode="r|")
-    for m in tar:
-        return tar.extractfile(m).read()
+    with archive_stream(container, path) as stream:
+        tar = tarfile.open(fileobj=_IterReader(stream), mode="r|")
+        for m in tar:
+            return tar.extractfile(m).read()
     return b""
 
 
@@ -248,11 +248,25 @@ def export(client, volume: str, out, progress: Callable[[int], None] | None = No
     mtimes = {e.path: e.mtime_ns for e in run_listing(client, volume)}
     import tarfile
 
-    with helper(client, volume) as c:
-        stream, _ = c.get_archive(MOUNT + "/.", chunk_size=archive.CHUNK)
-        reader = _IterReader(stream)
-        tar = tarfile.open(fileobj=reader, mode="r|", encoding="utf-8", errors="surrogateescape")
+    with helper(client, volume) as c, archive_stream(c, MOUNT + "/.") as stream:
+        tar = tarfile.open(fileobj=_IterReader(stream), mode="r|", encoding="utf-8", errors="surrogateescape")
         return archive.repack(tar, out, strip=".", mtimes=mtimes, progress=progress)
+
+
+@contextmanager
+def archive_stream(container, path: str):
+    """get_archive's chunks, the connection closed on the way out however it is left.
+
+    A reader that stops early (Ctrl-C, a bad member) must hang up: otherwise the engine
+    stays blocked writing the rest, holding the container, and removing the helper
+    waits on it until the client's read timeout (minutes)."""
+    api = container.client.api
+    res = api._get(api._url("/containers/{0}/archive", container.id), params={"path": path}, stream=True)
+    try:
+        api._raise_for_status(res)
+        yield res.iter_content(archive.CHUNK, decode_unicode=False)
+    finally:
+        res.close()
 
 
 class _IterReader:
@@ -369,6 +383,18 @@ def _exchange(a: Path, b: Path) -> None:
     if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def flush(client, volume: str) -> None:
+    """The volume's contents on the disk: syncfs of its filesystem, on the host or, for
+    an engine elsewhere, in a helper that mounts it (`sync -f`)."""
+    from .durable import sync_filesystem
+
+    path = host_path(client, volume)
+    if path is not None:
+        sync_filesystem(path)
+        return
+    _run_helper(client, volume, f"sync -f {MOUNT}", read_only=False).remove(force=True)
 
 
 def set_root(client, volume: str, root: Entry) -> None:
