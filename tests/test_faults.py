@@ -108,7 +108,8 @@ def cut(plan, sig, after: float, *args, env=None) -> str:
     proc = doit(plan, *args, env=env)
     time.sleep(after)
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=600)
+    # asked to stop, it stops: no compose child or engine call left to run out its timeout
+    out, _ = proc.communicate(timeout=600 if sig == signal.SIGKILL else 30)
     return out
 
 
