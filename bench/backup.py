@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -32,84 +31,7 @@ sys.path.insert(0, str(KIT))
 
 from scripts import engine, images  # noqa: E402
 
-BUSYBOX = "undoitbench/busybox:latest"
-
-
-def busybox_image(client) -> str:
-    """A local busybox image (the runbook uses alpine; no registry here): busybox-static + import."""
-    try:
-        client.images.get(BUSYBOX)
-        return BUSYBOX
-    except Exception:
-        pass
-    if not shutil.which("busybox") or not Path("/bin/busybox").exists():
-        subprocess.run(["apt-get", "install", "-y", "-qq", "busybox-static"], check=True,
-                       stdout=subprocess.DEVNULL)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "root"
-        (root / "bin").mkdir(parents=True)
-        shutil.copy("/bin/busybox", root / "bin" / "busybox")
-        for tool in ("sh", "tar", "gzip", "ls", "rm", "find"):
-            os.symlink("busybox", root / "bin" / tool)
-        (root / "tmp").mkdir()
-        subprocess.run(f"tar -C {root} -c . | docker import --change 'ENV PATH=/bin' - {BUSYBOX}",
-                       shell=True, check=True, stdout=subprocess.DEVNULL)
-    return BUSYBOX
-
-
-def fill(mp: Path, mib: int, seed: int = 7) -> int:
-    """Write the mixed data set into the volume's host directory; return bytes written."""
-    rng = random.Random(seed)
-    total = mib << 20
-    written = 0
-    # a page-like block: a third random, the rest repeated structure -> ~3:1 under zstd -3
-    def page_file(size):
-        out = bytearray()
-        while len(out) < size:
-            block = rng.randbytes(2730) + bytes(range(256)) * 21
-            out += block[:8192]
-        return bytes(out[:size])
-
-    (mp / "base").mkdir()
-    i = 0
-    while written < total * 0.70:
-        size = rng.randint(8, 16) << 20
-        (mp / "base" / f"{16384 + i}").write_bytes(page_file(size))
-        written += size
-        i += 1
-    (mp / "blobs").mkdir()
-    i = 0
-    while written < total * 0.90:
-        size = rng.randint(4, 12) << 20
-        (mp / "blobs" / f"obj{i:04d}").write_bytes(rng.randbytes(size))
-        written += size
-        i += 1
-    for n in range(20000):
-        d = mp / "docs" / f"{n % 20:02d}" / f"{n % 400:03d}"
-        d.mkdir(parents=True, exist_ok=True)
-        size = rng.randint(1024, 8192)
-        (d / f"doc{n:05d}.json").write_bytes(rng.randbytes(size // 2).hex()[:size].encode())
-        written += size
-    return written
-
-
-def timed(argv, **kw) -> tuple[float, int]:
-    """Run a command; return (seconds, peak RSS in KiB of that process tree's largest member)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, **kw)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"benchmark step failed: {argv if isinstance(argv, str) else ' '.join(map(str, argv))}")
-    return elapsed, usage.ru_maxrss
-
-
-def empty(mp: Path) -> None:
-    for child in os.scandir(mp):
-        if child.is_dir(follow_symlinks=False):
-            shutil.rmtree(child.path)
-        else:
-            os.unlink(child.path)
+from common import busybox_image, empty, fill, journal_less_ext4, timed  # noqa: E402
 
 
 def main() -> None:
@@ -136,24 +58,6 @@ def main() -> None:
             c.remove(force=True)
         client.volumes.get(vol_name).remove(force=True)
         shutil.rmtree(work, ignore_errors=True)
-
-
-def journal_less_ext4(path: Path) -> bool:
-    """ext4 without a journal skips inodes freed in the last 60 s (360 s while their
-    inode-table block is dirty: hence the sync) when it allocates new ones
-    (fs/ext4/ialloc.c, recently_deleted), one buffer lookup per skipped inode: creating
-    20,000 files right after deleting 20,000 takes 5-10x longer. Each restore starts
-    from an emptied volume, so without a pause the order of the methods, not the
-    methods, decides the times."""
-    try:
-        src, fstype = subprocess.run(["findmnt", "-no", "SOURCE,FSTYPE", "-T", str(path)], capture_output=True,
-                                     text=True, check=True).stdout.split()[:2]
-    except (OSError, ValueError, subprocess.CalledProcessError):
-        return True  # cannot tell: wait, the safe side
-    device = os.path.basename(src.split("[")[0])
-    # a journal shows as /proc/fs/jbd2/<device>-8
-    journals = os.listdir("/proc/fs/jbd2") if os.path.isdir("/proc/fs/jbd2") else []
-    return fstype == "ext4" and not any(j.startswith(device + "-") for j in journals)
 
 
 def run(client, bb, tag, vol_name, work: Path, args) -> None:

@@ -91,7 +91,6 @@ def template_regex(template: str):
 def commit_worktree(root: Path, message: str) -> str:
     """A commit of the working tree (untracked files included) on top of HEAD, made with a
     throwaway index so neither HEAD, the index nor any file changes."""
-    import os
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,7 +206,7 @@ def restore_plan(root: Path, ref: str, paths) -> dict:
     # tree, relative to it. No ls-tree: it takes no wildcards, and a plan's paths may
     # hold them (backend/*/README.md); diff and ls-files match pathspecs as checkout does
     index = set(_z(root, "ls-files", "-z", "--", *specs))
-    tracked = {p for p in index if os.path.lexists(root / p)}
+    tracked = index - set(_z(root, "ls-files", "-z", "--deleted", "--", *specs))  # on disk too
     untracked = set(_z(root, "ls-files", "-z", "--others", "--exclude-standard", "--", *specs))
     status = _z(root, "diff", "--no-renames", "--name-status", "--relative", "-z", ref, "--", *specs)
     pairs = list(zip(status[0::2], status[1::2]))
@@ -219,8 +218,13 @@ def restore_plan(root: Path, ref: str, paths) -> dict:
     remove = sorted(tracked - at_ref)
     changed = sorted((differ & tracked & at_ref) | set(remove))
     missing = sorted(at_ref - tracked - untracked)
+    # what checkout must touch: files that differ from ref on disk or in the index; the
+    # rest already are the ref's (pathspec matching is per file x pathspec: 10,000 files
+    # handed to checkout cost seconds where the 1,000 that differ cost a tenth of that)
+    staged = set(_z(root, "diff", "--cached", "--no-renames", "--name-only", "--relative", "-z", ref, "--", *specs))
+    restore = sorted(((differ | staged) & (at_ref | set(remove))) | set(missing))
     return {"ref": ref, "checkout": sorted(at_ref), "remove": remove, "move": sorted(untracked),
-            "changed": changed, "missing": missing}
+            "changed": changed, "missing": missing, "restore": restore}
 
 
 def restore_paths(root: Path, ref: str, paths, safety_dir: Path, plan: dict | None = None) -> dict:
@@ -234,9 +238,12 @@ def restore_paths(root: Path, ref: str, paths, safety_dir: Path, plan: dict | No
     plan = plan or restore_plan(root, ref, paths)
     root = Path(root)
     saved = safety_dir / "files"
+    made: set[Path] = set()  # one mkdir per folder, not one per file (a thousand files: 0.3 s)
     for rel in plan["changed"]:
         src, dst = root / rel, saved / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.parent not in made:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            made.add(dst.parent)
         if src.is_symlink():
             dst.symlink_to(src.readlink())
         else:
@@ -245,7 +252,7 @@ def restore_paths(root: Path, ref: str, paths, safety_dir: Path, plan: dict | No
         dst = safety_dir / "moved" / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(root / rel), dst)
-    files = sorted(set(plan["checkout"]) | set(plan["remove"]))
+    files = plan["restore"]
     if files:
         # the exact files, literally (a name may hold * or :), on stdin: no argv limit
         _z(root, "--literal-pathspecs", "checkout", "--no-overlay", ref, "--pathspec-from-file=-",

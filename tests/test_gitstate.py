@@ -116,3 +116,22 @@ def test_wildcard_paths_match_as_checkout_matches_them(monorepo, tmp_path):
     gitstate.restore_paths(shop, "before", ["src/*.py"], tmp_path / "safety")
     assert gitstate.differences(shop, "before", ["src/*.py"]) == []
     assert (shop / "src/a.py").read_text() == "a1\n" and (shop / "src/b.py").read_text() == "b1\n"
+
+
+def test_a_restore_rewrites_only_what_differs_from_the_ref(scratch_repo, tmp_path):
+    for name in ("same.txt", "edited.txt", "staged.txt"):
+        (scratch_repo / "src" / name).parent.mkdir(exist_ok=True)
+        (scratch_repo / "src" / name).write_text(f"{name} at base\n")
+    commit_all(scratch_repo, "three files")
+    gitstate.run(scratch_repo, "tag", "base")
+    (scratch_repo / "src/edited.txt").write_text("edited\n")
+    (scratch_repo / "src/staged.txt").write_text("staged\n")
+    gitstate.run(scratch_repo, "add", "src/staged.txt")
+    (scratch_repo / "src/staged.txt").write_text("staged.txt at base\n")  # disk as at base, index not
+    before = (scratch_repo / "src/same.txt").stat()
+    gitstate.restore_paths(scratch_repo, "base", ["src"], tmp_path / "safety")
+    after = (scratch_repo / "src/same.txt").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # left alone
+    assert (scratch_repo / "src/edited.txt").read_text() == "edited.txt at base\n"
+    # the index is the ref's too, as after `git checkout base -- src`
+    assert gitstate.run(scratch_repo, "diff", "--cached", "--name-only", "base", "--", "src").strip() == ""

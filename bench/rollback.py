@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Whole rollbacks, as a user waits for them: undoit vs the runbook's own commands.
+
+    .venv/bin/python bench/rollback.py [--files 10000] [--mib 1024] [--repeat 3] [--settle SECONDS]
+                                       [--kinds files,volume,full]
+
+Builds a compose project of its own (an `app` and a `db` service on the kit's base
+image, no network) in a git repo with --files tracked files under src/, and a --mib
+volume (bench/common.fill: page-like, random and 20,000 small files) that `db` mounts.
+`doit backup` takes the baseline, and the runbook's gzip backup of the volume is made
+too. The "phase" then commits a change to 10% of the files (edits, additions, deletions)
+and writes into the volume. Paired, alternated and repeated in one run, each from the
+changed state:
+  files   `doit rollback:files`  | `git checkout TAG -- src` + `docker compose restart app`
+  volume  `doit rollback:volume` | `docker compose down db`, `docker volume rm/create`,
+                                   `docker run busybox tar xzf` from the gzip, `up -d db`
+  full    `doit rollback:full`   | `down`, `git checkout TAG -- .`, the volume as above, `up -d`
+undoit's side is the whole task: verified set, safety copies, restore, compare, checks.
+Prints medians, the ratios the targets are stated in, and undoit's peak RSS.
+Everything it creates carries the prefix `undoitbench` and is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+KIT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(KIT))
+
+from scripts import engine, images  # noqa: E402
+
+from common import busybox_image, fill, journal_less_ext4, timed  # noqa: E402
+
+COMPOSE = """\
+services:
+  app:
+    image: {base}
+    pull_policy: never
+    network_mode: none
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 86400 & wait"]
+    healthcheck: {{test: ["CMD", "true"], interval: 250ms}}
+  db:
+    image: {base}
+    pull_policy: never
+    network_mode: none
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 86400 & wait"]
+    volumes: [data:/data]
+    healthcheck: {{test: ["CMD", "true"], interval: 250ms}}
+volumes:
+  data: {{}}
+"""
+
+PLAN = """\
+[project]
+name = "{name}"
+root = "{root}"
+services = ["app", "db"]
+
+[backup]
+snapshots = "{work}/snapshots"
+
+[volumes.data]
+services = ["db"]
+quiesce = "stop"
+
+[[phase]]
+id = "files"
+title = "source tree"
+steps = [{{ do = "restore-files", paths = ["src"] }}, {{ do = "restart", services = ["app"] }}]
+checks = [{{ check = "healthy", services = ["app"] }}]
+
+[[phase]]
+id = "volume"
+title = "database volume"
+steps = [{{ do = "stop", services = ["db"] }}, {{ do = "restore-volumes", volumes = ["data"] }},
+         {{ do = "up", services = ["db"] }}]
+checks = [{{ check = "healthy", services = ["db"] }},
+          {{ check = "exec", service = "db", argv = ["test", "-d", "/data/docs"] }}]
+
+[full]
+title = "everything"
+steps = [{{ do = "down" }}, {{ do = "restore-files", paths = ["."] }},
+         {{ do = "restore-volumes", volumes = ["data"] }}, {{ do = "up" }}]
+checks = [{{ check = "healthy" }}]
+"""
+
+
+def sh(cmd: str, cwd: Path | None = None) -> None:
+    subprocess.run(cmd, shell=True, check=True, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def tree(root: Path, n: int, rng: random.Random) -> None:
+    """n source-like files of 0.5-4 KiB in a two-level tree, as a backend/frontend has."""
+    for i in range(n):
+        d = root / "src" / ("backend" if i % 2 else "frontend") / f"mod{i % 97:02d}" / f"part{i % 7}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"file{i:05d}.ts").write_text(f"// {i}\n" + rng.randbytes(rng.randint(256, 2048)).hex() + "\n")
+
+
+def change(root: Path, rng: random.Random) -> int:
+    """The phase's commit: 10% of src/ touched (8% edited, 1% deleted, 1% added)."""
+    files = sorted((root / "src").rglob("*.ts"))
+    picked = rng.sample(files, len(files) // 10)
+    cut = len(picked) // 10
+    for f in picked[cut:]:
+        f.write_text(f.read_text() + "// changed by the phase\n")
+    for f in picked[:cut]:
+        f.unlink()
+    for i in range(cut):
+        new = root / "src" / "backend" / "added" / f"new{i:04d}.ts"
+        new.parent.mkdir(parents=True, exist_ok=True)
+        new.write_text(f"// added {i}\n")
+    sh("git add -A && git commit -qm 'phase change'", root)
+    return len(picked) + cut
+
+
+def breakdown(reports: Path, wall: float) -> dict[str, float]:
+    """The newest rollback report's own step and check times, and the rest of the wall time."""
+    import json
+
+    rec = json.loads(max(reports.glob("*.json"), key=lambda f: f.stat().st_mtime).read_text())
+    out: dict[str, float] = {}
+    for st in rec["steps"]:
+        out[st["do"]] = out.get(st["do"], 0) + st["seconds"]
+    out["checks"] = max(rec["seconds"] - sum(out.values()), 0.0)
+    out["around"] = wall - rec["seconds"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--mib", type=int, default=1024)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--kinds", default="files,volume,full", help="which rollbacks to time (comma-separated)")
+    ap.add_argument("--settle", type=float, default=None,
+                    help="seconds to wait before each timed volume restore (default: 65 on ext4 without a journal)")
+    args = ap.parse_args()
+    client = engine.client()
+    if not images.up_to_date():
+        images.build()
+    bb = busybox_image(client)
+    name = f"undoitbench{uuid.uuid4().hex[:6]}"
+    work = Path(tempfile.mkdtemp(prefix=name, dir=os.environ.get("TMPDIR", "/var/tmp")))
+    try:
+        run(client, bb, name, work, args)
+    finally:
+        subprocess.run(["docker", "compose", "--project-name", name, "--project-directory", str(work / "project"),
+                        "down", "--volumes", "--remove-orphans"], capture_output=True)
+        for c in client.containers.list(all=True, filters={"label": f"com.docker.compose.project={name}"}):
+            c.remove(force=True)
+        for v in client.volumes.list(filters={"name": name}):
+            v.remove(force=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(client, bb, name: str, work: Path, args) -> None:
+    from scripts import gitstate
+
+    rng = random.Random(11)
+    root = work / "project"
+    root.mkdir()
+    (root / "docker-compose.yml").write_text(COMPOSE.format(base=images.names()["base"]))
+    tree(root, args.files, rng)
+    gitstate.init(root, "bench project")
+    plan = work / "phases.toml"
+    plan.write_text(PLAN.format(name=name, root=root, work=work))
+    compose = f"docker compose --project-name {name} --project-directory {root}"
+    sh(f"{compose} up --detach --wait")
+    vol = f"{name}_data"
+    mp = Path(client.api.inspect_volume(vol)["Mountpoint"])
+    t0 = time.perf_counter()
+    size = fill(mp, args.mib)
+    print(f"volume {vol}: {size / 2**30:.2f} GiB; {args.files} tracked files "
+          f"({time.perf_counter() - t0:.0f} s to build)")
+    settle = args.settle if args.settle is not None else (65.0 if journal_less_ext4(mp) else 0.0)
+    if settle:
+        print(f"waiting {settle:.0f} s before each timed volume restore (ext4 without a journal: "
+              "see bench/common.journal_less_ext4)")
+
+    env = dict(os.environ, UNDOIT_PLAN=str(plan), CI="true")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as a user's Python runs (see bench/noop.py)
+    doit = [sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "--dir", str(KIT)]
+    subprocess.run([*doit, "backup"], env=env, check=True, stdout=subprocess.DEVNULL)
+    tag = subprocess.run(["git", "describe", "--tags", "--abbrev=0"], cwd=root, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    backups = work / "runbook"
+    backups.mkdir()
+    sh(f"docker run --rm --network none -v {vol}:/data -v {backups}:/backup {bb} tar czf /backup/data.tar.gz /data")
+    touched = change(root, rng)
+    print(f"baseline {tag}; the phase touches {touched} files; runbook backup "
+          f"{(backups / 'data.tar.gz').stat().st_size / 2**20:.0f} MiB gzip")
+
+    def apply_change(volume: bool) -> None:
+        sh("git reset -q --hard HEAD && git clean -fdq", root)
+        if volume:  # what the phase wrote: a new table's pages and a rewritten one
+            (mp / "base" / "phase-new").write_bytes(rng.randbytes(8 << 20))
+            first = sorted((mp / "base").iterdir())[0]
+            first.write_bytes(rng.randbytes(first.stat().st_size))
+        sh(f"{compose} up --detach --wait")
+        shutil.rmtree(work / "snapshots" / "runs", ignore_errors=True)  # earlier rounds' safety copies
+        sh("sync")
+
+    restore_volume = (f"docker volume rm {vol} && docker volume create {vol} && "
+                      f"docker run --rm --network none -v {vol}:/data -v {backups}:/backup {bb} "
+                      f"tar xzf /backup/data.tar.gz -C /")
+    runbook = {
+        "files": f"git checkout {tag} -- src && {compose} restart app",
+        "volume": f"{compose} down db && {restore_volume} && {compose} up -d db",
+        "full": f"{compose} down && git checkout {tag} -- . && {restore_volume} && {compose} up -d",
+    }
+    runbook = {k: v for k, v in runbook.items() if k in args.kinds.split(",")}
+    res: dict[str, list[float]] = {f"{w}_{k}": [] for k in runbook for w in ("ud", "rb")}
+    rss: list[int] = []
+    parts: dict[str, list[dict[str, float]]] = {k: [] for k in runbook}
+    for r in range(args.repeat):
+        for kind in runbook:
+            for who in (("rb", "ud") if r % 2 == 0 else ("ud", "rb")):
+                apply_change(volume=kind != "files")
+                if kind != "files":
+                    time.sleep(settle)
+                if who == "rb":
+                    t, _ = timed(runbook[kind], shell=True, cwd=root, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+                else:
+                    t, peak = timed([*doit, f"rollback:{kind}", "yes=1"], env=env, stdout=subprocess.DEVNULL)
+                    rss.append(peak)
+                    parts[kind].append(breakdown(work / "reports", t))
+                res[f"{who}_{kind}"].append(t)
+                print(f"  round {r + 1} {kind:6s} {'undoit' if who == 'ud' else 'runbook'}: {t:.2f} s", flush=True)
+    med = {k: statistics.median(v) for k, v in res.items()}
+    print()
+    for k, v in res.items():
+        print(f"{k:10s} median {med[k]:7.2f} s   runs: {', '.join(f'{x:.2f}' for x in v)}")
+    print("\nwhere undoit's time goes (medians, s; 'around' = start-up, verified:*, plan, safety tag):")
+    for kind, runs in parts.items():
+        keys = list(runs[0])
+        print(f"  {kind:6s} " + "  ".join(f"{k} {statistics.median(r.get(k, 0) for r in runs):.2f}" for k in keys))
+    print()
+    against = {"files": ("git checkout + restart", 2), "volume": ("runbook commands", 0.6),
+               "full": ("runbook commands", 0.6)}
+    for kind in runbook:
+        print(f"{kind + ':':7s} undoit / {against[kind][0]:22s} = {med[f'ud_{kind}'] / med[f'rb_{kind}']:.3f}"
+              f"   (target <= {against[kind][1]})")
+    print(f"peak RSS (largest process of a rollback) = {max(rss) / 1024:.0f} MiB   (target < 150 MiB)")
+
+
+if __name__ == "__main__":
+    main()
