@@ -150,6 +150,8 @@ def repair(plan, client, compose) -> list[str]:
             if leftover.is_dir() and leftover != live:
                 volumes.discard(leftover)
                 said.append(f"repaired: removed {leftover.name}, left beside {key} by a restore that died")
+        for replaced in live.parent.glob(f"{volumes.DISCARD_PREFIX}*"):
+            volumes.discard(replaced)  # contents a restore replaced; its deleting process may still run
     return said
 
 

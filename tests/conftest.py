@@ -265,3 +265,16 @@ def live_demo(client, tmp: Path, prefix: str):
     finally:
         sweep(client, name)
         shutil.rmtree(tmp / "demo", ignore_errors=True)
+
+
+def replaced_contents_gone(folder: Path, timeout: float = 60) -> list[str]:
+    """The names in a volume's folder once what a restore replaced is deleted: that runs
+    in a process of its own (volumes.discard_later), so wait for it, within reason. A
+    staging folder is never waited for: none may be left at all."""
+    names = sorted(p.name for p in folder.iterdir())
+    assert not [n for n in names if "undoit-staging-" in n], names
+    deadline = time.monotonic() + timeout
+    while any(n.startswith("undoit-discard-") for n in names) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        names = sorted(p.name for p in folder.iterdir())
+    return names

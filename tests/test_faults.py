@@ -270,3 +270,19 @@ def test_a_backup_killed_anywhere_counts_no_partial_set_and_the_next_repairs(doc
         name = volumes.resolve(client, plan.project_name, ["files"])["files"].name
         assert f"round{i}.txt".encode() in {e.path for e in latest.listing("files")}  # this round's write is in
         assert archive.diff(latest.listing("files"), volumes.listing(client, name)) == []
+
+
+def test_replaced_contents_left_by_a_dead_deleter_go_with_the_next_command(docker_client, mini):
+    folder = volume_path(docker_client, mini, "files").parent
+    doomed = folder / "undoit-discard-0123456789"
+    (doomed / "deep" / "er").mkdir(parents=True)
+    (doomed / "deep" / "er" / "old.bin").write_bytes(b"replaced contents")
+    live = state_of(docker_client, mini)
+    journal.repair_for(mini)
+    assert sorted(p.name for p in folder.iterdir()) == ["_data"]
+    assert state_of(docker_client, mini) == live  # the volume itself untouched
+
+
+def state_of(client, plan):
+    name = volumes.resolve(client, plan.project_name, ["files"])["files"].name
+    return volumes.listing(client, name)
