@@ -233,7 +233,10 @@ def run(client, bb, name: str, work: Path, args) -> None:
                     t, _ = timed(runbook[kind], shell=True, cwd=root, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
                 else:
-                    t, peak = timed([*doit, f"rollback:{kind}", "yes=1"], env=env, stdout=subprocess.DEVNULL)
+                    with open(work / f"undoit-{kind}-{r + 1}.log", "w") as log:
+                        t, peak = timed([*doit, f"rollback:{kind}", "yes=1"], env=env, stdout=log)
+                    print("    " + "\n    ".join(line for line in (work / f"undoit-{kind}-{r + 1}.log").read_text()
+                                                 .splitlines() if " MiB/s)" in line))
                     rss.append(peak)
                     parts[kind].append(breakdown(work / "reports", t))
                 res[f"{who}_{kind}"].append(t)
