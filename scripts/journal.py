@@ -143,6 +143,13 @@ def repair(plan, client, compose) -> list[str]:
         if rec.get("outcome") == "running" and runlog.close_interrupted(plan, rec["run"], None):
             said.append(f"repaired: recorded {rec.get('kind')} {rec['run']} as interrupted")
     for key, ref in _refs(plan, client).items():
+        if not volumes.is_bind(ref.name):
+            # a run killed while a helper container had the volume mounted left it there
+            # (it would block `docker volume rm` for good); the lock says no run uses it now
+            for helper in client.containers.list(all=True, filters={"label": volumes.HELPER_LABEL,
+                                                                    "volume": ref.name}):
+                helper.remove(force=True)
+                said.append(f"repaired: removed {helper.name}, left on {key} by a run that died")
         live = volumes.host_path(client, ref.name)
         if live is None:
             continue

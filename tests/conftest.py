@@ -69,9 +69,14 @@ def sweep(client, project: str) -> None:
                     client.images.remove(tag)
                 except Exception:
                     pass
-    for v in client.volumes.list(filters=label) + [
-        v for v in client.volumes.list() if v.name.startswith(project)
-    ]:
+    doomed = client.volumes.list(filters=label) + [v for v in client.volumes.list() if v.name.startswith(project)]
+    for v in doomed:  # the kit's helper containers a killed run left on them would block the removal
+        for c in client.containers.list(all=True, filters={"label": "undoit.helper", "volume": v.name}):
+            try:
+                c.remove(force=True)
+            except Exception:
+                pass
+    for v in doomed:
         try:
             v.remove(force=True)
         except Exception:
