@@ -315,17 +315,16 @@ def _quiesced_body(compose: Compose, vol: Volume, services, hook_service, policy
         failed = err
         raise
     finally:
-        try:
+        def bring_back():
             if policy == "stop":
                 compose.up(services, options=("--no-recreate", "--no-deps"))
             elif policy == "pause":
                 compose("unpause", *services)
             if vol.post and services:
                 compose.exec(hook_service, *vol.post)
-        except KeyboardInterrupt:
-            print(f"interrupted again: bringing {', '.join(services)} back skipped; the journal keeps them, "
-                  "and the next kit command starts them", flush=True)
-            raise
+
+        try:
+            journal.cleanup(bring_back, f"bringing {', '.join(services)} back")
         except UndoitError as err:
             if failed is None:
                 raise

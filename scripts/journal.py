@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .durable import write_json
 from .snapshots import JOURNAL
 
 
@@ -26,20 +27,6 @@ def _dir(snapshots_dir: Path) -> Path:
     return Path(snapshots_dir) / JOURNAL
 
 
-def _durable_write(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(data, indent=2, sort_keys=True))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class Entry:
@@ -51,7 +38,7 @@ class Entry:
 
     def update(self, **details) -> None:
         self.data.update(details)
-        _durable_write(self.path, self.data)
+        write_json(self.path, self.data)
 
 
 @contextmanager

@@ -67,9 +67,9 @@ def write(plan: Plan, rec: dict, redact) -> None:
 def keep(plan: Plan, rec: dict, redact) -> None:
     """The run's own record as it stands, durably (renamed into place, synced): what a
     run killed at any moment has done so far, for `doit undo`."""
-    from .journal import _durable_write
+    from .durable import write_json
 
-    _durable_write(plan.snapshots_dir / RUNS / rec["run"] / RECORD,
+    write_json(plan.snapshots_dir / RUNS / rec["run"] / RECORD,
                    redact.data(json.loads(json.dumps(rec, default=str))))
 
 
