@@ -57,15 +57,18 @@ def volume_state(client, plan: Plan, key: str, name: str, prev: dict | None = No
     """What staleness is judged on: the probe where there is one (it decides alone when
     the previous entry has one too: no walk), else a metadata walk's fingerprint."""
     p = probe(client, plan.project_name, plan.volumes[key])
+    ident = volumes.identity(client, name)
     if p and prev and prev.get("probe"):
-        return {"probe": p, "fingerprint": None}
-    return {"probe": p, "fingerprint": archive.fingerprint(volumes.listing(client, name))}
+        return {"probe": p, "fingerprint": None, "identity": ident}
+    return {"probe": p, "fingerprint": archive.fingerprint(volumes.listing(client, name)), "identity": ident}
 
 
 def unchanged(prev: dict | None, now: dict, name: str) -> bool:
     """The volume still holds exactly what prev's archive holds (when in doubt: no)."""
     if not prev or prev.get("name") != name or prev.get("staleness") != STALENESS:
         return False
+    if prev.get("identity") != now["identity"]:
+        return False  # another engine's volume of that name, or one removed and created again
     if now["probe"] and prev.get("probe"):
         return now["probe"] == prev["probe"]
     return now["fingerprint"] is not None and now["fingerprint"] == prev.get("fingerprint")
@@ -187,6 +190,7 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
 def _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phase, export_hook, cycle,
               save_images=False):
     manifest = snapshots.manifest_skeleton(set_id, kind, plan.project_name)
+    manifest["engine"] = {"id": engine.engine_id(client), "host": engine.endpoint().host}
     manifest["git"] = git
     manifest["cycle"] = cycle or git["tag"]
     if phase:
@@ -227,7 +231,8 @@ def _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phas
             say(f"images saved in the set: {', '.join(sorted({i['image'] for i in images.values()}))}")
 
     sets_with_tag = [s for s in snapshots.all_sets(plan.snapshots_dir, plan.project_name)
-                     if s.complete and s.tag == git["tag"] and s.manifest.get("kind") == kind]
+                     if s.complete and s.tag == git["tag"] and s.manifest.get("kind") == kind
+                     and snapshots.same_engine(s, manifest["engine"]["id"])]
     manifest["baseline"] = kind == "backup" and not sets_with_tag
     manifest["finished"] = snapshots.now_iso()
     manifest["recorded"] = True  # in git too: see records.py
@@ -248,6 +253,7 @@ def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef,
     archive_name = f"{vol.key}.tar.zst"
     listing_name = f"{vol.key}.listing"
     start = time.monotonic()
+    ident = volumes.identity(client, ref.name)
     with quiesced(client, compose, vol, ref, before_quiesce, journal_dir=set_path.parent) as policy:
         with snapshots.private_open(set_path / archive_name) as raw, \
                 transfer(f"{kind_label}{vol.key} ({ref.name})", size_hint) as advance:
@@ -268,6 +274,8 @@ def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef,
         # that missed the archive always makes the volume stale
         "fingerprint": archive.fingerprint(exported),
         "staleness": STALENESS,
+        # probes and fingerprints compare only with the same volume of the same engine
+        "identity": ident,
         "entries": len(exported),
         "bytes": sum(e.size for e in exported),
         "quiesce": policy,

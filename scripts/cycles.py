@@ -44,13 +44,17 @@ def cycle_tag(s: SnapshotSet) -> str | None:
     return m.get("cycle") or ((m.get("git") or {}).get("tag") if m.get("kind") == "backup" else None)
 
 
-def all_cycles(root, project: str) -> list[Cycle]:
-    """Every cycle with at least one complete set, oldest first."""
+def all_cycles(root, project: str, engine_id: str | None = None) -> list[Cycle]:
+    """Every cycle with at least one complete set, oldest first; with engine_id, only
+    sets taken on that engine (one plan can serve the same project on several engines:
+    a set of one is no backup of the other's volumes)."""
     cycles: dict[str, list[SnapshotSet]] = {}
     first_git: dict[str, dict] = {}
     last_tag = None
     for s in snapshots.all_sets(root, project):
         if not s.complete or s.manifest.get("kind") not in ("backup", "checkpoint"):
+            continue
+        if not snapshots.same_engine(s, engine_id):
             continue
         tag = cycle_tag(s) or last_tag  # an old checkpoint: the cycle it was taken in
         if tag is None:
@@ -67,14 +71,20 @@ def all_cycles(root, project: str) -> list[Cycle]:
     return out
 
 
-def current(plan) -> tuple[Cycle, str]:
-    """The cycle a rollback restores, and one line saying which and why.
+def current(plan, engine_id: str | None = None) -> tuple[Cycle, str]:
+    """The cycle a rollback restores, and one line saying which and why; its sets are
+    the ones taken on the engine the kit talks to (engine_id: default, that engine's).
 
     Raises (naming what is wrong) rather than fall back on an older cycle: no cycle,
     a HEAD that descends from none, or a newer backup tag whose baseline is gone.
     """
-    cycles = all_cycles(plan.snapshots_dir, plan.project_name)
+    engine_id = engine_id or this_engine()
+    cycles = all_cycles(plan.snapshots_dir, plan.project_name, engine_id)
     if not cycles:
+        elsewhere = all_cycles(plan.snapshots_dir, plan.project_name)
+        if elsewhere:
+            raise UndoitError(f"{NO_BACKUP} on this engine (the sets there are of project {plan.project_name} "
+                              "on another engine; name one with set=ID to restore it here)")
         raise UndoitError(NO_BACKUP)
     head = gitstate.head(plan.root)
     chosen, why = None, ""
@@ -104,7 +114,19 @@ def current(plan) -> tuple[Cycle, str]:
 
 def of_set(plan, s: SnapshotSet) -> Cycle | None:
     tag = cycle_tag(s)
-    return next((c for c in all_cycles(plan.snapshots_dir, plan.project_name) if c.tag == tag), None)
+    eid = (s.manifest or {}).get("engine", {}).get("id")
+    return next((c for c in all_cycles(plan.snapshots_dir, plan.project_name, eid) if c.tag == tag), None)
+
+
+def this_engine() -> str | None:
+    """The ID of the engine the kit talks to; None when none answers (then no set is
+    filtered out: whatever runs next fails on the engine itself)."""
+    from . import engine
+
+    try:
+        return engine.engine_id(engine.client())
+    except UndoitError:
+        return None
 
 
 def _is_ancestor(root, ancestor: str, descendant: str) -> bool:

@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from .engine import environment
 from .errors import UndoitError
 
 RECIPE_DIR = Path(__file__).resolve().parent / "images"
@@ -47,6 +48,7 @@ def missing_or_outdated() -> list[str]:
             ["docker", "image", "inspect", "-f", "{{index .Config.Labels \"%s\"}}" % LABEL, ref],
             capture_output=True,
             text=True,
+            env=environment(),
         )
         if res.returncode != 0 or res.stdout.strip() != want:
             out.append(ref)
@@ -63,7 +65,7 @@ def build() -> None:
     from .engine import client
 
     client()  # fail in one line before a minute of mmdebstrap, not after
-    env = dict(os.environ, PREFIX=prefix(), RECIPE=recipe_hash())
+    env = dict(environment(), PREFIX=prefix(), RECIPE=recipe_hash())
     res = subprocess.run(["bash", str(RECIPE_DIR / "build.sh")], env=env)
     if res.returncode != 0:
         raise UndoitError(f"image build failed (exit {res.returncode}); see the output above")

@@ -55,6 +55,7 @@ ENV_KEYS = {
     "UNDOIT_IMAGE_PREFIX": "prefix of the images the kit builds",
     "UNDOIT_GIT_REMOTE": "git remote that backups are pushed to; unset = never push",
     "DOCKER_HOST": "the Docker engine to talk to (docker's own variable)",
+    "DOCKER_CONTEXT": "the docker context to talk to, when DOCKER_HOST is not set (docker's own variable)",
 }
 
 

@@ -241,6 +241,8 @@ def describe(run: Run) -> list[str]:
     lines = [f"{p.kind} {p.id}: {p.title}" + (f" (risk {p.risk}, runbook estimate {p.duration})" if p.risk else ""),
              f"  files go back to {run.ref} ({run.ref_source}); volumes come from set "
              f"{run.snapshot.id if run.snapshot else '-'} ({run.snapshot_source})",
+             f"  engine: {engine.endpoint()}; volumes "
+             + ("read and written in place on this host" if engine.on_this_host() else "streamed through the engine"),
              "  before any destructive step: HEAD tagged undoit/pre-rollback/<time>, safety copies of "
              f"what is overwritten or removed (in {run.run_dir})"]
     for i, step in enumerate(p.steps, 1):
@@ -311,7 +313,7 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
     record = {
         "run": run.run_id, "kind": run.proc.kind, "procedure": run.proc.id, "title": run.proc.title,
         "reason": run.redact(run.reason), "host": socket.gethostname(), "user": _user(),
-        "started": run.since_iso, "project": run.plan.project_name, "ref": run.ref, "ref_source": run.ref_source,
+        "started": run.since_iso, "project": run.plan.project_name, "engine": engine.endpoint().host, "ref": run.ref, "ref_source": run.ref_source,
         "snapshot_set": run.snapshot.id if run.snapshot else None, "snapshot_source": run.snapshot_source,
         "head_before": head, "pre_rollback_tag": pre_tag, "running_before": running_before,
         "rolls_back": list(run.proc.rolls_back) or ([run.proc.id] if run.proc.kind == "phase" else ["all"]),

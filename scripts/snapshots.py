@@ -185,6 +185,13 @@ def get_set(root: Path, set_id: str) -> SnapshotSet:
     raise UndoitError(f"no snapshot set {set_id!r} in {root}")
 
 
+def same_engine(s: SnapshotSet, engine_id: str | None) -> bool:
+    """Whether set s was taken on engine engine_id (None: any engine; a set from before
+    engines were recorded counts as the engine's own)."""
+    taken = ((s.manifest or {}).get("engine") or {}).get("id")
+    return engine_id is None or taken is None or taken == engine_id
+
+
 def latest_complete(root: Path, project: str, kind: str | None = None) -> SnapshotSet | None:
     sets = [s for s in all_sets(root, project) if s.complete and (kind is None or s.manifest.get("kind") == kind)]
     return sets[-1] if sets else None

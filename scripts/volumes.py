@@ -35,13 +35,10 @@ def is_bind(name: str) -> bool:
 
 
 def _local_engine() -> bool:
-    """Whether the engine's volumes are folders on this host. UNDOIT_ENGINE=remote says
-    no for a local one: every volume then goes through the engine, as on a remote host
-    (the in-place restore path; the fault suite forces it so)."""
-    if os.environ.get("UNDOIT_ENGINE") == "remote":
-        return False
-    host = os.environ.get("DOCKER_HOST", "")
-    return not host or host.startswith("unix://")
+    """Whether the engine's volumes are folders on this host (engine.on_this_host)."""
+    from .engine import on_this_host
+
+    return on_this_host()
 
 
 @dataclass(frozen=True)
@@ -62,8 +59,10 @@ def resolve(client, project: str, keys, binds: dict[str, str] | None = None,
     """
     binds = binds or {}
     if any(k in binds for k in keys) and not _local_engine():
-        raise UndoitError("bind-mounted data folders need the Docker engine on this machine "
-                          f"(DOCKER_HOST={os.environ.get('DOCKER_HOST')})")
+        from .engine import endpoint
+
+        raise UndoitError("bind-mounted data folders need the Docker engine on this machine; "
+                          f"the kit talks to {endpoint()}, whose folders it cannot reach")
     found = {k: BIND + binds[k] for k in keys if k in binds}
     for vol in client.volumes.list(filters={"label": f"com.docker.compose.project={project}"}):
         key = (vol.attrs.get("Labels") or {}).get("com.docker.compose.volume")
@@ -90,6 +89,19 @@ def _exists(client, name: str) -> bool:
         return True
     except Exception:  # docker.errors.NotFound
         return False
+
+
+def identity(client, volume: str) -> str:
+    """Which volume this is, beyond its name: the engine's ID and the volume's creation
+    time. A same-named volume of another engine, or one removed and created again, is
+    another volume whose probe or fingerprint may match by chance. A bind folder: its
+    path, device and inode on this host."""
+    if is_bind(volume):
+        st = os.stat(volume[len(BIND):])
+        return f"bind|{st.st_dev}|{st.st_ino}"
+    from .engine import engine_id
+
+    return f"{engine_id(client)}|{client.api.inspect_volume(volume).get('CreatedAt', '')}"
 
 
 def helper_image(client) -> str:
