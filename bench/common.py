@@ -107,3 +107,11 @@ def journal_less_ext4(path: Path) -> bool:
     # a journal shows as /proc/fs/jbd2/<device>-8
     journals = os.listdir("/proc/fs/jbd2") if os.path.isdir("/proc/fs/jbd2") else []
     return fstype == "ext4" and not any(j.startswith(device + "-") for j in journals)
+
+
+def remove_pins(client, project: str) -> None:
+    """The image tags the kit pinned for the bench's project (undoit-pin/<project>:...)."""
+    for image in client.images.list(name=f"undoit-pin/{project.lower()}"):
+        for tag in image.tags:
+            if tag.startswith(f"undoit-pin/{project.lower()}:"):
+                client.images.remove(tag)

@@ -28,6 +28,9 @@ from scripts import backup, demo, engine  # noqa: E402
 from scripts import plan as planmod  # noqa: E402
 from scripts.compose import for_plan  # noqa: E402
 
+sys.path.insert(0, str(KIT / "bench"))
+from common import remove_pins  # noqa: E402
+
 
 def timed(argv, env) -> tuple[float, str]:
     t0 = time.perf_counter()
@@ -74,6 +77,7 @@ def main() -> None:
     finally:
         try:
             for_plan(planmod.load(tmp / "phases.toml", env={})).down(volumes=True)
+            remove_pins(engine.client(), name)
         except Exception as err:  # noqa: BLE001 - the bench's own leftovers: say, never hide
             print(f"cleanup of {name} failed: {err}; remove its containers and volumes by hand")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -39,7 +39,7 @@ sys.path.insert(0, str(KIT))
 
 from scripts import engine, images  # noqa: E402
 
-from common import busybox_image, fill, journal_less_ext4, timed  # noqa: E402
+from common import busybox_image, fill, journal_less_ext4, remove_pins, timed  # noqa: E402
 
 COMPOSE = """\
 services:
@@ -161,6 +161,7 @@ def main() -> None:
             c.remove(force=True)
         for v in client.volumes.list(filters={"name": name}):
             v.remove(force=True)
+        remove_pins(client, name)
         shutil.rmtree(work, ignore_errors=True)
 
 
