@@ -70,6 +70,10 @@ if PLAN is not None:  # every other task is about a plan
         """verification, checkpoints and undo"""
         yield from _tasks.safety_tasks(PLAN)
 
+    def task_offsite():
+        """sets offsite through restic: send (offsite), bring back (fetch)"""
+        yield from _tasks.offsite_tasks(PLAN)
+
     def task_decide():
         """failure type -> recommended rollback scope"""
         return _tasks.decide_task(PLAN)

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The real servers some tests start on 127.0.0.1 (and remove): sshd, for an ssh:// engine.
-# Installed from Debian here, never started: no service may come up on an open port.
+# The real servers and tools some tests start on 127.0.0.1 (and remove): sshd (an ssh://
+# engine, an SFTP restic repository), rclone (`rclone serve restic`: a REST repository)
+# and restic itself. Installed from Debian here, never started: no service may come up
+# on an open port.
 set -euo pipefail
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v restic >/dev/null || need+=(restic)
+command -v rclone >/dev/null || need+=(rclone)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "[servers] installing ${need[*]} from Debian" >&2
 if [ ! -e /usr/sbin/policy-rc.d ]; then

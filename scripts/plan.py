@@ -134,6 +134,21 @@ TIMEOUTS = {
 }
 
 
+RESTIC_SCHEMES = ("sftp:", "rest:", "s3:", "b2:", "azure:", "gs:", "swift:", "rclone:")
+
+
+@dataclass(frozen=True)
+class Offsite:
+    """[offsite]: a restic repository the sets are copied to. The password is never in the
+    plan: a file (password_file) or an environment variable (password_env) holds it."""
+
+    repository: str  # a local path (absolute), or sftp:, rest:, s3:, ... as restic takes it
+    password_file: Path | None = None
+    password_env: str | None = None
+    after_backup: bool = False  # every `doit backup` sends its set
+    check_subset: str = "10%"  # `restic check --read-data-subset` after each sending
+
+
 @dataclass(frozen=True)
 class Plan:
     path: Path
@@ -159,6 +174,7 @@ class Plan:
     profiles: tuple[str, ...] = ()
     env_files: tuple[str, ...] = ()
     timeouts: dict[str, int] = field(default_factory=lambda: dict(TIMEOUTS))
+    offsite: Offsite | None = None
 
     def bind_paths(self) -> dict[str, str]:
         """Volume key -> absolute folder, for the plan's bind-mounted data folders."""
@@ -264,7 +280,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         "plan",
         raw,
         {"project", "full"},
-        {"phase", "backup", "volumes", "scenario", "matrix", "contacts", "after", "timeouts"},
+        {"phase", "backup", "volumes", "scenario", "matrix", "contacts", "after", "timeouts", "offsite"},
     )
 
     proj = r.keys(
@@ -388,7 +404,32 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         next_steps=r.strs("after", after, "next_steps"),
         env=env,
         timeouts={**TIMEOUTS, **{k: int(v) for k, v in limits.items()}},
+        offsite=_offsite(r, path, top.get("offsite")),
     )
+
+
+def _offsite(r: "_Reader", path: Path, raw) -> Offsite | None:
+    if raw is None:
+        return None
+    if isinstance(raw, dict) and "password" in raw:
+        raise r.fail("offsite", "password", "a password never goes in the plan: name a file (password_file) "
+                                            "or an environment variable (password_env) that holds it")
+    t = r.keys("offsite", raw, {"repository"}, {"password_file", "password_env", "after_backup", "check_subset"})
+    repo = r.str_("offsite", t, "repository").strip()
+    if not repo:
+        raise r.fail("offsite", "repository", "must name a restic repository")
+    if not repo.startswith(RESTIC_SCHEMES):
+        repo = str(_beside(path, repo))  # a local path, relative to the plan
+    if ("password_file" in t) == ("password_env" in t):
+        raise r.fail("offsite", None, "needs exactly one of password_file and password_env")
+    pw_file = _beside(path, r.str_("offsite", t, "password_file")) if "password_file" in t else None
+    pw_env = r.str_("offsite", t, "password_env") if "password_env" in t else None
+    if pw_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", pw_env):
+        raise r.fail("offsite", "password_env", "must be the name of an environment variable")
+    subset = r.str_("offsite", t, "check_subset", "10%")
+    if not re.fullmatch(r"(100|[1-9]?[0-9](\.[0-9]+)?)%", subset):
+        raise r.fail("offsite", "check_subset", "must be a percentage, e.g. \"10%\"")
+    return Offsite(repo, pw_file, pw_env, r.bool_("offsite", t, "after_backup"), subset)
 
 
 # the plan's real shape: [[phase]] > steps > a step > argv (or env) > a value, and one spare

@@ -311,6 +311,10 @@ def backup_tasks(plan: Plan):
             journal.repair_for(plan)
             backup.backup(plan, include_dirty=_flag("include_dirty"), strict=_flag("strict"),
                           save_images=_flag("save_images"))
+        if _flag("offsite") or (plan.offsite is not None and plan.offsite.after_backup):
+            from . import offsite
+
+            offsite.send(plan)
 
     def run_verify():
         backup.verify(plan, get_var("set", None) or None)
@@ -426,3 +430,27 @@ def rehearse_task(plan: Plan) -> dict:
         "uptodate": [False],
         "verbosity": 2,
     }
+
+
+def offsite_tasks(plan: Plan):
+    """`doit offsite` and `doit fetch`: sets to and from the plan's restic repository."""
+    from . import offsite
+
+    def run_offsite():
+        if _flag("init"):
+            offsite.Repo(plan).init()
+        offsite.send(plan, get_var("set", None) or None)
+
+    def run_fetch():
+        from . import lock, rollback
+
+        wanted = get_var("set", None)
+        if not wanted:
+            raise UndoitError("fetch needs set=ID or set=latest")
+        with lock.held(rollback.lock_path(plan), "fetch"):
+            offsite.fetch(plan, wanted)
+
+    yield {"basename": "offsite", "doc": "send every set not yet offsite to the plan's restic repository, and check it",
+           "actions": [action(run_offsite)], "uptodate": [False], "verbosity": 2}
+    yield {"basename": "fetch", "doc": "bring a set back from the restic repository (set=ID or latest) and verify it",
+           "actions": [action(run_fetch)], "uptodate": [False], "verbosity": 2}

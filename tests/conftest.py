@@ -283,3 +283,49 @@ def replaced_contents_gone(folder: Path, timeout: float = 60) -> list[str]:
         time.sleep(0.1)
         names = sorted(p.name for p in folder.iterdir())
     return names
+
+
+@contextlib.contextmanager
+def ssh_server(extra_config: str = ""):
+    """OpenSSH (Debian's sshd) on 127.0.0.1 with a throwaway host key and client key,
+    for root; yields (port, a folder to put first on PATH whose `ssh` uses the throwaway
+    client config: the user's own ~/.ssh is never read or changed). Stopped and removed
+    afterwards."""
+    import socket
+    import subprocess
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="ussh", dir="/tmp"))
+    for key in ("host_key", "id"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", base / key], check=True)
+    shutil.copy(base / "id.pub", base / "authorized_keys")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (base / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {base}/host_key\nPidFile {base}/sshd.pid\n"
+        f"AuthorizedKeysFile {base}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n" + extra_config)
+    (base / "ssh_config").write_text(
+        f"Host 127.0.0.1\n  Port {port}\n  IdentityFile {base}/id\n  IdentitiesOnly yes\n  BatchMode yes\n"
+        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+    (base / "bin").mkdir()
+    (base / "bin" / "ssh").write_text(f"#!/bin/sh\nexec /usr/bin/ssh -F {base}/ssh_config \"$@\"\n")
+    (base / "bin" / "ssh").chmod(0o755)
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
+    with open(base / "sshd.log", "wb") as log:
+        proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", base / "sshd_config"],
+                                stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline and proc.poll() is None, (base / "sshd.log").read_text()
+            time.sleep(0.1)
+        yield port, str(base / "bin")
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        shutil.rmtree(base, ignore_errors=True)

