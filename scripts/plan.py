@@ -175,6 +175,8 @@ class Plan:
     env_files: tuple[str, ...] = ()
     timeouts: dict[str, int] = field(default_factory=lambda: dict(TIMEOUTS))
     offsite: Offsite | None = None
+    keep_last: int | None = None  # `doit prune` defaults ([backup])
+    keep_days: float | None = None
 
     def bind_paths(self) -> dict[str, str]:
         """Volume key -> absolute folder, for the plan's bind-mounted data folders."""
@@ -295,7 +297,13 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
     if not root.is_absolute():
         root = path.parent / root
 
-    backup = r.keys("backup", top.get("backup", {}), set(), {"branch", "tag", "snapshots"})
+    backup = r.keys("backup", top.get("backup", {}), set(), {"branch", "tag", "snapshots", "keep_last", "keep_days"})
+    for key in ("keep_last", "keep_days"):
+        value = backup.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1
+                                  or (key == "keep_last" and not isinstance(value, int))):
+            raise r.fail("backup", key, "must be a whole number of sets, 1 or more" if key == "keep_last"
+                         else "must be a number of days, 1 or more")
     snapshots_value = r.str_("backup", backup, "snapshots", "snapshots")
     if not snapshots_value.strip():
         raise r.fail("backup", "snapshots", "must name a folder")
@@ -405,6 +413,8 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         env=env,
         timeouts={**TIMEOUTS, **{k: int(v) for k, v in limits.items()}},
         offsite=_offsite(r, path, top.get("offsite")),
+        keep_last=backup.get("keep_last"),
+        keep_days=backup.get("keep_days"),
     )
 
 

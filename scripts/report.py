@@ -19,7 +19,8 @@ def snapshot_table(rows: list[dict], why: str = "") -> None:
         print("no snapshot sets yet: run `doit backup`")
         return
     t = Table(title="snapshot sets by change cycle (oldest first)")
-    for col in ("cycle", "set", "kind", "age", "size", "volumes", "valid", ""):
+    copies = any("copies" in r for r in rows)
+    for col in ("cycle", "set", "kind", "age", "size", "volumes", "valid", *(("copies",) if copies else ()), ""):
         t.add_column(col)
     last = None
     for r in rows:
@@ -28,7 +29,7 @@ def snapshot_table(rows: list[dict], why: str = "") -> None:
         marks = [m for m, on in (("baseline", r["baseline"]), ("<- a rollback restores this", r["restores"])) if on]
         kind = r["kind"] if r["kind"] != "backup" or r["tag"] == r["cycle"] else f"backup ({r['tag']})"
         t.add_row(r["cycle"] if r["cycle"] != last else "", r["set"], kind, r["age"], human(r["size"]), vols,
-                  valid, ", ".join(marks))
+                  valid, *((r.get("copies", ""),) if copies else ()), ", ".join(marks))
         last = r["cycle"]
     console().print(t)
     if why:

@@ -328,7 +328,17 @@ def backup_tasks(plan: Plan):
             restores = cycle.baseline.id
         except UndoitError as err:
             restores, why = None, f"nothing: {err}"
-        snapshot_table(snapshots.describe(plan.snapshots_dir, plan.project_name, restores, cycles.cycle_tag), why)
+        rows = snapshots.describe(plan.snapshots_dir, plan.project_name, restores, cycles.cycle_tag)
+        if plan.offsite is not None:  # where copies exist: here, and in the restic repository or not
+            from . import offsite
+
+            try:
+                there = offsite.Repo(plan).sets()
+                for r in rows:
+                    r["copies"] = "here + offsite" if r["set"] in there else "here only"
+            except UndoitError as err:
+                print(f"offsite copies unknown: {err}")
+        snapshot_table(rows, why)
 
     yield {
         "basename": "backup",
@@ -450,6 +460,27 @@ def offsite_tasks(plan: Plan):
         with lock.held(rollback.lock_path(plan), "fetch"):
             offsite.fetch(plan, wanted)
 
+    def run_prune():
+        from . import lock, prune, rollback
+
+        def number(name, default, kind):
+            raw = get_var(name, None)
+            if raw in (None, ""):
+                return default
+            try:
+                return kind(raw)
+            except ValueError:
+                raise UndoitError(f"{name}={raw}: not a number") from None
+
+        keep_last = number("keep_last", plan.keep_last, int)
+        keep_days = number("keep_days", plan.keep_days, float)
+        released = {t for t in str(get_var("release", "") or "").split(",") if t}
+        offsite_too = plan.offsite is not None and str(get_var("offsite", "1")).lower() not in ("0", "no", "false")
+        with lock.held(rollback.lock_path(plan), "prune"):
+            prune.prune(plan, keep_last, keep_days, released, _flag("dry_run"), offsite_too)
+
+    yield {"basename": "prune", "doc": "remove old sets by keep_last/keep_days, here and offsite (dry_run=1 lists)",
+           "actions": [action(run_prune)], "uptodate": [False], "verbosity": 2}
     yield {"basename": "offsite", "doc": "send every set not yet offsite to the plan's restic repository, and check it",
            "actions": [action(run_offsite)], "uptodate": [False], "verbosity": 2}
     yield {"basename": "fetch", "doc": "bring a set back from the restic repository (set=ID or latest) and verify it",

@@ -145,6 +145,7 @@ def test_offsite_then_disaster_recovery_on_an_empty_snapshots_folder(docker_clie
         out = doit(plan.path, "offsite", "init=1")
         assert "sent (" in out and "no errors" in out
         assert "every set is already in" in doit(plan.path, "offsite")
+        assert "here + offsite" in doit(plan.path, "snapshots")
         # a second cycle: a committed change and a new backup; only the new set is sent
         (plan.root / "app.conf").write_text("v2\n")
         gitstate.run(plan.root, "commit", "-qam", "v2")
@@ -293,3 +294,47 @@ def test_a_full_repository_is_one_line(docker_client, kit_images, tmp_path):
             sweep(docker_client, plan.project_name)
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_prune_here_and_offsite_keeps_what_rollbacks_need(docker_client, kit_images, tmp_path):
+    from scripts import snapshots
+
+    plan, _compose, folder = vault_stack(docker_client, tmp_path, str(tmp_path / "repo"))
+
+    def sets():
+        return {s.id: s for s in snapshots.all_sets(plan.snapshots_dir, plan.project_name) if s.complete}
+
+    def commit(text):
+        (plan.root / "app.conf").write_text(text)
+        gitstate.run(plan.root, "commit", "-qam", text)
+
+    try:
+        doit(plan.path, "backup")  # b1: baseline of cycle 1
+        (b1,) = sets()
+        (folder / "blob000").write_bytes(b"later in cycle one\n")
+        doit(plan.path, "backup")  # n1: same HEAD, the volume changed: joins cycle 1
+        (n1,) = set(sets()) - {b1}
+        commit("v2")
+        assert "unchanged since set %s" % n1 in doit(plan.path, "backup")  # b2 uses n1's archive
+        (b2,) = set(sets()) - {b1, n1}
+        commit("v3")
+        (folder / "blob001").write_bytes(b"cycle three\n")
+        doit(plan.path, "backup")  # b3: the current cycle
+        (b3,) = set(sets()) - {b1, n1, b2}
+        doit(plan.path, "offsite", "init=1")
+        tag1 = sets()[b1].tag
+        out = doit(plan.path, "prune", "keep_last=1", "dry_run=1")
+        assert "dry run: nothing was removed (0 of 4" in out  # every baseline kept until released
+        out = doit(plan.path, "prune", "keep_last=1", f"release={tag1}", "dry_run=1")
+        assert f"remove {b1}" in out and "1 of 4 set(s) would go" in out and len(sets()) == 4
+        out = doit(plan.path, "prune", "keep_last=1", f"release={tag1}")
+        assert f"keep   {n1}" in out and f"holds archives set {b2} uses" in out
+        assert "removed 1 set(s)" in out and "1 forgotten offsite" in out
+        assert set(sets()) == {n1, b2, b3}
+        assert set(offsite.Repo(plan).sets()) == {n1, b2, b3}
+        doit(plan.path, "verify", f"set={b2}")  # its archive, in n1, is whole (exit 0)
+        out = doit(plan.path, "rollback:blobs", "yes=1", f"set={b2}")
+        assert "outcome: success" in out
+        assert (folder / "blob000").read_bytes() == b"later in cycle one\n"
+    finally:
+        sweep(docker_client, plan.project_name)
