@@ -92,16 +92,20 @@ def _exists(client, name: str) -> bool:
 
 
 def identity(client, volume: str) -> str:
-    """Which volume this is, beyond its name: the engine's ID and the volume's creation
-    time. A same-named volume of another engine, or one removed and created again, is
-    another volume whose probe or fingerprint may match by chance. A bind folder: its
-    path, device and inode on this host."""
+    """Which volume this is, beyond its name: the engine's ID and where the engine keeps
+    it, plus the folder's inode when it is on this host (a volume removed and created
+    again gets a new one). A same-named volume of another engine is another volume
+    whose probe or fingerprint may match by chance. Not CreatedAt: for a local volume
+    the engine reports its folder's mtime, which moves with every file created in it.
+    A bind folder: its path, device and inode on this host."""
     if is_bind(volume):
         st = os.stat(volume[len(BIND):])
         return f"bind|{st.st_dev}|{st.st_ino}"
     from .engine import engine_id
 
-    return f"{engine_id(client)}|{client.api.inspect_volume(volume).get('CreatedAt', '')}"
+    where = client.api.inspect_volume(volume).get("Mountpoint", "")
+    path = host_path(client, volume)
+    return f"{engine_id(client)}|{where}" + (f"|{path.stat().st_ino}" if path else "")
 
 
 def helper_image(client) -> str:
