@@ -3,10 +3,11 @@ the next one after 1% of the volume changed, to a local-path repository and to a
 repository (`rclone serve restic` on 127.0.0.1), in one run.
 
 Prints, per repository: seconds and bytes restic added for each upload, and each later
-upload as a ratio of the first (the target: bytes <= 5%). Two kinds of 1% change, one
-after the other: whole files rewritten (objects, documents, a table rewritten), then
-64 KiB runs rewritten in place across the big files (a database's scattered pages),
-which no chunking store deduplicates at 1%: restic's chunks average 1 MiB.
+upload as a ratio of the first (the target: bytes <= 5%). Three kinds of 1% change, one
+after the other: whole files rewritten (objects, documents, a table rewritten); 64 KiB
+runs rewritten in place across the big files (a database's scattered pages), which no
+chunking store deduplicates at 1%: restic's chunks average 1 MiB; and a new file early
+in the archive's order, which moves everything after it in the tar stream.
 
     .venv/bin/python bench/offsite.py [--mib 1024]
 """
@@ -108,6 +109,15 @@ def rewrite_runs(folder: Path, total: int, seed: int) -> int:
     return done
 
 
+def add_file(folder: Path, total: int, seed: int) -> int:
+    """1% of the volume as a new file early in the archive's order: everything after it
+    in the tar stream moves."""
+    rng = random.Random(seed)
+    size = total // 100
+    (folder / "base" / f"00000-new-{seed}").write_bytes(rng.randbytes(size // 3) * 3)
+    return size
+
+
 def rest_server(data: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -129,7 +139,7 @@ def cycle(label: str, repo: str, name: str, root: Path, work: Path, folder: Path
     plan = planmod.load(path, env={})
     offsite.Repo(plan).init()
     uploads = []
-    for change in (None, rewrite_files, rewrite_runs):
+    for change in (None, rewrite_files, rewrite_runs, add_file):
         changed = change(folder, total, seed=len(uploads) + len(label)) if change else total
         (root / "note.txt").write_text(f"{label} {len(uploads)}\n")
         gitstate.run(root, "commit", "-qam", f"{label} {len(uploads)}")

@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import tarfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -235,9 +236,67 @@ def zstd_writer(out: BinaryIO):
     # before it) they cost 7% less CPU for 0.001% more output (measured on 2 cores)
     params = zstandard.ZstdCompressionParameters.from_level(ZSTD_LEVEL, threads=-1, job_size=2 << 20,
                                                             overlap_log=1)
-    return zstandard.ZstdCompressor(compression_params=params).stream_writer(
-        out, closefd=False, write_size=CHUNK
-    )
+    return _FrameCutter(zstandard.ZstdCompressor(compression_params=params).stream_writer(
+        out, closefd=False, write_size=CHUNK))
+
+
+USTAR = b"ustar\x0000"  # a POSIX tar header's magic, at offset 257 of its 512-byte block
+FRAME_MIN = 8 << 20
+
+
+class _FrameCutter:
+    """A zstd stream writer whose frames begin at tar members chosen by their own header,
+    so that an archive stays deduplicable (restic, offsite) when files are added or
+    removed. Jobs of the multi-threaded compressor sit at fixed offsets from the start of
+    their frame: in one endless frame, a new file early in the tar stream moved every
+    job after it and the whole archive changed (measured: 1% of a 1 GiB volume added as
+    one file re-sent 103% of the first upload). A frame ends before a member header once
+    FRAME_MIN bytes went into it, when that member is itself that big or the header's
+    crc32 selects it (1 in 16): both depend on the content only, so two archives of
+    nearly the same tree cut at the same members and their frames come out the same.
+    Readers take the concatenated frames as one stream (read_across_frames)."""
+
+    def __init__(self, zw):
+        self.zw, self.pos, self.last_cut = zw, 0, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.zw.__exit__(*exc)
+
+    def write(self, data) -> int:
+        raw = data.tobytes() if isinstance(data, memoryview) else data
+        start, n = 0, len(raw)
+        i = raw.find(USTAR, 257)
+        while i != -1:
+            h = i - 257  # a header wholly inside this write (one spanning two writes is skipped)
+            if h + 512 <= n and (self.pos + h) % 512 == 0 and self.pos + h - self.last_cut >= FRAME_MIN \
+                    and raw[h + 156:h + 157] not in (b"x", b"g") and self._selects(raw[h:h + 512]):
+                if h > start:
+                    self.zw.write(raw[start:h])
+                self.zw.flush(zstandard.FLUSH_FRAME)
+                start, self.last_cut = h, self.pos + h
+            i = raw.find(USTAR, i + 512)
+        if start < n:
+            self.zw.write(raw[start:] if start else raw)
+        self.pos += n
+        return n
+
+    @staticmethod
+    def _selects(header: bytes) -> bool:
+        field = header[124:136]
+        try:
+            size = int.from_bytes(field[1:], "big") if field[0] & 0x80 else int(field.strip(b"\0 ") or b"0", 8)
+        except ValueError:
+            size = 0
+        return size >= FRAME_MIN or zlib.crc32(header) % 16 == 0
+
+    def flush(self, *args):
+        return self.zw.flush(*args)
+
+    def close(self):
+        return self.zw.close()
 
 
 # 1 MiB tar records through 1 MiB pipes instead of 10 KiB through 64 KiB: a hundredth

@@ -132,3 +132,50 @@ def test_scanner_refuses_truncated_and_damaged_archives():
     raw[5] ^= 0x20  # a byte of the name in the header
     with pytest.raises(UndoitError, match="checksum"):
         TarScanner("t").feed(bytes(raw))
+
+
+def _frames(data: bytes) -> list[bytes]:
+    """An archive cut into its zstd frames (by their magic; a chance match inside
+    compressed bytes would only split a frame, making the test stricter)."""
+    magic = b"\x28\xb5\x2f\xfd"
+    starts, i = [], data.find(magic)
+    while i != -1:
+        starts.append(i)
+        i = data.find(magic, i + 4)
+    return [data[a:b] for a, b in zip(starts, starts[1:] + [len(data)])]
+
+
+@pytest.mark.parametrize("writer", ["gnu tar", "python"])
+def test_a_file_added_early_leaves_the_rest_of_the_archive_as_it_was(tmp_path, writer, monkeypatch):
+    """What makes archives deduplicable offsite: frames begin at members chosen by their
+    content, so one new file early in the tree leaves the frames after it byte for byte
+    the same (before, one endless frame changed whole). Frames of 1 MiB here (8 in the
+    kit) keep the tree small; what changes is the frames holding the new files and the
+    headers of their folders (new mtimes)."""
+    import random
+
+    monkeypatch.setattr(archive, "FRAME_MIN", 1 << 20)
+    rng = random.Random(3)
+    src = tmp_path / "tree"
+    (src / "big").mkdir(parents=True)
+    for n in range(24):  # big files, each starting its own frame
+        (src / "big" / f"f{n:02d}").write_bytes(rng.randbytes(512 << 10) * 3)
+    (src / "small").mkdir()
+    for n in range(3000):  # small ones, cut where a header's crc32 selects
+        (src / "small" / f"d{n:04d}").write_bytes(rng.randbytes(rng.randint(1000, 9000)))
+    write = archive.write_host_archive if writer == "gnu tar" else archive.write_host_archive_py
+
+    def pack(name):
+        with open(tmp_path / name, "wb") as f:
+            entries = write(src, f)
+        return (tmp_path / name).read_bytes(), entries
+
+    before, _ = pack("a.tar.zst")
+    (src / "big" / "a-new").write_bytes(rng.randbytes(256 << 10))  # sorts first
+    (src / "small" / "d0100x").write_bytes(b"a new small file\n")
+    after, entries = pack("b.tar.zst")
+    old = set(_frames(before))
+    assert len(_frames(after)) >= 10
+    kept = sum(len(f) for f in _frames(after) if f in old)
+    assert kept >= 0.85 * len(before), (kept, len(before))
+    assert archive.read_listing(tmp_path / "b.tar.zst") == entries  # still one archive to every reader
