@@ -124,8 +124,7 @@ def send(plan, only: str | None = None) -> dict:
         raise UndoitError(f"set {only} is not a complete backup or checkpoint set of {plan.project_name} here")
     sent, added, skipped = [], 0, []
     for s in todo:
-        problems = snapshots.check_set(s, deep=False) or ([records.problem(plan.root, s)]
-                                                          if records.problem(plan.root, s) else [])
+        problems = snapshots.check_set(s, deep=False) or [p for p in [records.problem(plan.root, s)] if p]
         if problems:
             skipped.append(s.id)
             say(f"offsite: {s.id} not sent: {problems[0]}")

@@ -77,7 +77,8 @@ def prune(plan, keep_last: int | None, keep_days: float | None, released: set[st
         raise UndoitError("keep_last must be 1 or more")
     from . import cycles
 
-    _finish_interrupted(plan)
+    if not dry_run:
+        _finish_interrupted(plan)
     try:
         current = cycles.current(plan)[0].tag
     except UndoitError:

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import cycles, engine, gitstate, restore, rollback, snapshots, stackcheck, volumes
+from . import checks, cycles, engine, gitstate, restore, rollback, snapshots, stackcheck, volumes
 from .compose import discover, for_plan
 from .errors import UndoitError
 from .plan import Plan, Procedure
@@ -258,10 +258,13 @@ def _row(pid: str, kind: str, ok: bool, failed: list[str], seconds: float, minut
 def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: set[str],
            up_timeout: int | None) -> dict:
     say(f"--- drill {proc.kind} {proc.id}: {proc.title}")
+    felt = None
     try:
         sandbox.reset()
         if change:
             change(sandbox.plan, proc)
+            felt = _failing_checks(sandbox, proc)
+            say(f"after the change: {', '.join(felt) if felt else 'no check fails'}")
         rec = rollback.execute(sandbox.plan, proc.id, yes=True, reason="rehearsal", source=sandbox.source,
                                sandbox=True, up_timeout=up_timeout)
     except UndoitError as err:
@@ -271,4 +274,22 @@ def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: s
             restored.update(step_def.args["volumes"])
     failed = [f"step {rec['failed_step']['n']} ({rec['failed_step']['do']}): {rec['failed_step']['detail']}"] \
         if rec.get("failed_step") else [f"{c['name']}: {c['reason']}" for c in rec["checks"] if not c["ok"]]
-    return _row(proc.id, proc.kind, rec["outcome"] == "success", failed, rec["seconds"], proc.minutes)
+    return dict(_row(proc.id, proc.kind, rec["outcome"] == "success", failed, rec["seconds"], proc.minutes),
+                felt=felt)
+
+
+def _failing_checks(sandbox: Sandbox, proc: Procedure) -> list[str]:
+    """The procedure's checks that fail once the change is applied: the drill shows the
+    change was felt (a phase whose checks all pass on the broken stack proves nothing)."""
+    run = rollback.prepare(sandbox.plan, proc.id, dry_run=True, yes=True, source=sandbox.source, sandbox=True)
+    run.health_wait = 0  # as the stack is now, not once it settles
+    run.since_iso = "1970-01-01T00:00:00Z"
+    before = {v.name for v in sandbox.client.volumes.list()}
+    try:
+        return [r.name for r in checks.run_all(run, run.proc.checks) if not r.ok]
+    finally:
+        # a check that mounts a volume the change removed makes the engine create an
+        # empty one with no compose label, which the rollback would rightly refuse
+        for v in sandbox.client.volumes.list():
+            if v.name not in before and v.name.startswith(sandbox.plan.project_name):
+                v.remove(force=True)

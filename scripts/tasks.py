@@ -312,9 +312,10 @@ def backup_tasks(plan: Plan):
             backup.backup(plan, include_dirty=_flag("include_dirty"), strict=_flag("strict"),
                           save_images=_flag("save_images"))
         if _flag("offsite") or (plan.offsite is not None and plan.offsite.after_backup):
-            from . import offsite
+            from . import lock, offsite, rollback
 
-            offsite.send(plan)
+            with lock.held(rollback.lock_path(plan), "offsite", shared=True):
+                offsite.send(plan)
 
     def run_verify():
         backup.verify(plan, get_var("set", None) or None)
@@ -447,9 +448,14 @@ def offsite_tasks(plan: Plan):
     from . import offsite
 
     def run_offsite():
-        if _flag("init"):
-            offsite.Repo(plan).init()
-        offsite.send(plan, get_var("set", None) or None)
+        from . import lock, rollback
+
+        # shared: a prune (exclusive) must not remove a set while restic reads it; a
+        # rehearsal may run alongside
+        with lock.held(rollback.lock_path(plan), "offsite", shared=True):
+            if _flag("init"):
+                offsite.Repo(plan).init()
+            offsite.send(plan, get_var("set", None) or None)
 
     def run_fetch():
         from . import lock, rollback
