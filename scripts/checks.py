@@ -185,7 +185,10 @@ def exec_(run, check: Check) -> tuple[bool, str]:
         out = run.compose.exec(check.args["service"], *check.args["argv"], user=check.args.get("user"),
                                timeout=run.command_timeout)
     except UndoitError as err:
-        return False, str(err)[-200:]
+        # the command as the plan wrote it, and how it failed: not compose's long prefix
+        msg = str(err)
+        how = msg[msg.index("failed (exit"):] if "failed (exit" in msg else msg
+        return False, f"{argv_line(check.args['argv'])} in {check.args['service']} {how}"[:600]
     ok, why = _expect(check, out)
     return ok, why or f"command in {check.args['service']} succeeded"
 

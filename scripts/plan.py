@@ -33,6 +33,14 @@ STEP_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "exec": ({"service", "argv"}, {"user"}),
     "note": ({"text"}, set()),
 }
+# what a phase's change may do to the running stack: the same vocabulary minus the
+# restores (a change moves forward; only a rollback restores), plus removing a volume
+# the change does away with. A change's `up` and `restart` do not wait for health: a
+# change may break it, and the checks read afterwards are how the drill sees that.
+CHANGE_STEP_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    **{k: v for k, v in STEP_KEYS.items() if k not in ("restore-files", "restore-volumes", "note")},
+    "remove-volumes": ({"volumes"}, set()),
+}
 # check type -> (required keys, optional keys); every check may also carry a `name`
 CHECK_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "container-count": ({"expect"}, set()),
@@ -77,6 +85,17 @@ class Check:
 
 
 @dataclass(frozen=True)
+class Change:
+    """What a phase changes, so a rehearsal can apply it: the commits of `ref` (a branch,
+    tag or commit: those not in HEAD; or a range A..B), then `steps` on the stack, then
+    `settle` seconds for healthchecks to notice before the checks are read."""
+
+    ref: str | None = None
+    steps: tuple[Step, ...] = ()
+    settle: float = 0
+
+
+@dataclass(frozen=True)
 class Procedure:
     """A phase rollback, the full rollback or a partial scenario: steps then checks."""
 
@@ -92,6 +111,7 @@ class Procedure:
     rolls_back: tuple[str, ...] = ()
     steps: tuple[Step, ...] = ()
     checks: tuple[Check, ...] = ()
+    change: Change | None = None  # phases only: what the rehearsal applies before rolling back
 
     @property
     def minutes(self) -> int | None:
@@ -442,8 +462,8 @@ def _offsite(r: "_Reader", path: Path, raw) -> Offsite | None:
     return Offsite(repo, pw_file, pw_env, r.bool_("offsite", t, "after_backup"), subset)
 
 
-# the plan's real shape: [[phase]] > steps > a step > argv (or env) > a value, and one spare
-MAX_DEPTH = 6
+# the plan's real shape: [[phase]] > a phase > change > steps > a step > argv (or env) > a value
+MAX_DEPTH = 7
 
 
 def _depth(value, level: int = 0) -> int:
@@ -463,6 +483,10 @@ def _depth(value, level: int = 0) -> int:
 
 # git's own rules for a ref name (git check-ref-format), for branch and tag templates
 _BAD_REF = re.compile(r"(^[-/.]|/\.|\.\.|[\x00-\x20\x7f~^:?*\[\\]|@\{|//|/$|\.$|\.lock$|\.lock/)")
+
+
+# a revision git can resolve (main, v1.2, a1b2c3, main~2): never an option, never blank
+_REVISION = re.compile(r"[^-.\s][^\s\x00-\x1f\x7f]*")
 
 
 def _ref_template(r: "_Reader", table: str, data: dict, key: str, default: str) -> str:
@@ -511,6 +535,7 @@ class _Context:
             {"title"} | ({"id"} if kind != "full" else set()),
             {"risk", "duration", "triggers", "ref", "volumes", "steps", "checks"}
             | ({"keeps", "rolls_back"} if kind == "scenario" else set())
+            | ({"change"} if kind == "phase" else set())
             | ({"id"} if kind == "full" else set()),
         )
         pid = r.str_(label, spec, "id", "full")
@@ -541,11 +566,28 @@ class _Context:
                 self.check(f"{table}.checks[{i}]", c)
                 for i, c in enumerate(_array(r, f"{table}.checks", spec.get("checks", [])))
             ),
+            change=self.change(f"{table}.change", spec["change"]) if "change" in spec else None,
         )
 
-    def step(self, table: str, spec: Any) -> Step:
-        kind = self._type(table, spec, "do", STEP_KEYS)
-        required, optional = STEP_KEYS[kind]
+    def change(self, table: str, spec: Any) -> Change:
+        r = self.r
+        r.keys(table, spec, set(), {"ref", "steps", "settle"})
+        ref = spec.get("ref")
+        if ref is not None and (not isinstance(ref, str) or ref.count("..") > 1
+                                or not all(_REVISION.fullmatch(part) for part in ref.split(".."))):
+            raise r.fail(table, "ref", f"{ref!r}: a branch, tag or commit, or a range A..B")
+        settle = spec.get("settle", 0)
+        if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not 0 <= settle <= 600:
+            raise r.fail(table, "settle", "must be a number of seconds between 0 and 600")
+        steps = tuple(self.step(f"{table}.steps[{i}]", s, CHANGE_STEP_KEYS)
+                      for i, s in enumerate(_array(r, f"{table}.steps", spec.get("steps", []))))
+        if ref is None and not steps:
+            raise r.fail(table, None, "names neither a ref nor steps: nothing to apply")
+        return Change(ref=ref, steps=steps, settle=settle)
+
+    def step(self, table: str, spec: Any, kinds: dict = STEP_KEYS) -> Step:
+        kind = self._type(table, spec, "do", kinds)
+        required, optional = kinds[kind]
         self.r.keys(table, spec, required | {"do"}, optional)
         args = {k: v for k, v in spec.items() if k != "do"}
         self._refs(table, args)

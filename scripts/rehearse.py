@@ -24,9 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import checks, cycles, engine, gitstate, restore, rollback, snapshots, stackcheck, volumes
+from . import changes, checks, cycles, junit, engine, gitstate, restore, rollback, snapshots, stackcheck, volumes
 from .compose import discover, for_plan
-from .errors import UndoitError
+from .errors import NO_BACKUP, UndoitError
 from .plan import Plan, Procedure
 from .progress import say
 
@@ -204,7 +204,8 @@ def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
         say(f"rehearsing {why}")
     problems = snapshots.check_set(source, deep=False)
     if problems:
-        raise UndoitError(f"the backup being rehearsed ({source.id}) is broken: {problems[0]}")
+        raise UndoitError(f"the backup being rehearsed ({source.id}) is broken: {problems[0]}",
+                          exit_code=NO_BACKUP)
     procs = procedures(plan, only)
     started = time.monotonic()
     rows = []
@@ -242,6 +243,7 @@ def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     report["path"] = str(path)
+    report["junit"] = str(junit.write(report, path.with_suffix(".xml")))
     return report
 
 
@@ -258,30 +260,62 @@ def _row(pid: str, kind: str, ok: bool, failed: list[str], seconds: float, minut
 def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: set[str],
            up_timeout: int | None) -> dict:
     say(f"--- drill {proc.kind} {proc.id}: {proc.title}")
-    felt = None
+    felt, applied, declared = None, [], changes.phases_of(sandbox.plan, proc)
     try:
         sandbox.reset()
-        if change:
+        if declared:
+            run = _side_run(sandbox, proc)
+            for phase in declared:
+                applied.append((phase, changes.apply(sandbox.tree, sandbox.live.root, run, phase)))
+                say(f"applied the change of {applied[-1][1].line()}")
+        elif change:
             change(sandbox.plan, proc)
+        if declared or change:
             felt = _failing_checks(sandbox, proc)
             say(f"after the change: {', '.join(felt) if felt else 'no check fails'}")
         rec = rollback.execute(sandbox.plan, proc.id, yes=True, reason="rehearsal", source=sandbox.source,
                                sandbox=True, up_timeout=up_timeout)
     except UndoitError as err:
-        return _row(proc.id, proc.kind, False, [f"drill could not run: {err}"], 0.0, proc.minutes)
+        row = _row(proc.id, proc.kind, False, [f"drill could not run: {err}"], 0.0, proc.minutes)
+        return dict(row, felt=felt, change=_change_label(declared, change), reapplied=None)
     for step_def in proc.steps:
         if step_def.do == "restore-volumes" and rec["outcome"] == "success":
             restored.update(step_def.args["volumes"])
     failed = [f"step {rec['failed_step']['n']} ({rec['failed_step']['do']}): {rec['failed_step']['detail']}"] \
         if rec.get("failed_step") else [f"{c['name']}: {c['reason']}" for c in rec["checks"] if not c["ok"]]
-    return dict(_row(proc.id, proc.kind, rec["outcome"] == "success", failed, rec["seconds"], proc.minutes),
-                felt=felt)
+    reapplied = None
+    if applied and rec["outcome"] == "success":
+        # forward again from the rolled-back stack: what fails here, the rollback left behind
+        try:
+            run = _side_run(sandbox, proc)
+            for phase, done in applied:
+                changes.reapply(sandbox.tree, run, phase, done)
+            reapplied = True
+            say("the change applies again after the rollback")
+        except UndoitError as err:
+            reapplied = False
+            failed.append(f"re-applying the change after the rollback failed: {err}")
+    return dict(_row(proc.id, proc.kind, rec["outcome"] == "success" and reapplied is not False, failed,
+                     rec["seconds"], proc.minutes),
+                felt=felt, change=_change_label(declared, change), reapplied=reapplied)
+
+
+def _change_label(declared: list[Procedure], change: Change | None) -> str | None:
+    if declared:
+        return ", ".join(f"{p.id}: {p.change.ref or 'steps only'}" for p in declared)
+    return "the demo's own changes" if change else None
+
+
+def _side_run(sandbox: Sandbox, proc: Procedure):
+    """A run in the sandbox that changes nothing by itself: what change steps and the
+    felt checks execute with (its compose, engine client, timeouts)."""
+    return rollback.prepare(sandbox.plan, proc.id, dry_run=True, yes=True, source=sandbox.source, sandbox=True)
 
 
 def _failing_checks(sandbox: Sandbox, proc: Procedure) -> list[str]:
     """The procedure's checks that fail once the change is applied: the drill shows the
     change was felt (a phase whose checks all pass on the broken stack proves nothing)."""
-    run = rollback.prepare(sandbox.plan, proc.id, dry_run=True, yes=True, source=sandbox.source, sandbox=True)
+    run = _side_run(sandbox, proc)
     run.health_wait = 0  # as the stack is now, not once it settles
     run.since_iso = "1970-01-01T00:00:00Z"
     before = {v.name for v in sandbox.client.volumes.list()}

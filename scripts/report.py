@@ -56,14 +56,18 @@ def rehearsal_table(report: dict) -> None:
     from rich.table import Table
 
     t = Table(title=f"rehearsal of set {report['set']} in {report['rehearsal']} ({report['seconds']} s)")
-    for col in ("procedure", "result", "failed checks", "recovery time", "runbook estimate", "ratio"):
+    for col in ("procedure", "change", "result", "failed", "recovery time", "runbook estimate", "ratio"):
         t.add_column(col)
     for r in report["rows"]:
         est = f"{r['runbook_minutes']} min" if r["runbook_minutes"] else "-"
         ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
-        t.add_row(r["procedure"], "PASS" if r["ok"] else "FAIL", "; ".join(r["failed"])[:200] or "-",
-                  f"{r['seconds']:.1f} s", est, ratio)
+        t.add_row(r["procedure"], change_cell(r), "PASS" if r["ok"] else "FAIL",
+                  f"{len(r['failed'])} (below)" if r["failed"] else "-", f"{r['seconds']:.1f} s", est, ratio)
     console().print(t)
+    # whole, never cut at a column's width: the reason is what the reader acts on
+    for r in report["rows"]:
+        for reason in r["failed"]:
+            print(f"FAIL {r['procedure']}: {reason}")
     proven, held = report["archives_proven"], report.get("archives", report["archives_proven"])
     missed = [k for k in held if k not in proven]
     if missed:
@@ -72,3 +76,16 @@ def rehearsal_table(report: dict) -> None:
     else:
         print(f"every archive of set {report['set']} restored and compared: {', '.join(proven)}")
     print(f"report: {report['path']}")
+
+
+def change_cell(row: dict) -> str:
+    """What the drill showed of the change: felt (checks failing once applied), re-applied."""
+    if row.get("kind") == "proof":
+        return "-"
+    if not row.get("change"):
+        return "no change rehearsed"
+    felt = row.get("felt")
+    parts = [f"felt by {len(felt)} check(s)" if felt else ("NOT felt by any check" if felt is not None else "not applied")]
+    if row.get("reapplied") is not None:
+        parts.append("re-applied" if row["reapplied"] else "re-apply FAILED")
+    return ", ".join(parts)

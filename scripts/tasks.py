@@ -5,12 +5,22 @@ from __future__ import annotations
 from doit import get_var
 from doit.exceptions import TaskFailed
 
+from . import errors
 from .errors import UndoitError
 from .plan import Plan
 
 
 def _terminated(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _exit(message: str, code: int):
+    """End doit with the kit's own exit code (errors.py): doit's runner lets SystemExit
+    through after closing its state, where a failed task would always exit 1."""
+    import sys
+
+    print(f"undoit: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
 
 
 def action(fn, *args, **kwargs):
@@ -28,12 +38,14 @@ def action(fn, *args, **kwargs):
         try:
             result = fn(*args, **kwargs)
         except UndoitError as err:
-            return TaskFailed(str(err))
+            if err.exit_code == errors.FAILED:
+                return TaskFailed(str(err))
+            _exit(str(err), err.exit_code)
         except KeyboardInterrupt as err:
             # every finally on the way out has run: one line, no traceback
             how = "SIGTERM" if "signal" in str(err) else "Ctrl-C"
-            return TaskFailed(f"interrupted ({how}); whatever it left unfinished, the next kit command "
-                              "(or `doit repair`) puts right first")
+            _exit(f"interrupted ({how}); whatever it left unfinished, the next kit command "
+                  "(or `doit repair`) puts right first", errors.INTERRUPTED)
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
@@ -200,14 +212,17 @@ def _conclude(plan: Plan, rec: dict):
     for who, contact in plan.contacts.items():
         say(f"contact: {who}: {contact}")
     what = f"step {failed['n']} ({failed['do']}) failed" if failed else "checks failed"
-    return TaskFailed(f"rollback {rec['procedure']}: {what}; see {plan.log_path}")
+    raise UndoitError(f"rollback {rec['procedure']}: {what}; see {plan.log_path}", exit_code=errors.ROLLBACK_FAILED)
 
 
 def _verified(plan: Plan, pid: str) -> dict:
     from . import rollback
 
     def run():
-        choice = rollback.verified_choice(plan, pid, get_var("set", None) or None)
+        try:
+            choice = rollback.verified_choice(plan, pid, get_var("set", None) or None)
+        except UndoitError as err:
+            raise UndoitError(str(err), exit_code=max(err.exit_code, errors.NO_BACKUP)) from None
         print(f"{pid}: restores set {choice.set.id} ({choice.set_source}) and files from {choice.ref} "
               f"({choice.ref_source}): checksums match")
 
@@ -427,7 +442,8 @@ def rehearse_task(plan: Plan) -> dict:
         rehearsal_table(report)
         if not report["ok"]:
             bad = [r["procedure"] for r in report["rows"] if not r["ok"]]
-            return TaskFailed(f"rehearsal failed for {', '.join(bad)}; see {report['path']}")
+            raise UndoitError(f"rehearsal failed for {', '.join(bad)}; see {report['path']} "
+                              f"(JUnit: {report['junit']})", exit_code=errors.DRILL_FAILED)
         return None
 
     # no backup here: a backup may stop live services (quiesce), and a rehearsal must

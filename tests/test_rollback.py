@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scripts import archive, backup, gitstate, lock, rollback, runlog, snapshots, volumes
-from scripts.errors import UndoitError
+from scripts.errors import NO_BACKUP, ROLLBACK_FAILED, UndoitError
 
 from .conftest import KIT, make_stack, sweep, unique, volume_path
 
@@ -237,7 +237,7 @@ def test_volume_network_and_command_steps(docker_client, eng):
 def test_no_baseline_refuses_and_changes_nothing(docker_client, eng):
     before = fingerprint(docker_client, eng)
     res = doit(eng, "rollback:vol")
-    assert res.returncode != 0
+    assert res.returncode == NO_BACKUP  # README "Exit codes"
     assert "no verified backup: run `doit backup` before the change" in res.stdout + res.stderr
     assert fingerprint(docker_client, eng) == before
     assert not eng.snapshots_dir.exists() or not snapshots.all_sets(eng.snapshots_dir)  # no backup taken
@@ -252,7 +252,7 @@ def test_corrupted_baseline_refuses_before_any_change(docker_client, eng):
     (volume_path(docker_client, eng, "files") / "doc.txt").write_text("live\n")
     before = fingerprint(docker_client, eng)
     res = doit(eng, "rollback:vol")
-    assert res.returncode != 0
+    assert res.returncode == NO_BACKUP
     assert "no verified backup" in res.stdout + res.stderr and "files.tar.zst" in res.stdout + res.stderr
     assert fingerprint(docker_client, eng) == before
 
@@ -325,7 +325,7 @@ def test_dry_run_changes_nothing_and_real_run_still_runs(docker_client, eng):
 def test_secrets_never_reach_output_log_or_report(docker_client, eng):
     backup.backup(eng)
     res = doit(eng, "rollback:cmd", f"reason=secret is {CANARY}")
-    assert res.returncode != 0  # its last check fails on purpose
+    assert res.returncode == ROLLBACK_FAILED  # its last check fails on purpose
     assert CANARY in (eng.root / ".env").read_text()
     assert CANARY not in res.stdout + res.stderr
     assert CANARY not in eng.log_path.read_text()

@@ -1,0 +1,262 @@
+"""A phase names its change (git ref + steps) and the rehearsal applies it, sees it felt,
+rolls it back, and applies it again; on a project of the tests' own: a Postgres with a
+migration that drops a table and a service whose healthcheck a config change breaks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts import changes, gitstate
+from scripts import plan as planmod
+from scripts.compose import for_plan
+from scripts.errors import DRILL_FAILED, UndoitError
+
+from .conftest import KIT, make_stack, sweep, unique
+
+COMPOSE = """\
+services:
+  books:
+    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/postgres:15
+    pull_policy: never
+    network_mode: none
+    environment: {POSTGRES_DB: ledger}
+    volumes: [pgdata:/var/lib/postgresql/data, ./migrations:/migrations:ro]
+    stop_signal: SIGINT
+    healthcheck:
+      test: ["CMD", "pg_isready", "-q", "-U", "postgres", "-d", "ledger"]
+      interval: 1s
+      retries: 60
+  shop:
+    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
+    pull_policy: never
+    network_mode: none
+    volumes: [./conf:/conf:ro]
+    stop_grace_period: 1s
+    healthcheck:
+      # reads its config live: the change breaks it without a restart
+      test: ["CMD", "grep", "-q", "^mode=on$$", "/conf/shop.conf"]
+      interval: 1s
+      retries: 3
+volumes:
+  pgdata: {}
+"""
+
+MIGRATE = ["psql", "-U", "postgres", "-d", "ledger", "-v", "ON_ERROR_STOP=1", "-q", "-f"]
+
+PLAN = """\
+[project]
+name = "{name}"
+root = "{root}"
+services = ["books", "shop"]
+reports = "{reports}"
+log = "{log}"
+
+[backup]
+snapshots = "{snapshots}"
+
+[volumes.pgdata]
+services = ["books"]
+quiesce = "stop"
+
+[[phase]]
+id = "migrate"
+title = "orders table dropped by migration 002"
+steps = [
+  {{ do = "stop", services = ["books"] }},
+  {{ do = "restore-files", paths = ["migrations"] }},
+  {{ do = "restore-volumes", volumes = ["pgdata"] }},
+  {{ do = "up" }},
+]
+checks = [
+  {{ check = "exec", name = "orders", service = "books", expect = "3", argv = ["psql", "-U", "postgres", "-d", "ledger", "-Atc", "select count(*) from orders"] }},
+]
+[phase.change]
+ref = "main..release~1"
+steps = [{{ do = "exec", service = "books", argv = %(migrate)s }}]
+
+[[phase]]
+id = "config"
+title = "shop switched off by its config"
+change = {{ ref = "release~1..release", settle = 4 }}
+steps = [{{ do = "restore-files", paths = ["conf"] }}, {{ do = "up" }}]
+checks = [{{ check = "healthy", services = ["shop"] }}]
+
+[[phase]]
+id = "forgetful"
+title = "the migration again, by a plan that forgets the volume"
+steps = [{{ do = "restore-files", paths = ["migrations"] }}, {{ do = "up" }}]
+checks = [
+  {{ check = "exec", name = "orders", service = "books", expect = "3", argv = ["psql", "-U", "postgres", "-d", "ledger", "-Atc", "select count(*) from orders"] }},
+]
+[phase.change]
+ref = "main..release~1"
+steps = [{{ do = "exec", service = "books", argv = %(migrate)s }}]
+
+[[phase]]
+id = "untouched"
+title = "a phase with no change named"
+steps = [{{ do = "up" }}]
+checks = [{{ check = "healthy" }}]
+
+[full]
+title = "everything"
+steps = [{{ do = "up" }}]
+""" % {"migrate": json.dumps(MIGRATE + ["/migrations/002_drop_orders.sql"])}
+
+WORKFLOW = KIT / "examples" / "github-actions-rehearse.yml"
+
+
+# ---------------------------------------------------------------------------- pure: the plan
+
+def _plan(tmp_path: Path, phase_extra: str):
+    (tmp_path / "p.toml").write_text(
+        f'[project]\nname = "x"\nroot = "{tmp_path}"\nservices = ["a"]\n'
+        f'[[phase]]\nid = "p1"\ntitle = "t"\n{phase_extra}\n[full]\ntitle = "f"\n')
+    return planmod.load(tmp_path / "p.toml", env={})
+
+
+@pytest.mark.parametrize("extra, why", [
+    ('change = { ref = "--upload-pack=x" }', "a branch, tag or commit"),
+    ('change = { ref = "a..b..c" }', "a branch, tag or commit"),
+    ('change = { }', "nothing to apply"),
+    ('change = { ref = "x", settle = -1 }', "seconds"),
+    ('change = { ref = "x", steps = [{ do = "restore-volumes", volumes = [] }] }', "unknown type"),
+    ('change = { ref = "x", wat = 1 }', "wat"),
+])
+def test_a_bad_change_is_a_plan_error_naming_the_key(tmp_path, extra, why):
+    with pytest.raises(UndoitError) as info:
+        _plan(tmp_path, extra)
+    assert why in str(info.value) and "phase.p1.change" in str(info.value) and info.value.exit_code == 2
+
+
+def test_which_changes_a_drill_applies(tmp_path):
+    (tmp_path / "p.toml").write_text(
+        f'[project]\nname = "x"\nroot = "{tmp_path}"\nservices = ["a"]\n'
+        '[[phase]]\nid = "p1"\ntitle = "t"\nchange = { ref = "c1" }\n'
+        '[[phase]]\nid = "p2"\ntitle = "t"\n'
+        '[[phase]]\nid = "p3"\ntitle = "t"\nchange = { ref = "main~2..main", steps = [{ do = "up" }] }\n'
+        '[full]\ntitle = "f"\n'
+        '[[scenario]]\nid = "s"\ntitle = "t"\nkeeps = ["p1"]\nrolls_back = ["p2", "p3"]\n')
+    plan = planmod.load(tmp_path / "p.toml", env={})
+    ids = lambda pid: [p.id for p in changes.phases_of(plan, plan.procedure(pid))]  # noqa: E731
+    assert ids("p1") == ["p1"] and ids("p2") == [] and ids("full") == ["p1", "p3"] and ids("s") == ["p3"]
+    assert plan.procedure("p3").change.ref == "main~2..main"
+
+
+def test_the_change_applies_as_one_diff_and_refuses_what_no_longer_fits(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "a.txt").write_text("one\n")
+    gitstate.init(root, "base")
+    gitstate.run(root, "checkout", "-q", "-b", "feature")
+    (root / "a.txt").write_text("two\n")
+    (root / "b.txt").write_text("new\n")
+    gitstate.run(root, "add", "-A")
+    gitstate.run(root, "commit", "-q", "-m", "feature")
+    gitstate.run(root, "checkout", "-q", "main")
+    (root / "c.txt").write_text("main moved on\n")  # HEAD gained a commit the branch lacks
+    gitstate.run(root, "add", "-A")
+    gitstate.run(root, "commit", "-q", "-m", "later")
+    plan = _plan(tmp_path, 'change = { ref = "feature" }')
+    tip, files = changes.apply_files(root, root, plan.procedure("p1"))
+    assert files == 2 and gitstate.head(root) == tip
+    assert (root / "a.txt").read_text() == "two\n" and (root / "b.txt").exists()
+    assert (root / "c.txt").exists(), "HEAD's own later commit was undone by the change"
+    # applied again: already there, nothing to do
+    assert changes.apply_files(root, root, plan.procedure("p1")) == (tip, 0)
+    # HEAD changed the same line another way: the change no longer fits
+    gitstate.run(root, "reset", "--hard", "-q", "HEAD~1")
+    (root / "a.txt").write_text("three\n")
+    gitstate.run(root, "commit", "-q", "-am", "a.txt differently")
+    with pytest.raises(UndoitError, match="does not apply to HEAD"):
+        changes.apply_files(root, root, plan.procedure("p1"))
+    assert not gitstate.dirty(root), "a change that did not apply left the tree half changed"
+
+
+# ---------------------------------------------------------------------------- real engine
+
+
+@pytest.fixture
+def shop(docker_client, kit_images, tmp_path):
+    name = unique("chg")
+    try:
+        plan = make_stack(name, tmp_path, COMPOSE, PLAN, files={
+            "conf/shop.conf": "mode=on\n",
+            "migrations/001_orders.sql": "create table orders(id int);\n"})
+        compose = for_plan(plan)
+        compose.exec("books", *MIGRATE, "/migrations/001_orders.sql")
+        compose.exec("books", "psql", "-U", "postgres", "-d", "ledger", "-qc",
+                     "insert into orders select generate_series(1, 3)")
+        # the team's next release, on a branch: a migration, then a config change
+        root = plan.root
+        gitstate.run(root, "checkout", "-q", "-b", "release")
+        (root / "migrations" / "002_drop_orders.sql").write_text("drop table orders;\n")
+        gitstate.run(root, "add", "-A")
+        gitstate.run(root, "commit", "-q", "-m", "002: orders go")
+        (root / "conf" / "shop.conf").write_text("mode=off\n")
+        gitstate.run(root, "commit", "-q", "-am", "shop off")
+        gitstate.run(root, "checkout", "-q", "main")
+        yield plan
+    finally:
+        sweep(docker_client, name)
+
+
+def _workflow_commands() -> list[str]:
+    """The example workflow's `run:` lines that call the kit."""
+    return [m.group(1).strip() for m in re.finditer(r"(?m)^\s+- run: (doit .*)$", WORKFLOW.read_text())]
+
+
+@pytest.mark.docker
+def test_rehearsal_applies_each_change_sees_it_felt_rolls_back_and_reapplies(docker_client, shop):
+    from junitparser import Failure, JUnitXml
+
+    commands = _workflow_commands()
+    assert [c.split()[-1] for c in commands] == ["backup", "rehearse"], commands
+    env = dict(os.environ, UNDOIT_PLAN=str(shop.path), UNDOIT_KIT=str(KIT), CI="true",
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    # the workflow's own commands, as the workflow runs them
+    backup = subprocess.run(["bash", "-c", commands[0]], env=env, capture_output=True, text=True, timeout=300)
+    assert backup.returncode == 0, backup.stdout[-3000:] + backup.stderr[-2000:]
+    res = subprocess.run(["bash", "-c", commands[1] + " only=migrate,config,forgetful,untouched"], env=env,
+                         capture_output=True, text=True, timeout=900)
+    out = res.stdout + res.stderr
+    assert res.returncode == DRILL_FAILED, out[-4000:]  # forgetful fails, and says so with its own code
+
+    json_path = max(shop.reports_dir.glob("rehearsal-*.json"))
+    report = json.loads(json_path.read_text())
+    rows = {r["procedure"]: r for r in report["rows"]}
+    for pid in ("migrate", "config"):
+        assert rows[pid]["ok"], rows[pid]
+        assert rows[pid]["reapplied"] is True, rows[pid]
+    assert rows["migrate"]["felt"] == ["orders"]
+    assert rows["config"]["felt"] == ["healthy"]
+    bad = rows["forgetful"]
+    assert not bad["ok"] and bad["felt"] == ["orders"] and bad["reapplied"] is None
+    assert any(f.startswith("orders:") for f in bad["failed"]), bad
+    assert rows["untouched"]["ok"] and rows["untouched"]["change"] is None
+    assert "no change rehearsed" in out
+    assert re.search(r"FAIL forgetful: orders: .*", out), out[-3000:]  # the whole reason, below the table
+    assert report["archives_proven"] == ["pgdata"]
+
+    # the live stack never saw the change
+    compose = for_plan(shop)
+    assert compose.exec("books", "psql", "-U", "postgres", "-d", "ledger", "-Atc",
+                        "select count(*) from orders").strip() == "3"
+    assert (shop.root / "conf" / "shop.conf").read_text() == "mode=on\n"
+    assert not (shop.root / "migrations" / "002_drop_orders.sql").exists()
+
+    # the JUnit file, read by a JUnit reader: a case per drill, a failure per reason
+    xml = JUnitXml.fromfile(str(json_path.with_suffix(".xml")))
+    cases = {c.name: c for suite in xml for c in suite}
+    assert {"migrate", "config", "forgetful", "untouched"} <= set(cases)
+    assert cases["migrate"].is_passed and cases["config"].is_passed and cases["untouched"].is_passed
+    failures = [r for r in cases["forgetful"].result if isinstance(r, Failure)]
+    assert failures and failures[0].message.startswith("orders:")
+    assert xml.failures == sum(1 for r in report["rows"] if not r["ok"]) == 1
