@@ -24,7 +24,6 @@ sys.path.insert(0, str(KIT))
 from scripts import backup, demo, engine, rehearse  # noqa: E402
 from scripts import plan as planmod  # noqa: E402
 from scripts.compose import for_plan  # noqa: E402
-from scripts.tasks import demo_drill_change  # noqa: E402
 
 sys.path.insert(0, str(KIT / "bench"))
 from common import remove_pins  # noqa: E402
@@ -45,7 +44,7 @@ def main() -> None:
         plan = planmod.load(demo.copy_plan(tmp, name), env={})
         demo.up(plan)
         backup.backup(plan)
-        report = rehearse.rehearse(plan, only=args.only, change=demo_drill_change)
+        report = rehearse.rehearse(plan, only=args.only)
         timed = [r for r in report["rows"] if r["runbook_minutes"]]
         print(f"{'drill':<14} {'ok':<4} {'seconds':>8} {'runbook':>8} {'ratio':>7}")
         for r in timed:

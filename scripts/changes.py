@@ -1,12 +1,13 @@
 """A phase's change, applied in a rehearsal's sandbox: its commits, then its steps.
 
-The commits are taken as one difference (`git diff BASE TIP`, BASE = HEAD for a plain
-ref) applied three-way onto the sandbox's worktree and committed there: a branch with
-merges or a range from the middle of a longer history applies the same way, and a
-change that no longer fits HEAD fails with git's own words instead of half-applying.
-The steps then bring the sandbox's stack in line, as the team would after merging.
+The commits are cherry-picked onto the sandbox's HEAD as they are (a phase of two
+commits stays two, so a plan that assumed one, the runbook's `HEAD~1`, fails its drill
+as it would fail for real); a range holding merges is applied as one three-way diff
+instead. A change that no longer fits HEAD fails with the files in conflict, and the
+worktree is put back as it was. The steps then bring the sandbox's stack in line, as
+the team would after merging.
 
-Only ever run against a sandbox: nothing here looks at the live project.
+The kit runs this only in a sandbox (tests also apply it to throwaway demos).
 """
 
 from __future__ import annotations
@@ -36,10 +37,14 @@ class Applied:
 
 def phases_of(plan: Plan, proc: Procedure) -> list[Procedure]:
     """The phases whose changes a drill of proc applies: the phase itself; for a scenario
-    the phases it rolls back; for the full rollback every phase; in plan order."""
+    the phases it rolls back (or its `rehearse_changes`); for the full rollback every
+    phase; in plan order."""
     if proc.kind == "phase":
         return [proc] if proc.change else []
-    wanted = set(proc.rolls_back) if proc.kind == "scenario" else {p.id for p in plan.phases}
+    if proc.kind == "scenario":
+        wanted = set(proc.rolls_back if proc.rehearse_changes is None else proc.rehearse_changes)
+    else:
+        wanted = {p.id for p in plan.phases}
     return [p for p in plan.phases if p.change and p.id in wanted]
 
 
@@ -65,24 +70,33 @@ def _git(root: Path, *args: str, stdin: bytes | None = None) -> bytes:
 
 
 def apply_files(tree: Path, root: Path, phase: Procedure) -> tuple[str, int]:
-    """The change's commits as one commit on the sandbox's HEAD; (new HEAD, files changed)."""
+    """The change's commits on the worktree's HEAD; (new HEAD, files changed)."""
+    before = gitstate.head(tree)
     if not phase.change.ref:
-        return gitstate.head(tree), 0
+        return before, 0
     base, tip = _range(root, phase.change.ref)
-    patch = _git(tree, "diff", "--binary", "--full-index", "--no-renames", base, tip)
-    if not patch.strip():
-        return gitstate.head(tree), 0
-    files = len(_git(tree, "diff", "--name-only", "--no-renames", base, tip).splitlines())
+    span = f"{base}..{tip}"
+    if gitstate.run(tree, "rev-list", "--count", span) == "0":
+        return before, 0
     try:
-        _git(tree, "apply", "--3way", "--index", "--whitespace=nowarn", stdin=patch)
+        if gitstate.run(tree, "rev-list", "--merges", span):
+            _git(tree, "apply", "--3way", "--index", "--whitespace=nowarn",
+                 stdin=_git(tree, "diff", "--binary", "--full-index", base, tip))
+            if gitstate.run(tree, "diff", "--cached", "--name-only"):
+                gitstate.run(tree, "commit", "--quiet", "--no-verify", "-m",
+                             f"{phase.id}: change {phase.change.ref} (as one diff: it holds merges)")
+        else:
+            gitstate.run(tree, "cherry-pick", "--allow-empty", "--keep-redundant-commits", span)
     except UndoitError as err:
-        gitstate.run(tree, "reset", "--hard", "--quiet", "HEAD")
-        raise UndoitError(f"change of {phase.id} ({phase.change.ref}) does not apply to HEAD: {err}") from None
-    if not gitstate.run(tree, "diff", "--cached", "--name-only"):
-        return gitstate.head(tree), 0  # HEAD already holds it
-    gitstate.run(tree, "commit", "--quiet", "--no-verify", "-m",
-                 f"{phase.id}: change {phase.change.ref}, applied by undoit rehearse")
-    return gitstate.head(tree), files
+        conflicts = gitstate.run(tree, "diff", "--name-only", "--diff-filter=U").split()
+        try:
+            gitstate.run(tree, "cherry-pick", "--abort")
+        except UndoitError:
+            pass  # it was the diff, or nothing was started
+        gitstate.run(tree, "reset", "--hard", "--quiet", before)
+        why = f"conflict in {', '.join(conflicts)}" if conflicts else str(err)
+        raise UndoitError(f"change of {phase.id} ({phase.change.ref}) does not apply to HEAD: {why}") from None
+    return gitstate.head(tree), len(gitstate.run(tree, "diff", "--name-only", before, "HEAD").splitlines())
 
 
 def run_steps(run, phase: Procedure) -> None:
@@ -93,8 +107,14 @@ def run_steps(run, phase: Procedure) -> None:
             _step(run, step)
         except UndoitError as err:
             raise UndoitError(f"change of {phase.id}, step {i} ({step.do}): {err}") from None
-    if phase.change.settle:
-        time.sleep(phase.change.settle)
+
+
+def settle(phases: list[Procedure]) -> None:
+    """Once all changes are in: the longest settle any of them asks for, so healthchecks
+    that read files live have noticed before the checks are read."""
+    longest = max((p.change.settle for p in phases), default=0)
+    if longest:
+        time.sleep(longest)
 
 
 def _step(run, step: Step) -> None:
@@ -114,6 +134,30 @@ def _step(run, step: Step) -> None:
                     raise UndoitError(f"removing volume {v.name}: {err}") from None
     else:
         steps.execute(run, step)
+
+
+def stack_run(plan: Plan, phase: Procedure):
+    """What a change's steps run with: the plan's compose, engine and timeouts; no
+    snapshot (a change restores nothing), so no backup is needed to apply one."""
+    from . import engine
+    from .compose import for_plan, stack_env
+    from .redact import Redactor
+    from .rollback import Run, runs_dir
+
+    return Run(plan=plan, proc=phase, client=engine.client(), compose=for_plan(plan), ref="HEAD",
+               ref_source="the change", snapshot=None, snapshot_source="", volume_names={},
+               run_id=f"change-{phase.id}", run_dir=runs_dir(plan) / f"change-{phase.id}", dry_run=False,
+               interactive=False, reason="change", redact=Redactor.for_plan(plan),
+               env=dict(stack_env(), COMPOSE_PROJECT_NAME=plan.project_name),
+               up_timeout=plan.timeouts["up"], command_timeout=plan.timeouts["command"])
+
+
+def apply_all(plan: Plan, phases: list[Procedure]) -> list[Applied]:
+    """Apply the changes of phases to plan's project (its worktree and stack), in order,
+    then settle once."""
+    done = [apply(plan.root, plan.root, stack_run(plan, phase), phase) for phase in phases]
+    settle(phases)
+    return done
 
 
 def apply(tree: Path, root: Path, run, phase: Procedure) -> Applied:

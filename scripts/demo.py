@@ -36,14 +36,40 @@ def materialize(dest: Path, source: Path = DEMO_SOURCE) -> bool:
     """
     dest = Path(dest)
     if gitstate.is_repo(dest):
+        if not gitstate.ref_exists(dest, "undoit-demo/phase0"):  # made by an older kit
+            change_refs(dest, source / "changes")
         return False
     if dest.exists() and any(dest.iterdir()):
         raise UndoitError(f"{dest} exists and is not a git repository; move it away first")
-    shutil.copytree(source, dest, symlinks=True, dirs_exist_ok=True)
+    # demo/changes holds the phases' changes as patches: history, not part of the tree
+    shutil.copytree(source, dest, symlinks=True, dirs_exist_ok=True,
+                    ignore=lambda folder, names: ["changes"] if Path(folder) == Path(source) else [])
     # the stand-ins run as uid 1000 and read the repository through a bind mount
     dest.chmod(0o755)
     gitstate.init(dest, "demo: the stack before the simplification")
+    change_refs(dest, source / "changes")
     return True
+
+
+def change_refs(root: Path, patches: Path) -> None:
+    """The runbook's phases as the team would have them: one after another on a branch
+    `undoit-demo/changes` from the demo's first commit, each phase's end tagged
+    `undoit-demo/phaseN` (phase0: the start), so phases.toml names phase N's change as
+    the range phase{N-1}..phaseN. Made in a worktree of its own: the demo's checkout is
+    left as it is."""
+    last = max((int(p.name[5:]) for p in patches.glob("phase*") if p.name[5:].isdigit()), default=0)
+    start = gitstate.run(root, "rev-list", "--max-parents=0", "HEAD").split()[0]
+    work = root / ".git" / "undoit-changes"
+    gitstate.run(root, "tag", "-f", "undoit-demo/phase0", start)
+    gitstate.run(root, "worktree", "add", "-q", "-f", "-B", "undoit-demo/changes", str(work), start)
+    try:
+        for n in range(1, last + 1):
+            files = sorted(str(f) for f in (patches / f"phase{n}").glob("*.patch"))
+            if files:
+                gitstate.run(work, "am", "-q", "--committer-date-is-author-date", *files)
+            gitstate.run(work, "tag", "-f", f"undoit-demo/phase{n}")
+    finally:
+        gitstate.run(root, "worktree", "remove", "--force", str(work))
 
 
 def up(plan: Plan) -> None:

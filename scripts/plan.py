@@ -112,6 +112,8 @@ class Procedure:
     steps: tuple[Step, ...] = ()
     checks: tuple[Check, ...] = ()
     change: Change | None = None  # phases only: what the rehearsal applies before rolling back
+    # scenarios only: the phases whose changes its drill applies (None: all it rolls back)
+    rehearse_changes: tuple[str, ...] | None = None
 
     @property
     def minutes(self) -> int | None:
@@ -379,6 +381,8 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         table = f"scenario.{proc.id}"
         for key in ("keeps", "rolls_back"):
             _known(r, table, key, getattr(proc, key), phase_ids, "phase")
+        if proc.rehearse_changes is not None:
+            _known(r, table, "rehearse_changes", proc.rehearse_changes, proc.rolls_back, "phase it rolls back:")
 
     matrix = []
     for i, row in enumerate(_array(r, "matrix", top.get("matrix", []))):
@@ -534,7 +538,7 @@ class _Context:
             spec,
             {"title"} | ({"id"} if kind != "full" else set()),
             {"risk", "duration", "triggers", "ref", "volumes", "steps", "checks"}
-            | ({"keeps", "rolls_back"} if kind == "scenario" else set())
+            | ({"keeps", "rolls_back", "rehearse_changes"} if kind == "scenario" else set())
             | ({"change"} if kind == "phase" else set())
             | ({"id"} if kind == "full" else set()),
         )
@@ -567,6 +571,7 @@ class _Context:
                 for i, c in enumerate(_array(r, f"{table}.checks", spec.get("checks", [])))
             ),
             change=self.change(f"{table}.change", spec["change"]) if "change" in spec else None,
+            rehearse_changes=r.strs(table, spec, "rehearse_changes") if "rehearse_changes" in spec else None,
         )
 
     def change(self, table: str, spec: Any) -> Change:

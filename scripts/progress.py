@@ -54,3 +54,57 @@ def transfer(label: str, total: int):
         yield advance
         elapsed = max(time.monotonic() - start, 1e-6)
         say(f"{label}: {human(done[0])} in {elapsed:.2f} s ({human(done[0] / elapsed)}/s)")
+
+
+class Drills:
+    """One line per drill of a rehearsal: on a terminal a live line each (procedure, step,
+    elapsed: rich), otherwise (CI=true, a pipe) a plain line per drill and step with no
+    escape codes. Writes to `out`, the real stdout, while the detail goes to a log."""
+
+    def __init__(self, out, live: bool):
+        self.out, self.live = out, live
+        self.bar = self.task = None
+        self.name, self.started = "", 0.0
+
+    def __enter__(self):
+        if self.live:
+            from rich.console import Console
+            from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), TimeElapsedColumn(),
+                                console=Console(file=self.out), transient=False)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+            self.bar = None
+
+    def line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.out, flush=True)
+
+    def start(self, name: str) -> None:
+        self.name, self.started = name, time.monotonic()
+        if self.bar is not None:
+            self.task = self.bar.add_task(f"{name:<16} starting")
+        self.step("reset: a fresh sandbox")
+
+    def step(self, what: str) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, description=f"{self.name:<16} {what}")
+        else:
+            print(f"drill {self.name}: {what}", file=self.out, flush=True)
+
+    def done(self, ok: bool, note: str = "") -> None:
+        result = ("PASS" if ok else "FAIL") + (f" ({note})" if note else "")
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, description=f"{self.name:<16} {result}")
+            self.bar.stop_task(self.task)
+            self.task = None
+        else:
+            print(f"drill {self.name}: {result} in {time.monotonic() - self.started:.1f} s",
+                  file=self.out, flush=True)

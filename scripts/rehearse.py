@@ -12,10 +12,12 @@ compared. The sandbox is removed at the end, also on failure and on Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 import uuid
@@ -28,7 +30,8 @@ from . import changes, checks, cycles, junit, engine, gitstate, restore, rollbac
 from .compose import discover, for_plan
 from .errors import NO_BACKUP, UndoitError
 from .plan import Plan, Procedure
-from .progress import say
+from .progress import Drills, interactive, say
+from .report import change_cell
 
 Change = Callable[[Plan, Procedure], None]
 
@@ -208,30 +211,46 @@ def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
                           exit_code=NO_BACKUP)
     procs = procedures(plan, only)
     started = time.monotonic()
+    began = datetime.now(timezone.utc)
     rows = []
     restored: set[str] = set()
     sandbox = Sandbox(plan, source, client)
+    plan.reports_dir.mkdir(parents=True, exist_ok=True)
+    log_path = plan.reports_dir / f"rehearsal-{began.strftime('%Y%m%dT%H%M%SZ')}.log"
+    real = sys.stdout
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        sandbox.open()
-        for proc in procs:
-            rows.append(_drill(sandbox, proc, change, restored, up_timeout))
-        for key in sorted(set(source.volumes) - restored):
-            t0 = time.monotonic()
-            try:
-                sandbox.prove(key)
-                restored.add(key)
-                rows.append(_row(f"archive {key}", "proof", True, [], time.monotonic() - t0, None))
-            except UndoitError as err:
-                rows.append(_row(f"archive {key}", "proof", False, [str(err)], time.monotonic() - t0, None))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        say(f"rehearsal {sandbox.name}: removing the sandbox")
-        sandbox.close()
+    # the detail (every step, transfer and check) goes to the log; the screen gets a line per drill
+    with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as log, \
+            Drills(real, live=interactive()) as drills:
+        drills.line(f"rehearsal {sandbox.name}: {len(procs)} drill(s) of set {source.id}; detail: {log_path}")
+        try:
+            with contextlib.redirect_stdout(log):
+                sandbox.open()
+                for proc in procs:
+                    drills.start(proc.id)
+                    rows.append(_drill(sandbox, proc, change, restored, up_timeout, drills))
+                    drills.done(rows[-1]["ok"], change_cell(rows[-1]))
+                for key in sorted(set(source.volumes) - restored):
+                    t0 = time.monotonic()
+                    drills.start(f"archive {key}")
+                    drills.step("restore into a scratch volume and compare")
+                    try:
+                        sandbox.prove(key)
+                        restored.add(key)
+                        rows.append(_row(f"archive {key}", "proof", True, [], time.monotonic() - t0, None))
+                    except UndoitError as err:
+                        rows.append(_row(f"archive {key}", "proof", False, [str(err)], time.monotonic() - t0, None))
+                    drills.done(rows[-1]["ok"])
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            drills.line(f"rehearsal {sandbox.name}: removing the sandbox")
+            with contextlib.redirect_stdout(log):
+                sandbox.close()
     report = {
         "rehearsal": sandbox.name,
         "set": source.id,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": began.isoformat(timespec="seconds"),
+        "log": str(log_path),
         "seconds": round(time.monotonic() - started, 1),
         "ok": all(r["ok"] for r in rows),
         "rows": rows,
@@ -239,8 +258,7 @@ def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
         "archives_proven": sorted(restored),
         "archives": sorted(source.volumes),
     }
-    path = plan.reports_dir / f"rehearsal-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = log_path.with_suffix(".json")
     path.write_text(json.dumps(report, indent=2) + "\n")
     report["path"] = str(path)
     report["junit"] = str(junit.write(report, path.with_suffix(".xml")))
@@ -258,21 +276,26 @@ def _row(pid: str, kind: str, ok: bool, failed: list[str], seconds: float, minut
 
 
 def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: set[str],
-           up_timeout: int | None) -> dict:
+           up_timeout: int | None, drills: Drills) -> dict:
     say(f"--- drill {proc.kind} {proc.id}: {proc.title}")
     felt, applied, declared = None, [], changes.phases_of(sandbox.plan, proc)
     try:
         sandbox.reset()
+        if declared or change:
+            drills.step("applying the change")
         if declared:
-            run = _side_run(sandbox, proc)
             for phase in declared:
+                run = changes.stack_run(sandbox.plan, phase)
                 applied.append((phase, changes.apply(sandbox.tree, sandbox.live.root, run, phase)))
                 say(f"applied the change of {applied[-1][1].line()}")
-        elif change:
+            changes.settle(declared)
+        if change:  # a caller's own extra breakage (tests)
             change(sandbox.plan, proc)
         if declared or change:
+            drills.step("reading the checks on the changed stack")
             felt = _failing_checks(sandbox, proc)
             say(f"after the change: {', '.join(felt) if felt else 'no check fails'}")
+        drills.step(f"rolling back ({len(proc.steps)} steps, {len(proc.checks)} checks)")
         rec = rollback.execute(sandbox.plan, proc.id, yes=True, reason="rehearsal", source=sandbox.source,
                                sandbox=True, up_timeout=up_timeout)
     except UndoitError as err:
@@ -286,10 +309,10 @@ def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: s
     reapplied = None
     if applied and rec["outcome"] == "success":
         # forward again from the rolled-back stack: what fails here, the rollback left behind
+        drills.step("applying the change again")
         try:
-            run = _side_run(sandbox, proc)
             for phase, done in applied:
-                changes.reapply(sandbox.tree, run, phase, done)
+                changes.reapply(sandbox.tree, changes.stack_run(sandbox.plan, phase), phase, done)
             reapplied = True
             say("the change applies again after the rollback")
         except UndoitError as err:
@@ -303,12 +326,12 @@ def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: s
 def _change_label(declared: list[Procedure], change: Change | None) -> str | None:
     if declared:
         return ", ".join(f"{p.id}: {p.change.ref or 'steps only'}" for p in declared)
-    return "the demo's own changes" if change else None
+    return "the caller's own" if change else None
 
 
 def _side_run(sandbox: Sandbox, proc: Procedure):
-    """A run in the sandbox that changes nothing by itself: what change steps and the
-    felt checks execute with (its compose, engine client, timeouts)."""
+    """A run in the sandbox that changes nothing by itself: what the felt checks read
+    the stack with (its compose, engine client, the set's volumes)."""
     return rollback.prepare(sandbox.plan, proc.id, dry_run=True, yes=True, source=sandbox.source, sandbox=True)
 
 

@@ -75,7 +75,7 @@ def rehearsal_table(report: dict) -> None:
               f"NOT proven: {', '.join(missed)}")
     else:
         print(f"every archive of set {report['set']} restored and compared: {', '.join(proven)}")
-    print(f"report: {report['path']}")
+    print(f"report: {report['path']} (JUnit: {report.get('junit', '-')}); every step: {report.get('log', '-')}")
 
 
 def change_cell(row: dict) -> str:

@@ -409,20 +409,11 @@ def _is_demo(plan: Plan) -> bool:
     return plan.root.resolve() == DEMO_ROOT.resolve()
 
 
-def demo_drill_change(plan: Plan, proc) -> None:
-    """For the bundled demo: apply the changes a procedure undoes, in the sandbox."""
-    from . import demo_changes
-
-    for pid in demo_changes.drill_phases(proc):
-        demo_changes.apply(plan, pid)
-
-
 def rehearse_task(plan: Plan) -> dict:
     def run():
         from . import rehearse
         from .report import rehearsal_table
 
-        change = None
         if _is_demo(plan):
             # the demo first comes up and is backed up (task_dep cannot order demo:up
             # before backup, and backup must not depend on demo:up: it stays fast)
@@ -432,13 +423,12 @@ def rehearse_task(plan: Plan) -> dict:
             if not backup.up_to_date(plan):
                 with lock.held(rollback.lock_path(plan), "backup"):
                     backup.backup(plan)
-            change = demo_drill_change
         from . import lock, rollback
 
         # shared: no live backup or rollback may change what the sandbox copies meanwhile
         with lock.held(rollback.lock_path(plan), "rehearse", shared=True):
             report = rehearse.rehearse(plan, only=get_var("only", None) or None,
-                                       set_id=get_var("set", None) or None, change=change)
+                                       set_id=get_var("set", None) or None)
         rehearsal_table(report)
         if not report["ok"]:
             bad = [r["procedure"] for r in report["rows"] if not r["ok"]]

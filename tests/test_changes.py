@@ -150,34 +150,60 @@ def test_which_changes_a_drill_applies(tmp_path):
     assert plan.procedure("p3").change.ref == "main~2..main"
 
 
-def test_the_change_applies_as_one_diff_and_refuses_what_no_longer_fits(tmp_path):
+def _commit_all(root: Path, message: str) -> str:
+    gitstate.run(root, "add", "-A")
+    gitstate.run(root, "commit", "-q", "-m", message)
+    return gitstate.head(root)
+
+
+def test_the_change_keeps_its_commits_and_refuses_what_no_longer_fits(tmp_path):
     root = tmp_path / "repo"
     root.mkdir()
     (root / "a.txt").write_text("one\n")
     gitstate.init(root, "base")
     gitstate.run(root, "checkout", "-q", "-b", "feature")
     (root / "a.txt").write_text("two\n")
+    _commit_all(root, "first")
     (root / "b.txt").write_text("new\n")
-    gitstate.run(root, "add", "-A")
-    gitstate.run(root, "commit", "-q", "-m", "feature")
+    _commit_all(root, "second")
     gitstate.run(root, "checkout", "-q", "main")
     (root / "c.txt").write_text("main moved on\n")  # HEAD gained a commit the branch lacks
-    gitstate.run(root, "add", "-A")
-    gitstate.run(root, "commit", "-q", "-m", "later")
+    start = _commit_all(root, "later")
     plan = _plan(tmp_path, 'change = { ref = "feature" }')
     tip, files = changes.apply_files(root, root, plan.procedure("p1"))
     assert files == 2 and gitstate.head(root) == tip
     assert (root / "a.txt").read_text() == "two\n" and (root / "b.txt").exists()
     assert (root / "c.txt").exists(), "HEAD's own later commit was undone by the change"
-    # applied again: already there, nothing to do
-    assert changes.apply_files(root, root, plan.procedure("p1")) == (tip, 0)
+    # two commits stay two: a plan that rolls back with HEAD~1 would miss the first
+    assert gitstate.run(root, "rev-parse", "HEAD~2") == start
+    # applied again: already there, nothing changes
+    assert changes.apply_files(root, root, plan.procedure("p1"))[1] == 0
     # HEAD changed the same line another way: the change no longer fits
-    gitstate.run(root, "reset", "--hard", "-q", "HEAD~1")
+    gitstate.run(root, "reset", "--hard", "-q", start)
     (root / "a.txt").write_text("three\n")
-    gitstate.run(root, "commit", "-q", "-am", "a.txt differently")
-    with pytest.raises(UndoitError, match="does not apply to HEAD"):
+    moved = _commit_all(root, "a.txt differently")
+    with pytest.raises(UndoitError, match="does not apply to HEAD: conflict in a.txt"):
         changes.apply_files(root, root, plan.procedure("p1"))
-    assert not gitstate.dirty(root), "a change that did not apply left the tree half changed"
+    assert gitstate.head(root) == moved and not gitstate.dirty(root), "a change that did not apply left traces"
+
+
+def test_a_range_with_merges_applies_as_one_diff(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "a.txt").write_text("one\n")
+    base = gitstate.init(root, "base")
+    gitstate.run(root, "checkout", "-q", "-b", "side")
+    (root / "s.txt").write_text("side\n")
+    _commit_all(root, "side")
+    gitstate.run(root, "checkout", "-q", "-b", "release", base)
+    (root / "r.txt").write_text("release\n")
+    _commit_all(root, "release")
+    gitstate.run(root, "merge", "-q", "--no-edit", "side")
+    gitstate.run(root, "checkout", "-q", "main")
+    plan = _plan(tmp_path, f'change = {{ ref = "{base}..release" }}')
+    tip, files = changes.apply_files(root, root, plan.procedure("p1"))
+    assert files == 2 and (root / "s.txt").exists() and (root / "r.txt").exists()
+    assert gitstate.run(root, "rev-parse", "HEAD~1") == base  # one commit
 
 
 # ---------------------------------------------------------------------------- real engine
@@ -244,6 +270,12 @@ def test_rehearsal_applies_each_change_sees_it_felt_rolls_back_and_reapplies(doc
     assert "no change rehearsed" in out
     assert re.search(r"FAIL forgetful: orders: .*", out), out[-3000:]  # the whole reason, below the table
     assert report["archives_proven"] == ["pgdata"]
+    # CI=true: plain lines, one per drill and step, no escape codes; every step in the log
+    assert "\x1b[" not in out
+    assert "drill migrate: applying the change again" in out and re.search(r"drill config: PASS .* in [0-9.]+ s", out)
+    assert "[1/4] stop" not in out
+    log = Path(report["log"])
+    assert "[1/4] stop" in log.read_text() and (log.stat().st_mode & 0o777) == 0o600
 
     # the live stack never saw the change
     compose = for_plan(shop)

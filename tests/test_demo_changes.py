@@ -1,5 +1,6 @@
-"""The runbook's phases applied to the real demo stack: each change is committed in the demo's
-scratch repository and shows on the running stack the way that phase's checks look for."""
+"""The runbook's phases applied to the real demo stack through phases.toml's [phase.change]
+(refs made from demo/changes, then steps): each change lands as commits in the demo's scratch
+repository and shows on the running stack the way that phase's checks look for."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import subprocess
 
 import pytest
 
-from scripts import demo, demo_changes, gitstate
+from scripts import changes, demo, gitstate
 from scripts.compose import for_plan
 from scripts.errors import UndoitError
+
+PHASES = [f"phase{i}" for i in range(1, 12)]
 
 from .conftest import wait_health
 
@@ -41,6 +44,17 @@ def psql(plan, sql, service="mvp-postgres", db="app"):
     return for_plan(plan).exec(service, "psql", "-U", "postgres", "-d", db, "-Atc", sql).strip()
 
 
+def apply(plan, *pids) -> dict[str, list[str]]:
+    """The phases' changes as a rehearsal applies them; phase id -> the commits it made."""
+    made = {}
+    for pid in pids:
+        start = gitstate.head(plan.root)
+        changes.apply_all(plan, changes.phases_of(plan, plan.procedure(pid)))
+        out = gitstate.run(plan.root, "rev-list", "--reverse", f"{start}..HEAD")
+        made[pid] = out.split()
+    return made
+
+
 def host(plan, *argv, cwd="."):
     return subprocess.run(list(argv), cwd=plan.root / cwd, capture_output=True, text=True, timeout=60)
 
@@ -48,7 +62,7 @@ def host(plan, *argv, cwd="."):
 def test_phase2_two_commits_and_the_backend_turns_unhealthy(docker_client, demo_plan):
     demo.up(demo_plan)
     base = gitstate.head(demo_plan.root)
-    commits = demo_changes.apply(demo_plan, "phase2")
+    commits = apply(demo_plan, "phase2")["phase2"]
     assert len(commits) == 2 and commits[-1] == gitstate.head(demo_plan.root)
     assert [s.split(":")[0] for s in subjects(demo_plan, base)] == ["phase2", "phase2"]
     # the deletions are in the first commit: the runbook's HEAD~1 does not have the files
@@ -67,7 +81,7 @@ def test_phase3_removes_minio_service_and_its_data(docker_client, demo_plan):
     demo.up(demo_plan)
     assert "minio_data" in compose_keys(docker_client, demo_plan, "volumes", "com.docker.compose.volume")
     base = gitstate.head(demo_plan.root)
-    commits = demo_changes.apply(demo_plan, "phase3")
+    commits = apply(demo_plan, "phase3")["phase3"]
     assert len(commits) == 1 and subjects(demo_plan, base)[0].startswith("phase3:")
     changed = gitstate.run(demo_plan.root, "diff", "--name-only", base, "HEAD").splitlines()
     assert {"docker-compose.yml", "backend/src/core/storage/minio.adapter.ts",
@@ -84,7 +98,7 @@ def test_phase5_three_networks_become_one(docker_client, demo_plan):
     before = compose_keys(docker_client, demo_plan, "networks", "com.docker.compose.network")
     assert before == {"frontend", "backend", "database"}
     base = gitstate.head(demo_plan.root)
-    assert len(demo_changes.apply(demo_plan, "phase5")) == 1
+    assert len(apply(demo_plan, "phase5")["phase5"]) == 1
     assert subjects(demo_plan, base)[0].startswith("phase5:")
     nets = docker_client.networks.list(filters={"label": LABEL.format(demo_plan.project_name)})
     assert {n.attrs["Labels"]["com.docker.compose.network"] for n in nets} == {"app"}
@@ -97,7 +111,7 @@ def test_phase5_three_networks_become_one(docker_client, demo_plan):
 def test_phase7_migration_loses_rows_and_the_history_table(docker_client, demo_plan):
     demo.up(demo_plan)
     base = gitstate.head(demo_plan.root)
-    assert len(demo_changes.apply(demo_plan, "phase7")) == 1
+    assert len(apply(demo_plan, "phase7")["phase7"]) == 1
     assert subjects(demo_plan, base)[0].startswith("phase7:")
     changed = gitstate.run(demo_plan.root, "diff", "--name-only", base, "HEAD").splitlines()
     assert {"docker-compose.yml", "backend/src/_system/migrations/002_vehicles.sql",
@@ -113,7 +127,7 @@ def test_phase7_migration_loses_rows_and_the_history_table(docker_client, demo_p
 def test_all_phases_in_order_on_one_demo(docker_client, demo_plan):
     demo.up(demo_plan)
     base = gitstate.head(demo_plan.root)
-    made = demo_changes.apply_all(demo_plan)
+    made = apply(demo_plan, *PHASES)
     assert list(made) == [f"phase{i}" for i in range(1, 12)]
     assert made["phase11"] == [] and len(made["phase2"]) == 2
     assert all(len(made[f"phase{i}"]) == 1 for i in (1, 3, 4, 5, 6, 7, 8, 9, 10))

@@ -11,10 +11,9 @@ import time
 
 import pytest
 
-from scripts import backup, cycles, gitstate, rehearse, volumes
+from scripts import backup, changes, cycles, gitstate, rehearse, volumes
 from scripts.compose import for_plan
 from scripts.errors import UndoitError
-from scripts.tasks import demo_drill_change
 
 from .conftest import KIT, live_demo
 
@@ -62,7 +61,8 @@ def live_state(client, plan) -> dict:
 
 def leftovers(client, plan) -> list[str]:
     prefix = f"{plan.project_name}-rehearsal-"
-    out = [c.name for c in client.containers.list(all=True) if c.name.startswith(prefix)]
+    # filtered by the engine: listing every container races with other projects' removals
+    out = [c.name for c in client.containers.list(all=True, filters={"name": prefix}) if c.name.startswith(prefix)]
     out += [v.name for v in client.volumes.list() if v.name.startswith(prefix)]
     out += [n.name for n in client.networks.list() if n.name.startswith(prefix)]
     out += [line for line in gitstate.run(plan.root, "worktree", "list").splitlines()
@@ -72,7 +72,7 @@ def leftovers(client, plan) -> list[str]:
 
 def test_full_drill_is_green_and_leaves_the_live_stack_alone(docker_client, live):
     before = live_state(docker_client, live)
-    report = rehearse.rehearse(live, change=demo_drill_change)
+    report = rehearse.rehearse(live)
     failed = [(r["procedure"], r["failed"]) for r in report["rows"] if not r["ok"]]
     assert report["ok"], failed
     drilled = [r["procedure"] for r in report["rows"] if r["kind"] != "proof"]
@@ -84,9 +84,12 @@ def test_full_drill_is_green_and_leaves_the_live_stack_alone(docker_client, live
             assert r["seconds"] > 0 and abs(r["ratio"] * budget - r["seconds"]) <= 0.05 + 0.00005 * budget + 1e-9, r
     # every change was felt: some check of its procedure failed before the rollback
     # (phase 11 only adds tests; its drill changes nothing)
-    unfelt = [r["procedure"] for r in report["rows"] if r["kind"] != "proof" and r["procedure"] != "phase11"
-              and not r["felt"]]
+    drills = [r for r in report["rows"] if r["kind"] != "proof"]
+    unfelt = [r["procedure"] for r in drills if r["procedure"] != "phase11" and not r["felt"]]
     assert unfelt == [], unfelt
+    # each change applied from the plan's refs and steps, and applied again after its rollback
+    assert [r["procedure"] for r in drills if r["reapplied"] is not True] == ["phase11"]
+    assert [r["procedure"] for r in drills if r["change"] is None] == ["phase11"]
     assert os.path.exists(report["path"])
     assert live_state(docker_client, live) == before
     assert leftovers(docker_client, live) == []
@@ -94,11 +97,8 @@ def test_full_drill_is_green_and_leaves_the_live_stack_alone(docker_client, live
 
 def test_a_failing_check_is_reported_and_the_others_still_run(docker_client, live):
     def break_more(plan, proc):
-        demo_drill_change(plan, proc)
-        if proc.id == "phase4":
-            from scripts import demo_changes
-
-            demo_changes.apply(plan, "phase2")  # phase 4's rollback does not bring tenant code back
+        if proc.id == "phase4":  # phase 4's rollback does not bring phase 2's tenant code back
+            changes.apply_files(plan.root, plan.root, plan.procedure("phase2"))
 
     report = rehearse.rehearse(live, only="phase4,phase11", change=break_more, up_timeout=15)
     rows = {r["procedure"]: r for r in report["rows"]}
@@ -139,7 +139,7 @@ def test_a_corrupted_archive_fails_the_rehearsal_and_is_named(docker_client, liv
     try:
         path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
         with pytest.raises(UndoitError, match="redis_data.tar.zst"):
-            rehearse.rehearse(live, only="phase1", change=demo_drill_change)
+            rehearse.rehearse(live, only="phase1")
         env = dict(os.environ, UNDOIT_PLAN=str(live.path), CI="true")
         res = subprocess.run([sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT),
                               "rehearse", "only=phase1"], env=env, capture_output=True, text=True, timeout=300)

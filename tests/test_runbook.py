@@ -12,7 +12,7 @@ import hashlib
 
 import pytest
 
-from scripts import checks, demo_changes, gitstate, rollback
+from scripts import changes, checks, gitstate, rollback
 from scripts import plan as planmod
 from scripts.compose import for_plan
 
@@ -77,8 +77,8 @@ def checks_now(plan, pid):
 def test_procedure_restores_the_demo(live, pid):
     plan, baseline = live
     proc = plan.procedure(pid)
-    commits = [c for phase in demo_changes.drill_phases(proc) for c in demo_changes.apply(plan, phase)]
-    if commits:  # phase 11 (testing) changes nothing
+    # the changes a rehearsal of pid applies (phases.toml's [phase.change]), for real
+    if changes.apply_all(plan, changes.phases_of(plan, proc)):  # phase 11 (testing) names none
         before = checks_now(plan, pid)
         assert any(not r.ok for r in before), f"{pid}: the change broke nothing its checks see"
 
@@ -100,7 +100,7 @@ def test_phase2_needs_more_than_head_minus_one(live):
     """The runbook's `git checkout HEAD~1` after phase 2's two commits misses files."""
     plan, _ = live
     start = gitstate.head(plan.root)
-    demo_changes.apply(plan, "phase2")
+    changes.apply_files(plan.root, plan.root, plan.procedure("phase2"))
     tenant = "backend/src/core/middleware/tenant.ts"
     assert not gitstate.ref_exists(plan.root, f"HEAD~1:{tenant}")  # HEAD~1 has no tenant.ts
     assert gitstate.ref_exists(plan.root, f"{start}:{tenant}")
