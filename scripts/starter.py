@@ -83,6 +83,10 @@ def render(config: dict, root: Path, name: str) -> str:
         'risk = "Low"', 'duration = "5 min"',
         "steps = " + _table([{"do": "down"}, {"do": "restore-files", "paths": ["."]}, {"do": "up"}]),
         "checks = " + _table(checks),
+        "# the change itself, for `doit rehearse` to apply, see felt, roll back and apply again:",
+        "# [phase.change]",
+        '# ref = "my-change-branch"        # its commits not in HEAD (or a range A..B)',
+        '# steps = [{ do = "up" }]         # then on the stack: up, exec (migrations), ...',
         "", "[full]", 'title = "everything back to the backup"', 'risk = "Medium"', 'duration = "15 min"',
         "steps = " + _table([{"do": "down"}, {"do": "restore-files", "paths": ["."]}]
                             + ([{"do": "restore-volumes", "volumes": all_vols}] if all_vols else [])
