@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from scripts import backup, changes, cycles, gitstate, rehearse, volumes
+from scripts import backup, cycles, gitstate, rehearse, volumes
 from scripts.compose import for_plan
 from scripts.errors import UndoitError
 
@@ -92,20 +92,6 @@ def test_full_drill_is_green_and_leaves_the_live_stack_alone(docker_client, live
     assert [r["procedure"] for r in drills if r["change"] is None] == ["phase11"]
     assert os.path.exists(report["path"])
     assert live_state(docker_client, live) == before
-    assert leftovers(docker_client, live) == []
-
-
-def test_a_failing_check_is_reported_and_the_others_still_run(docker_client, live):
-    def break_more(plan, proc):
-        if proc.id == "phase4":  # phase 4's rollback does not bring phase 2's tenant code back
-            changes.apply_files(plan.root, plan.root, plan.procedure("phase2"))
-
-    report = rehearse.rehearse(live, only="phase4,phase11", change=break_more, up_timeout=15)
-    rows = {r["procedure"]: r for r in report["rows"]}
-    assert not report["ok"]
-    assert not rows["phase4"]["ok"]
-    assert any("mvp-backend" in f and "tenant" in f for f in rows["phase4"]["failed"]), rows["phase4"]
-    assert rows["phase11"]["ok"]
     assert leftovers(docker_client, live) == []
 
 
