@@ -87,9 +87,8 @@ class Check:
 @dataclass(frozen=True)
 class Change:
     """What a phase changes, so a rehearsal can apply it: the commits of `ref` (a branch,
-    tag or commit: those not in HEAD; or a range A..B), then `steps` on the stack; the
-    rehearsal reads the checks again for up to `settle` seconds until one fails
-    (healthchecks that read files live notice a change seconds later)."""
+    tag or commit: those not in HEAD; or a range A..B), then `steps` on the stack, then
+    `settle` seconds for healthchecks to notice before the checks are read."""
 
     ref: str | None = None
     steps: tuple[Step, ...] = ()

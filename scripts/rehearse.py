@@ -288,17 +288,12 @@ def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: s
                 run = changes.stack_run(sandbox.plan, phase)
                 applied.append((phase, changes.apply(sandbox.tree, sandbox.live.root, run, phase)))
                 say(f"applied the change of {applied[-1][1].line()}")
+            changes.settle(declared)
         if change:  # a caller's own extra breakage (tests)
             change(sandbox.plan, proc)
         if declared or change:
             drills.step("reading the checks on the changed stack")
             felt = _failing_checks(sandbox, proc)
-            # healthchecks that read files live notice a change seconds later: read again
-            # until something fails, for up to the longest `settle` the changes name
-            deadline = time.monotonic() + max((p.change.settle for p in declared), default=0)
-            while not felt and time.monotonic() < deadline:
-                time.sleep(1)
-                felt = _failing_checks(sandbox, proc)
             say(f"after the change: {', '.join(felt) if felt else 'no check fails'}")
         drills.step(f"rolling back ({len(proc.steps)} steps, {len(proc.checks)} checks)")
         rec = rollback.execute(sandbox.plan, proc.id, yes=True, reason="rehearsal", source=sandbox.source,
