@@ -3,11 +3,13 @@
 The sandbox is a git worktree of HEAD in a scratch folder, a compose project named
 `<project>-rehearsal-<id>` (its own containers, networks and volumes; networks forced
 internal, fixed names and published ports dropped), and volumes filled from the live
-ones as they are now. Each procedure starts from that state afresh, has the change it
-undoes applied (where the project supplies one, as the demo does), and is then rolled
-back by the same code as the real task, restoring from the live snapshot set; then
-its checks run. Every archive of the set is restored at least once and its listing
-compared. The sandbox is removed at the end, also on failure and on Ctrl-C.
+ones as they are now. Each procedure starts from that state afresh and is drilled the
+Liquibase way: the change it undoes is applied (the commits and steps the plan names
+for it, changes.py), the checks that now fail are recorded (felt), it is rolled back by
+the same code as the real task, restoring from the live snapshot set, its checks must
+pass, and the change must apply again. Every archive of the set is restored at least
+once and its listing compared. The sandbox is removed at the end, also on failure and
+on Ctrl-C. On screen a line per drill; every step goes to a log beside the reports.
 """
 
 from __future__ import annotations

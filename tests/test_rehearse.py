@@ -13,7 +13,7 @@ import pytest
 
 from scripts import backup, cycles, gitstate, rehearse, volumes
 from scripts.compose import for_plan
-from scripts.errors import UndoitError
+from scripts.errors import INTERRUPTED, UndoitError
 
 from .conftest import KIT, live_demo
 
@@ -102,17 +102,21 @@ def test_sigint_tears_the_sandbox_down(docker_client, live):
                              "rehearse", "only=full"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     prefix = f"{live.project_name}-rehearsal-"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if any(c.name.startswith(prefix) for c in docker_client.containers.list()):
-            break
-        time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the sandbox never came up: " + (proc.stdout.read() if proc.stdout else ""))
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=180)
-    assert proc.returncode != 0
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if docker_client.containers.list(filters={"name": prefix}):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the sandbox never came up")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:  # whatever failed above, no rehearsal runs on unwatched
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == INTERRUPTED, out[-3000:]
     assert "removing the sandbox" in out
     assert leftovers(docker_client, live) == []
     assert live_state(docker_client, live) == before
