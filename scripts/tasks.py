@@ -14,6 +14,36 @@ def _terminated(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+_pending: list[int] = []
+
+
+def _redeliver(unraisable):
+    """A signal's KeyboardInterrupt raised where Python cannot raise (an at-fork hook of
+    logging while sh forks, a finaliser) is printed as "Exception ignored" and lost: the
+    run would go on as if never interrupted. Raise it again shortly instead, from an
+    alarm (a call that cannot block here, where a signal would be lost once more): it
+    lands at an ordinary line and the run ends through its finally blocks."""
+    import signal
+    import sys
+
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        text = str(unraisable.exc_value)
+        _pending[:] = [int(text.split()[1]) if text.startswith("signal ") else signal.SIGINT]
+        try:
+            signal.signal(signal.SIGALRM, _alarm)
+            signal.setitimer(signal.ITIMER_REAL, 0.001)
+            return
+        except ValueError:  # not the main thread: nothing to do but say it
+            pass
+    sys.__unraisablehook__(unraisable)
+
+
+def _alarm(signum, frame):
+    import signal
+
+    raise KeyboardInterrupt(f"signal {_pending[0]}" if _pending and _pending[0] != signal.SIGINT else "")
+
+
 def _exit(message: str, code: int):
     """End doit with the kit's own exit code (errors.py): doit's runner lets SystemExit
     through after closing its state, where a failed task would always exit 1."""
@@ -33,10 +63,16 @@ def action(fn, *args, **kwargs):
         import signal
         import threading
 
+        import sys
+
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _terminated) if main else None
+        hook, sys.unraisablehook = sys.unraisablehook, _redeliver
+        _pending.clear()
         try:
             result = fn(*args, **kwargs)
+            if _pending:  # interrupted where it could not be raised, and done before the alarm
+                raise KeyboardInterrupt(f"signal {_pending[0]}" if _pending[0] != signal.SIGINT else "")
         except UndoitError as err:
             if err.exit_code == errors.FAILED:
                 return TaskFailed(str(err))
@@ -47,6 +83,10 @@ def action(fn, *args, **kwargs):
             _exit(f"interrupted ({how}); whatever it left unfinished, the next kit command "
                   "(or `doit repair`) puts right first", errors.INTERRUPTED)
         finally:
+            if _pending and main:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                _pending.clear()
+            sys.unraisablehook = hook
             if main:
                 signal.signal(signal.SIGTERM, previous)
         return result if isinstance(result, (dict, TaskFailed)) else None

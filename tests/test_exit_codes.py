@@ -1,0 +1,55 @@
+"""The kit's exit codes and its handling of signals in a task action (pure: no engine)."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from doit.exceptions import TaskFailed
+
+from scripts import errors, tasks
+from scripts.errors import UndoitError
+
+
+def test_an_error_with_its_own_code_ends_doit_with_it(capsys):
+    def refuse():
+        raise UndoitError("no verified backup: run `doit backup` before the change", exit_code=errors.NO_BACKUP)
+
+    with pytest.raises(SystemExit) as info:
+        tasks.action(refuse)()
+    assert info.value.code == errors.NO_BACKUP == 4
+    assert "undoit: no verified backup" in capsys.readouterr().err
+
+
+def test_a_plain_failure_stays_a_failed_task():
+    def fail():
+        raise UndoitError("the step failed")
+
+    assert isinstance(tasks.action(fail)(), TaskFailed)
+
+
+class _Finaliser:
+    """Raises the signal's KeyboardInterrupt where Python cannot raise it: as an at-fork
+    hook or a finaliser does when the signal lands inside it."""
+
+    def __del__(self):
+        raise KeyboardInterrupt(f"signal {signal.SIGTERM}")
+
+
+def test_a_signal_landing_where_python_cannot_raise_is_not_lost(capsys):
+    reached = []
+
+    def work():
+        _Finaliser()  # collected at once: its KeyboardInterrupt is "ignored" by Python
+        for _ in range(1000):  # the re-raised signal lands here
+            reached.append(1)
+            time.sleep(0.001)
+        reached.append("finished")
+
+    with pytest.raises(SystemExit) as info:
+        tasks.action(work)()
+    assert info.value.code == errors.INTERRUPTED
+    assert "finished" not in reached
+    err = capsys.readouterr().err
+    assert "Exception ignored" not in err and "interrupted (SIGTERM)" in err
