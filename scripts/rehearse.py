@@ -285,15 +285,13 @@ def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: s
         sandbox.reset()
         if declared or change:
             drills.step("applying the change")
-        if declared:
             for phase in declared:
                 run = changes.stack_run(sandbox.plan, phase)
                 applied.append((phase, changes.apply(sandbox.tree, sandbox.live.root, run, phase)))
                 say(f"applied the change of {applied[-1][1].line()}")
             changes.settle(declared)
-        if change:  # a caller's own extra breakage (tests)
-            change(sandbox.plan, proc)
-        if declared or change:
+            if change:  # a caller's own extra breakage (tests)
+                change(sandbox.plan, proc)
             drills.step("reading the checks on the changed stack")
             felt = _failing_checks(sandbox, proc)
             say(f"after the change: {', '.join(felt) if felt else 'no check fails'}")

@@ -38,10 +38,15 @@ def _redeliver(unraisable):
     sys.__unraisablehook__(unraisable)
 
 
-def _alarm(signum, frame):
+def _interrupt() -> KeyboardInterrupt:
+    """The pending signal as the interruption it would have raised (SIGINT: Python's own)."""
     import signal
 
-    raise KeyboardInterrupt(f"signal {_pending[0]}" if _pending and _pending[0] != signal.SIGINT else "")
+    return KeyboardInterrupt(f"signal {_pending[0]}" if _pending and _pending[0] != signal.SIGINT else "")
+
+
+def _alarm(signum, frame):
+    raise _interrupt()
 
 
 def _exit(message: str, code: int):
@@ -61,9 +66,8 @@ def action(fn, *args, **kwargs):
 
     def run():
         import signal
-        import threading
-
         import sys
+        import threading
 
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _terminated) if main else None
@@ -72,7 +76,7 @@ def action(fn, *args, **kwargs):
         try:
             result = fn(*args, **kwargs)
             if _pending:  # interrupted where it could not be raised, and done before the alarm
-                raise KeyboardInterrupt(f"signal {_pending[0]}" if _pending[0] != signal.SIGINT else "")
+                raise _interrupt()
         except UndoitError as err:
             if err.exit_code == errors.FAILED:
                 return TaskFailed(str(err))
