@@ -1,32 +1,39 @@
-"""git for the project under rollback: repos, refs, commits (sh.git inside)."""
+"""git for the project under rollback: repos, refs, commits.
+
+git runs through subprocess, not sh: a rollback runs about thirty git commands, and
+sh's own start-up cost 7 ms more per command than git itself (rev-parse: 9.7 ms
+against 2.4 ms here), a fifth of a files rollback's time of its own.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
-
-import sh
 
 from .errors import UndoitError
 
+# an identity, so commits and tags work on a bare machine; no signing prompt
+_IDENTITY = ("-c", "user.name=undoit", "-c", "user.email=undoit@localhost",
+             "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false")
 
-def git(root: Path):
-    """sh.git baked for one repository, identity set so commits work on a bare machine."""
-    return sh.git.bake(
-        "-C", str(root),
-        "-c", "user.name=undoit", "-c", "user.email=undoit@localhost",
-        "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false",
-        _tty_out=False,
-    )
+
+def git(root: Path, *args: str, stdin: str | None = None, env: dict | None = None) -> str:
+    """One git command in root; its whole stdout (names that are not UTF-8 kept as
+    surrogates); UndoitError with git's own last words on failure."""
+    data = stdin.encode(errors="surrogateescape") if stdin is not None else None
+    # stdin closed unless given: git never waits on the kit's terminal (a push asks through /dev/tty)
+    proc = subprocess.run(["git", "-C", str(root), *_IDENTITY, *args], capture_output=True, env=env, input=data,
+                          stdin=subprocess.DEVNULL if data is None else None)
+    if proc.returncode:
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise UndoitError(f"git {' '.join(args)} failed in {root}: {msg[-1] if msg else proc.returncode}")
+    return proc.stdout.decode(errors="surrogateescape")
 
 
 def run(root: Path, *args: str) -> str:
-    """One git command; stdout stripped; UndoitError with git's own words on failure."""
-    try:
-        return str(git(root)(*args)).strip()
-    except sh.ErrorReturnCode as err:
-        msg = err.stderr.decode(errors="replace").strip().splitlines()
-        raise UndoitError(f"git {' '.join(args)} failed in {root}: {msg[-1] if msg else err.exit_code}") from None
+    """One git command; stdout stripped."""
+    return git(root, *args).strip()
 
 
 def is_repo(root: Path) -> bool:
@@ -95,11 +102,10 @@ def commit_worktree(root: Path, message: str) -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, GIT_INDEX_FILE=os.path.join(tmp, "index"))
-        g = git(root).bake(_env=env)
-        g("read-tree", "HEAD")
-        g("add", "-A")
-        tree = str(g("write-tree")).strip()
-        return str(g("commit-tree", tree, "-p", "HEAD", "-m", message)).strip()
+        git(root, "read-tree", "HEAD", env=env)
+        git(root, "add", "-A", env=env)
+        tree = git(root, "write-tree", env=env).strip()
+        return git(root, "commit-tree", tree, "-p", "HEAD", "-m", message, env=env).strip()
 
 
 def backup_refs(root: Path, branch_tpl: str, tag_tpl: str, restored_paths, include_dirty: bool,
@@ -155,12 +161,7 @@ def _free_name(root: Path, name: str, namespace: str) -> str:
 
 def _z(root: Path, *args: str, stdin: str | None = None) -> list[str]:
     """A git listing command with -z output, as a list of records."""
-    try:
-        out = git(root)(*args, _decode_errors="surrogateescape", **({"_in": stdin} if stdin is not None else {}))
-    except sh.ErrorReturnCode as err:
-        msg = err.stderr.decode(errors="replace").strip().splitlines()
-        raise UndoitError(f"git {' '.join(args)} failed in {root}: {msg[-1] if msg else err.exit_code}") from None
-    return [p for p in str(out).split("\0") if p]
+    return [p for p in git(root, *args, stdin=stdin).split("\0") if p]
 
 
 def in_repo(root: Path) -> bool:
@@ -227,30 +228,27 @@ def restore_plan(root: Path, ref: str, paths) -> dict:
             "changed": changed, "missing": missing, "restore": restore}
 
 
+SAVED = "files.tar"  # in a restore's safety folder: what it overwrote or removed
+
+
 def restore_paths(root: Path, ref: str, paths, safety_dir: Path, plan: dict | None = None) -> dict:
     """No-overlay restore of paths from ref (the runbook's `git checkout REF -- PATHS`, minus
     its overlay): tracked-at-ref files come back, files added since are removed, untracked
     files are moved into safety_dir/moved. Everything it overwrites or removes is first
-    copied to safety_dir/files, so `doit undo` can put it back bit for bit. One git
+    saved in safety_dir/files.tar, so `doit undo` can put it back bit for bit. One git
     checkout for all files (plan: restore_plan's answer, when the caller has it)."""
     import shutil
 
     plan = plan or restore_plan(root, ref, paths)
     root = Path(root)
-    saved = safety_dir / "files"
-    made: set[Path] = set()  # one mkdir per folder, not one per file (a thousand files: 0.3 s)
-    for rel in plan["changed"]:
-        src, dst = root / rel, saved / rel
+    if plan["changed"]:
+        save_files(root, plan["changed"], safety_dir / SAVED)
+    made: set[Path] = set()  # one mkdir per folder, not one per file
+    for rel in plan["move"]:
+        dst = safety_dir / "moved" / rel
         if dst.parent not in made:
             dst.parent.mkdir(parents=True, exist_ok=True)
             made.add(dst.parent)
-        if src.is_symlink():
-            dst.symlink_to(src.readlink())
-        else:
-            shutil.copy2(src, dst)
-    for rel in plan["move"]:
-        dst = safety_dir / "moved" / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(root / rel), dst)
     files = plan["restore"]
     if files:
@@ -258,6 +256,51 @@ def restore_paths(root: Path, ref: str, paths, safety_dir: Path, plan: dict | No
         _z(root, "--literal-pathspecs", "checkout", "--no-overlay", ref, "--pathspec-from-file=-",
            "--pathspec-file-nul", stdin="\0".join(files) + "\0")
     return plan
+
+
+def save_files(root: Path, rels, archive: Path) -> None:
+    """The files as they are, in one tar (owner only) that is on the disk before the
+    caller overwrites any of them. One file, where a copy per file cost a create per file
+    and per folder (a thousand files: about a second on ext4). Written under .part and
+    renamed: an archive by this name is whole, so undo never writes back a cut file."""
+    import tarfile
+
+    archive.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    part = archive.with_name(archive.name + ".part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        # PAX: any name length, names that are not UTF-8, mtimes to the microsecond
+        with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for rel in rels:
+                tar.add(root / rel, arcname=rel, recursive=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(part, archive)
+    fd = os.open(archive.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def put_back(root: Path, rels, archive: Path) -> int:
+    """Write back the files of rels that save_files put in archive, replacing what is
+    there now (a symlink is replaced, not followed); how many were put back."""
+    import tarfile
+
+    wanted, n = set(rels), 0
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            if member.name not in wanted:
+                continue
+            dst = root / member.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst.is_symlink() or dst.exists():
+                dst.unlink()
+            # the kit's own archive of the project's own files: extracted as written
+            tar.extract(member, root, filter="fully_trusted")
+            n += 1
+    return n
 
 
 def differences(root: Path, ref: str, paths) -> list[str]:

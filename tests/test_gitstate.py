@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import tarfile
+
 import pytest
 from datetime import datetime
 
@@ -20,6 +24,12 @@ def test_dirty_names_whole_paths(scratch_repo):
     with pytest.raises(UndoitError, match=r"first: proxy/nginx\.conf"):
         gitstate.backup_refs(scratch_repo, "b-{timestamp}", "t-{date}", ["proxy"], False, None,
                              datetime(2026, 1, 1))
+
+
+def saved(safety_dir):
+    """What a restore saved before it overwrote: name -> bytes (a symlink: its target)."""
+    with tarfile.open(safety_dir / gitstate.SAVED) as tar:
+        return {m.name: (m.linkname.encode() if m.issym() else tar.extractfile(m).read()) for m in tar}
 
 
 def commit_all(root, message):
@@ -56,7 +66,7 @@ def test_a_monorepo_project_restores_its_own_files_and_touches_nothing_else(mono
     gitstate.restore_paths(shop, "before", ["."], tmp_path / "safety")
     assert (shop / "app.conf").read_text() == "v1\n" and (shop / "src/b.py").read_text() == "b1\n"
     assert not (shop / "src/c.py").exists() and not (shop / "notes.txt").exists()
-    assert (tmp_path / "safety/files/app.conf").read_text() == "v2\n"
+    assert saved(tmp_path / "safety")["app.conf"] == b"v2\n"
     assert (tmp_path / "safety/moved/notes.txt").read_text() == "untracked\n"
     # outside the project folder: not one byte
     assert (monorepo / "apps/other/keep.txt").read_text() == "other, changed\n"
@@ -87,9 +97,9 @@ def test_a_restore_runs_a_fixed_number_of_git_processes(scratch_repo, tmp_path, 
     calls = []
     real = gitstate.git
 
-    def counting(root):
-        calls.append(root)
-        return real(root)
+    def counting(root, *args, **kw):
+        calls.append(args[0])
+        return real(root, *args, **kw)
 
     monkeypatch.setattr(gitstate, "git", counting)
     plan = gitstate.restore_plan(scratch_repo, "base", ["src/"])
@@ -97,7 +107,7 @@ def test_a_restore_runs_a_fixed_number_of_git_processes(scratch_repo, tmp_path, 
     assert len(calls) <= 6, len(calls)
     assert len(plan["changed"]) == 300 + 1 and len(plan["missing"]) == 30
     assert gitstate.differences(scratch_repo, "base", ["src/"]) == []
-    assert (tmp_path / "safety/files/src/d0/f0.txt").read_text() == "0 changed\n"
+    assert saved(tmp_path / "safety")["src/d0/f0.txt"] == b"0 changed\n"
 
 
 def test_wildcard_paths_match_as_checkout_matches_them(monorepo, tmp_path):
@@ -135,3 +145,35 @@ def test_a_restore_rewrites_only_what_differs_from_the_ref(scratch_repo, tmp_pat
     assert (scratch_repo / "src/edited.txt").read_text() == "edited.txt at base\n"
     # the index is the ref's too, as after `git checkout base -- src`
     assert gitstate.run(scratch_repo, "diff", "--cached", "--name-only", "base", "--", "src").strip() == ""
+
+
+def test_what_a_restore_overwrote_comes_back_bit_for_bit(scratch_repo, tmp_path):
+    # undo writes back from the safety archive: contents, mode, mtime, a symlink as a
+    # symlink, a name that is not UTF-8; a symlink put there since is replaced, not followed
+    odd = os.fsdecode(b"src/caf\xe9.txt")
+    files = {"src/run.sh": "#!/bin/sh\n", "src/plain.txt": "plain\n", odd: "latin-1 name\n"}
+    for rel, text in files.items():
+        (scratch_repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (scratch_repo / rel).write_text(text)
+    os.chmod(scratch_repo / "src/run.sh", 0o751)
+    os.utime(scratch_repo / "src/plain.txt", ns=(1_600_000_000_123_456_789,) * 2)
+    (scratch_repo / "src/link").symlink_to("plain.txt")
+    rels = [*files, "src/link"]
+    before = {rel: os.lstat(scratch_repo / rel) for rel in rels}
+    gitstate.save_files(scratch_repo, rels, tmp_path / "safety" / gitstate.SAVED)
+    assert stat.S_IMODE(os.stat(tmp_path / "safety" / gitstate.SAVED).st_mode) == 0o600
+    assert not (tmp_path / "safety" / (gitstate.SAVED + ".part")).exists()
+    for rel in rels:
+        (scratch_repo / rel).unlink()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the project's\n")
+    (scratch_repo / "src/plain.txt").symlink_to(outside)
+    assert gitstate.put_back(scratch_repo, rels[1:], tmp_path / "safety" / gitstate.SAVED) == 3
+    assert not (scratch_repo / "src/run.sh").exists()  # not asked for
+    assert outside.read_text() == "not the project's\n"
+    assert (scratch_repo / odd).read_text() == "latin-1 name\n"
+    assert os.readlink(scratch_repo / "src/link") == "plain.txt"
+    after = os.lstat(scratch_repo / "src/plain.txt")
+    assert not stat.S_ISLNK(after.st_mode) and abs(after.st_mtime_ns - before["src/plain.txt"].st_mtime_ns) < 1000  # tarfile: a float
+    gitstate.put_back(scratch_repo, rels[:1], tmp_path / "safety" / gitstate.SAVED)
+    assert stat.S_IMODE(os.stat(scratch_repo / "src/run.sh").st_mode) == 0o751
