@@ -520,7 +520,12 @@ def _undo_files(root: Path, fr: dict) -> int:
         if p.exists() or p.is_symlink():
             p.unlink()
             n += 1
-    for rel in fr.get("changed", []):
+    saved = step_dir / gitstate.SAVED
+    if saved.exists():
+        n += gitstate.put_back(root, fr.get("changed", []), saved)
+    # no archive (or only its .part): the rollback was killed before git overwrote anything
+    for rel in fr.get("changed", []) if (step_dir / "files").is_dir() else ():
+        # a safety folder of a kit before files.tar: one copy per file
         src, dst = step_dir / "files" / rel, root / rel
         if not (src.exists() or src.is_symlink()):
             continue  # a rollback killed before it copied this file never overwrote it
