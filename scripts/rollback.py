@@ -294,6 +294,8 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
     from .backup import hide_kit_state
 
     _confirm(run)
+    if run.interactive:
+        run.file_plans.clear()  # the files may have changed while the question waited
     if not run.sandbox:
         hide_kit_state(run.plan)
         loaded = pins.ensure(run.client, run.snapshot, run.plan.project_name) if run.snapshot else []
@@ -341,6 +343,8 @@ def _steps_and_checks(run: Run, record: dict, running_before: list[str], stop_af
                 raise UndoitError(f"injected failure at step {i}")
             detail = steps.execute(run, step)
             ok = True
+            if step.do in steps.CHANGE_FILES:
+                run.file_plans.clear()  # later restores are planned again, on the files as they are now
         except UndoitError as err:
             detail, ok = str(err), False
         except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM: recorded, services back, then out

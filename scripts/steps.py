@@ -14,6 +14,8 @@ from .errors import UndoitError
 from .plan import Check, Step
 
 DESTRUCTIVE = {"down", "restore-files", "restore-volumes", "remove-networks"}
+# steps after which a restore planned earlier in the run is planned again (exec: a bind mount)
+CHANGE_FILES = {"restore-files", "run", "exec"}
 
 
 def _services(step: Step) -> list[str]:
@@ -41,7 +43,8 @@ def describe(run, step: Step) -> str:
         ref = a.get("ref") or run.ref
         try:
             # kept for execute: the plan described is the plan carried out (and git runs once)
-            p = run.file_plans[run.step_index(step)] = gitstate.restore_plan(run.plan.root, ref, a["paths"])
+            p = run.file_plans.get(run.step_index(step)) or gitstate.restore_plan(run.plan.root, ref, a["paths"])
+            run.file_plans[run.step_index(step)] = p
             what = (f"{len(p['checkout'])} file(s) from {ref}, {len(p['changed'])} overwritten or removed "
                     f"(copied to the safety area first), {len(p['remove'])} added since removed, "
                     f"{len(p['move'])} untracked moved aside")
