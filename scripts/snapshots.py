@@ -200,6 +200,20 @@ def latest_complete(root: Path, project: str, kind: str | None = None) -> Snapsh
 # --- verification -------------------------------------------------------------
 
 
+# checksums this process computed, by file identity: a rollback checks its set in
+# verified:* and again when it starts, and a 1 GiB archive it does not restore cost a
+# second read each time (a files rollback's largest part after git)
+_SUMS: dict[tuple, str] = {}
+
+
+def _summed(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _SUMS:
+        _SUMS[key] = archive.sha256_file(path)
+    return _SUMS[key]
+
+
 def check_set(s: SnapshotSet, deep: bool = True, proven_elsewhere=()) -> list[str]:
     """Problems with a set (empty list = valid): checksums always, full read when deep.
     proven_elsewhere: volume keys whose archives the caller proves itself (one read)."""
@@ -216,7 +230,7 @@ def check_set(s: SnapshotSet, deep: bool = True, proven_elsewhere=()) -> list[st
                 continue
             p = s.path.parent / vol[what]
             try:
-                actual = archive.sha256_file(p)
+                actual = _summed(p)
             except OSError as err:
                 problems.append(f"{p}: {err.strerror}")
                 continue
