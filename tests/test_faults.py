@@ -13,7 +13,7 @@ import pytest
 
 from scripts import archive, backup, journal, lock, rollback, runlog, snapshots, volumes
 
-from .conftest import KIT, MINI_COMPOSE, MINI_PLAN, make_stack, sweep, unique, volume_path
+from .conftest import KIT, MINI_COMPOSE, MINI_PLAN, make_stack, sweep, unique, volume_path, wait_health
 
 pytestmark = pytest.mark.docker
 
@@ -238,6 +238,42 @@ def test_a_health_check_that_never_passes_times_out_and_frees_the_lock(docker_cl
         with lock.held(rollback.lock_path(plan), "the next run"):  # released: the next run goes
             pass
         assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
+    finally:
+        sweep(docker_client, name)
+
+
+# a healthcheck that reads a file live, every 3 s, unhealthy after one failure
+LIVE_COMPOSE = MINI_COMPOSE.replace('test: ["CMD", "true"]\n      interval: 1s',
+                                    'test: ["CMD", "test", "!", "-f", "/files/broken"]\n      interval: 3s\n      retries: 1')
+LIVE_PLAN = MINI_PLAN + """
+[[phase]]
+id = "fixed"
+title = "the cause of an unhealthy service is gone: up"
+steps = [{{ do = "up", services = ["app"] }}]
+"""
+
+
+def test_up_waits_for_the_next_healthcheck_of_a_service_unhealthy_from_before(docker_client, kit_images, tmp_path):
+    # compose's `up --wait` gives up at once on a container that is unhealthy when it looks,
+    # though its cause is gone (a config read live, restored a moment before): the step
+    # waits for the engine's next healthcheck instead of failing the rollback
+    assert "interval: 3s" in LIVE_COMPOSE
+    name = unique()
+    try:
+        plan = make_stack(name, tmp_path, LIVE_COMPOSE, LIVE_PLAN)
+        backup.backup(plan)
+        broken = volume_path(docker_client, plan, "files") / "broken"
+        broken.write_text("")
+        assert wait_health(docker_client, plan, "app", "unhealthy", timeout=30)
+        broken.unlink()  # right after a check: the next one is ~3 s away
+        rec = rollback.execute(plan, "fixed", yes=True)
+        assert rec["outcome"] == "success", rec["steps"]
+        assert "next healthcheck" in rec["steps"][0]["detail"], rec["steps"][0]
+        # still refused when the service stays unhealthy
+        broken.write_text("")
+        assert wait_health(docker_client, plan, "app", "unhealthy", timeout=30)
+        rec = rollback.execute(plan, "fixed", yes=True, up_timeout=5)
+        assert rec["outcome"] == "step failed" and "unhealthy" in rec["failed_step"]["detail"], rec["failed_step"]
     finally:
         sweep(docker_client, name)
 
