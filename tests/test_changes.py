@@ -79,9 +79,7 @@ steps = [
 id = "config"
 title = "shop switched off by its config"
 change = {{ ref = "release~1..release", settle = 4 }}
-# restart, not up: compose's `up --wait` gives up at once on a container still unhealthy
-# from the broken config, a second before its next healthcheck would pass
-steps = [{{ do = "restore-files", paths = ["conf"] }}, {{ do = "restart", services = ["shop"] }}]
+steps = [{{ do = "restore-files", paths = ["conf"] }}, {{ do = "up" }}]
 checks = [{{ check = "healthy", services = ["shop"] }}]
 
 [[phase]]
