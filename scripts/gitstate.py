@@ -11,6 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from . import durable
 from .errors import UndoitError
 
 # an identity, so commits and tags work on a bare machine; no signing prompt
@@ -276,11 +277,7 @@ def save_files(root: Path, rels, archive: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(part, archive)
-    fd = os.open(archive.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    durable.sync_dir(archive.parent)
 
 
 def put_back(root: Path, rels, archive: Path) -> int:

@@ -174,11 +174,7 @@ def up(run, services, timeout: int) -> str:
         pinned(run).up(services, wait_timeout=timeout)
         return ""
     except UndoitError as err:
-        saved, run.health_wait = run.health_wait, min(run.health_wait, timeout)
-        try:
-            ok, why = checks.healthy(run, Check("healthy", "healthy", {"services": services} if services else {}))
-        finally:
-            run.health_wait = saved
+        ok, why = _healthy_within(run, services, min(run.health_wait, timeout))
         # compose gives up at once on a container that is unhealthy when it looks, though
         # the cause may be gone (a config the service reads live, restored a moment ago):
         # the engine's next healthcheck decides. Any other failure stays a failure.
@@ -187,12 +183,17 @@ def up(run, services, timeout: int) -> str:
         raise UndoitError(f"up failed: {why if not ok else err}") from None
 
 
-def wait_healthy(run, services, timeout: int) -> None:
+def _healthy_within(run, services, timeout) -> tuple[bool, str]:
+    """The healthy check of services (all: empty), waiting up to timeout seconds."""
     saved, run.health_wait = run.health_wait, timeout
     try:
-        ok, why = checks.healthy(run, Check("healthy", "healthy", {"services": services} if services else {}))
+        return checks.healthy(run, Check("healthy", "healthy", {"services": services} if services else {}))
     finally:
         run.health_wait = saved
+
+
+def wait_healthy(run, services, timeout: int) -> None:
+    ok, why = _healthy_within(run, services, timeout)
     if not ok:
         raise UndoitError(f"not healthy after {timeout} s: {why}")
 
