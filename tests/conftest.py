@@ -23,6 +23,17 @@ from scripts.compose import Compose, for_plan
 KIT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(items):
+    """The tests marked long first, longest first (a stable sort: otherwise in order).
+    With two workers (pytest.ini's -n 2) the short ones fill in around them instead of a
+    long test starting last and running on alone."""
+    def minutes(item) -> float:
+        mark = item.get_closest_marker("long")
+        return -(mark.args[0] if mark and mark.args else 1) if mark else 0
+
+    items.sort(key=minutes)
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     """The engine's client; in CI a missing engine fails the test instead of skipping it."""

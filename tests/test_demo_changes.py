@@ -118,6 +118,7 @@ AFTER = {"phase2": phase2_two_commits_and_the_backend_turns_unhealthy,
          "phase7": phase7_migration_loses_rows_and_the_history_table}
 
 
+@pytest.mark.long
 def test_every_phase_in_order_on_one_demo(docker_client, demo_plan):
     demo.up(demo_plan)
     start = gitstate.head(demo_plan.root)

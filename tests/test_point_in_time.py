@@ -200,6 +200,7 @@ def test_no_silent_fallback_to_an_older_cycle(docker_client, ledger):
         rollback.prepare(ledger, "full")
 
 
+@pytest.mark.long
 def test_a_continuous_writer_loses_no_row_over_ten_backups(docker_client, ledger):
     from scripts.compose import for_plan
 

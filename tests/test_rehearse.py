@@ -70,6 +70,7 @@ def leftovers(client, plan) -> list[str]:
     return out
 
 
+@pytest.mark.long(6)
 def test_full_drill_is_green_and_leaves_the_live_stack_alone(docker_client, live):
     before = live_state(docker_client, live)
     report = rehearse.rehearse(live)
