@@ -4,10 +4,13 @@ import sys
 
 from doit import get_var
 
-from scripts import params as _params
-from scripts import plan as _plan
 from scripts import tasks as _tasks
-from scripts.errors import UndoitError
+
+_tasks.quiet_interrupts()  # as early as the kit can: a Ctrl-C while loading is one line, not a traceback
+
+from scripts import params as _params  # noqa: E402
+from scripts import plan as _plan  # noqa: E402
+from scripts.errors import UndoitError  # noqa: E402
 
 DOIT_CONFIG = {
     # a bare `doit` changes nothing: it says what the plan holds and what a rollback restores

@@ -307,11 +307,12 @@ def quiesced(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, befo
                             **{"stopped" if policy == "stop" else "paused": services}) \
         if journal_dir is not None and policy in ("stop", "pause") else nullcontext()
     with record:
-        yield from _quiesced_body(compose, vol, services, hook_service, policy)
+        yield from _quiesced_body(client, compose, vol, services, hook_service, policy)
 
 
-def _quiesced_body(compose: Compose, vol: Volume, services, hook_service, policy):
+def _quiesced_body(client, compose: Compose, vol: Volume, services, hook_service, policy):
     failed = None
+    since = time.time()
     try:
         # inside the try: a stop interrupted halfway still brings back what it stopped
         if policy == "stop":
@@ -324,6 +325,8 @@ def _quiesced_body(compose: Compose, vol: Volume, services, hook_service, policy
         raise
     finally:
         def bring_back():
+            if policy == "stop" and failed is not None:  # a stop cut short: the engine finishes it first
+                journal.stops_under_way(client, compose.project, since, compose.timeouts["stop"])
             if policy == "stop":
                 compose.up(services, options=("--no-recreate", "--no-deps"))
             elif policy == "pause":
@@ -332,7 +335,8 @@ def _quiesced_body(compose: Compose, vol: Volume, services, hook_service, policy
                 compose.exec(hook_service, *vol.post)
 
         try:
-            journal.cleanup(bring_back, f"bringing {', '.join(services)} back")
+            journal.cleanup(bring_back, f"bringing {', '.join(services)} back",
+                            interrupted=isinstance(failed, KeyboardInterrupt))
         except UndoitError as err:
             if failed is None:
                 raise

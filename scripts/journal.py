@@ -68,10 +68,13 @@ def replaced(entry: Entry | None) -> None:
         entry.update(replacing=None)
 
 
-def cleanup(fn, what: str):
-    """Run fn, the putting-back on the way out of an interrupted run; a second Ctrl-C
-    skips it, and says what that leaves for the next run."""
+def cleanup(fn, what: str, interrupted: bool = True):
+    """Run fn, the putting-back on the way out of a run; when the run was interrupted,
+    say so first (it can take a while), and a second Ctrl-C skips it, saying what that
+    leaves for the next run."""
     try:
+        if interrupted:  # in the try: a second Ctrl-C right after the line is caught too
+            print(f"interrupted: {what} first (Ctrl-C again skips it)", flush=True)
         return fn()
     except KeyboardInterrupt:
         print(f"interrupted again: {what} skipped; the journal keeps what is unfinished, and the next "
@@ -191,6 +194,31 @@ def _close_run(plan, data) -> list[str]:
     if runlog.close_interrupted(plan, data["run"], data.get("pid")):
         return [f"repaired: recorded {data.get('what')} {data['run']} as interrupted (pid {data.get('pid')})"]
     return []
+
+
+def stops_under_way(client, project: str, since: float, timeout: float) -> list[str]:
+    """Wait out the stops the engine was still carrying out when a run was cut short.
+    Compose is killed on the way out, but not the request it had made: a container that
+    still shows as running would be counted as running and exit a moment later, left
+    stopped by a run that said it was up. Returns the services waited for."""
+    import time
+
+    try:
+        events = client.events(since=f"{since:.6f}", until=f"{time.time():.6f}", decode=True, filters={
+            "type": "container", "label": f"com.docker.compose.project={project}", "event": ["kill", "die"]})
+        last = {ev.get("id"): ev.get("Action") or ev.get("status") for ev in events}
+    except Exception:  # noqa: BLE001 -- an engine that lists no events: no stop seen to wait for
+        return []
+    waited = []
+    for cid in [cid for cid, action in last.items() if action == "kill"]:  # signalled, not yet dead
+        try:
+            container = client.containers.get(cid)
+            if container.status == "running":
+                container.wait(condition="not-running", timeout=timeout)
+                waited.append(container.labels.get("com.docker.compose.service") or container.name)
+        except Exception:  # noqa: BLE001 -- gone, or still running after the limit: counted as it is
+            continue
+    return waited
 
 
 def _running(client, project: str, service: str) -> bool:

@@ -59,6 +59,7 @@ class Run:
     redact: Redactor
     env: dict
     since_iso: str = ""
+    started_at: float = 0.0  # time.time() at the start of the steps
     health_wait: int = 60
     up_timeout: int = 180
     command_timeout: int = 900
@@ -305,6 +306,7 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
     t0 = time.monotonic()
     started = datetime.now(timezone.utc)
     run.since_iso = started.isoformat(timespec="seconds")
+    run.started_at = started.timestamp()
     head = gitstate.head(run.plan.root)
     pre_tag = f"undoit/pre-rollback/{started.strftime('%Y%m%dT%H%M%SZ')}"
     if run.sandbox:
@@ -363,7 +365,8 @@ def _steps_and_checks(run: Run, record: dict, running_before: list[str], stop_af
             break
         run.persist()
     if failed:
-        record["services"] = journal.cleanup(lambda: bring_back(run, running_before), "bringing services back")
+        record["services"] = journal.cleanup(lambda: bring_back(run, running_before), "bringing services back",
+                                             interrupted=interrupted is not None)
         record["checks"] = []
     else:
         record["services"] = "as the plan left them"
@@ -380,6 +383,7 @@ def _steps_and_checks(run: Run, record: dict, running_before: list[str], stop_af
     record["next_steps"] = list(run.plan.next_steps)
     runlog.write(run.plan, record, run.redact)
     if interrupted is not None:
+        say(f"services: {record['services']}")  # what the way out did (no conclusion follows)
         raise interrupted  # the journal stays: the next run finishes what this one left
     return record
 
@@ -401,6 +405,8 @@ def bring_back(run: Run, running_before: list[str]) -> str:
     """After a failed step: every service that ran before runs again (the state it was
     in), never left stopped by accident. Says what it did. Not onto a volume whose refill
     was cut short: its services wait for the next run, which refills it first."""
+    if run.started_at:  # first: a service the engine is still stopping is not running
+        journal.stops_under_way(run.client, run.plan.project_name, run.started_at, run.plan.timeouts["stop"])
     now = set(running_services(run))
     missing = [s for s in running_before if s not in now]
     half = (run.journal.data.get("replacing") if run.journal else None) or {}
@@ -438,19 +444,21 @@ def undo(plan: Plan) -> dict:
             raise UndoitError("no rollback to undo")
         if rec.get("undone"):
             raise UndoitError(f"the last rollback ({rec['run']}) was already undone")
+        since = time.time()
         with journal.intent(plan.snapshots_dir, plan.project_name, "undo", undoing=rec["run"],
                             running_before=rec.get("running_before") or []) as entry:
             try:
                 return _undo(plan, rec, entry)
             except KeyboardInterrupt:
-                journal.cleanup(lambda: say(_services_back(plan, entry)), "bringing services back")
+                journal.cleanup(lambda: say(_services_back(plan, entry, since)), "bringing services back")
                 raise
 
 
-def _services_back(plan: Plan, entry: journal.Entry) -> str:
+def _services_back(plan: Plan, entry: journal.Entry, since: float) -> str:
     """An interrupted undo: the services that ran before the rollback run again, except
     on a volume left half refilled (the next kit command refills it, then starts them)."""
     client, compose = engine.client(), for_plan(plan)
+    journal.stops_under_way(client, plan.project_name, since, plan.timeouts["stop"])
     half = entry.data.get("replacing") or {}
     held = {c.labels.get(checks.SERVICE_LABEL) for c in volumes.users(client, half["name"])} if half else set()
     running = {c.labels.get(checks.SERVICE_LABEL) for c in client.containers.list(

@@ -58,6 +58,25 @@ def _exit(message: str, code: int):
     raise SystemExit(code)
 
 
+def _quiet(signum, frame):
+    import signal
+
+    how = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    _exit(f"interrupted ({how}) outside any task's work: nothing was left half done", errors.INTERRUPTED)
+
+
+def quiet_interrupts() -> None:
+    """Ctrl-C or SIGTERM while doit loads the plan or goes between tasks: one line and out
+    (not Python's traceback from wherever the import had got to). action() takes them
+    over for the work itself."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _quiet)
+        signal.signal(signal.SIGTERM, _quiet)
+
+
 def action(fn, *args, **kwargs):
     """A doit python-action calling fn; an UndoitError becomes TaskFailed with its one line.
 
@@ -71,6 +90,7 @@ def action(fn, *args, **kwargs):
 
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _terminated) if main else None
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
         hook, sys.unraisablehook = sys.unraisablehook, _redeliver
         _pending.clear()
         try:
@@ -93,6 +113,7 @@ def action(fn, *args, **kwargs):
             sys.unraisablehook = hook
             if main:
                 signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGINT, previous_int)
         return result if isinstance(result, (dict, TaskFailed)) else None
 
     run.__name__ = getattr(fn, "__name__", "action")
