@@ -109,6 +109,9 @@ def repair(plan, client, compose) -> list[str]:
             said += _finish_replace(plan, client, compose, data)
         if data.get("run"):
             said += _close_run(plan, data)
+        if data.get("started"):  # a stop the dead run had asked for may still be under way
+            since = datetime.fromisoformat(data["started"]).timestamp()
+            stops_under_way(client, plan.project_name, since, plan.timeouts["stop"])
         services = [svc for svc in (data.get("stopped") or []) + (data.get("running_before") or [])
                     if not _running(client, plan.project_name, svc)]
         if services:

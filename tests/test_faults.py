@@ -311,11 +311,13 @@ def asked_to_stop(client, plan, service: str, since: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("task", ["rollback:slow", "backup"])
+@pytest.mark.parametrize("task,sig", [("rollback:slow", signal.SIGTERM), ("backup", signal.SIGTERM),
+                                      ("rollback:slow", signal.SIGKILL)], ids=["rollback", "backup", "killed"])
 def test_a_run_cut_during_a_stop_waits_for_the_engine_then_brings_the_service_back(
-        docker_client, kit_images, tmp_path, task):
+        docker_client, kit_images, tmp_path, task, sig):
     # compose dies with the run, its stop request does not: the app still shows as running
-    # for a few seconds, then exits. Counted as running then, it would stay stopped.
+    # for a few seconds, then exits. Counted as running then, it would stay stopped (by the
+    # run on its way out, or by the repair of the next, for a run killed outright).
     assert "stop_signal: SIGWINCH" in SLOW_COMPOSE and SLOW_PLAN.count('quiesce = "stop"') == 2
     name = unique()
     try:
@@ -327,13 +329,17 @@ def test_a_run_cut_during_a_stop_waits_for_the_engine_then_brings_the_service_ba
         assert asked_to_stop(docker_client, plan, "app", since), proc.communicate(timeout=60)[0][-3000:]
         time.sleep(0.5)  # compose is waiting on the engine, which waits on the app
         assert status(docker_client, plan, "app") == "running"
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         cut_at = time.monotonic()
         out = proc.communicate(timeout=60)[0]
-        assert proc.returncode == errors.INTERRUPTED, out[-3000:]
-        if task == "backup":
+        if sig == signal.SIGKILL:
+            out = finish(plan, "repair")  # at once, while the engine still stops the app
+            assert "repaired: started app again" in out, out[-3000:]
+        elif task == "backup":
+            assert proc.returncode == errors.INTERRUPTED, out[-3000:]
             assert "interrupted: bringing app back first" in out, out[-3000:]
         else:
+            assert proc.returncode == errors.INTERRUPTED, out[-3000:]
             assert "services: brought back app" in out, out[-3000:]
         time.sleep(max(0.0, cut_at + 5 - time.monotonic()))  # past the engine's 4 s
         everything_runs(docker_client, plan, out)
