@@ -46,6 +46,14 @@ def _interrupt() -> KeyboardInterrupt:
 
 
 def _alarm(signum, frame):
+    import signal
+
+    f = frame
+    while f is not None:  # fired before _redeliver returned (a loaded machine): raised there,
+        if f.f_code is _redeliver.__code__:  # it would be "ignored" once more; try again shortly
+            signal.setitimer(signal.ITIMER_REAL, 0.001)
+            return
+        f = f.f_back
     raise _interrupt()
 
 
