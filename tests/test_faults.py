@@ -64,6 +64,46 @@ def test_a_backup_killed_with_services_stopped_is_repaired_by_the_next(docker_cl
     assert [s for s in snapshots.all_sets(mini.snapshots_dir) if s.complete]
 
 
+DB_PLAN = MINI_PLAN + """
+[[phase]]
+id = "db"
+title = "store rollback"
+volumes = ["data"]
+steps = [{{ do = "stop", services = ["store"] }}, {{ do = "restore-volumes", volumes = ["data"] }},
+         {{ do = "up", services = ["store"] }}]
+"""
+
+
+@pytest.mark.parametrize("sig", SIGNALS, **BY_NAME)
+def test_a_checkpoint_killed_with_services_stopped_is_repaired_by_the_next(docker_client, kit_images, tmp_path, sig):
+    name = unique()
+    try:
+        plan = make_stack(name, tmp_path, MINI_COMPOSE, DB_PLAN)
+        backup.backup(plan)
+        with open(volume_path(docker_client, plan, "data") / "bulk.bin", "wb") as f:
+            f.write(os.urandom(160 << 20))  # an export that takes a moment
+        proc = doit(plan, "checkpoint:db")
+        deadline = time.monotonic() + 60
+        while status(docker_client, plan, "store") != "exited":
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0][-3000:]
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        killed, _ = proc.communicate(timeout=120)
+        if sig == signal.SIGKILL:
+            assert status(docker_client, plan, "store") == "exited"
+        else:
+            said_so(killed)
+            everything_runs(docker_client, plan, killed)
+        assert not [s for s in snapshots.all_sets(plan.snapshots_dir) if s.complete and s.manifest["kind"] == "checkpoint"]
+        out = finish(plan, "checkpoint:db", "force=1")  # its tag was moved before the kill
+        assert ("repaired: started store again" in out) == (sig == signal.SIGKILL), out[-3000:]
+        everything_runs(docker_client, plan, out)
+        assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
+        assert [s for s in snapshots.all_sets(plan.snapshots_dir) if s.complete and s.manifest["kind"] == "checkpoint"]
+    finally:
+        sweep(docker_client, name)
+
+
 def test_a_second_ctrl_c_skips_bringing_services_back_says_so_and_the_next_run_does_it(docker_client, mini):
     data = volume_path(docker_client, mini, "data")
     with open(data / "bulk.bin", "wb") as f:  # an export that takes a moment
