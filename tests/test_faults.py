@@ -30,20 +30,26 @@ def doit(plan, *args, env=None, **kw):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def store_stopped_by(client, plan, *args) -> subprocess.Popen:
+    """`doit <args>` started on a stack whose store holds 160 MiB more (its export takes a
+    moment), once it has stopped the store for that export."""
+    with open(volume_path(client, plan, "data") / "bulk.bin", "wb") as f:
+        f.write(os.urandom(160 << 20))
+    proc = doit(plan, *args)
+    deadline = time.monotonic() + 60
+    while status(client, plan, "store") != "exited":
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0][-3000:]
+        time.sleep(0.02)
+    return proc
+
+
 SIGNALS = [signal.SIGKILL, signal.SIGTERM, signal.SIGINT]  # killed; a closed terminal; Ctrl-C
 BY_NAME = {"ids": lambda s: s.name}
 
 
 @pytest.mark.parametrize("sig", SIGNALS, **BY_NAME)
 def test_a_backup_killed_with_services_stopped_is_repaired_by_the_next(docker_client, mini, sig):
-    data = volume_path(docker_client, mini, "data")
-    with open(data / "bulk.bin", "wb") as f:  # an export that takes a moment
-        f.write(os.urandom(160 << 20))
-    proc = doit(mini, "backup")
-    deadline = time.monotonic() + 60
-    while status(docker_client, mini, "store") != "exited":
-        assert time.monotonic() < deadline and proc.poll() is None, "the backup never stopped the store"
-        time.sleep(0.02)
+    proc = store_stopped_by(docker_client, mini, "backup")
     proc.send_signal(sig)
     killed_out, _ = proc.communicate(timeout=120)
     if sig == signal.SIGKILL:
@@ -80,13 +86,7 @@ def test_a_checkpoint_killed_with_services_stopped_is_repaired_by_the_next(docke
     try:
         plan = make_stack(name, tmp_path, MINI_COMPOSE, DB_PLAN)
         backup.backup(plan)
-        with open(volume_path(docker_client, plan, "data") / "bulk.bin", "wb") as f:
-            f.write(os.urandom(160 << 20))  # an export that takes a moment
-        proc = doit(plan, "checkpoint:db")
-        deadline = time.monotonic() + 60
-        while status(docker_client, plan, "store") != "exited":
-            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0][-3000:]
-            time.sleep(0.02)
+        proc = store_stopped_by(docker_client, plan, "checkpoint:db")
         proc.send_signal(sig)
         killed, _ = proc.communicate(timeout=120)
         if sig == signal.SIGKILL:
@@ -105,14 +105,7 @@ def test_a_checkpoint_killed_with_services_stopped_is_repaired_by_the_next(docke
 
 
 def test_a_second_ctrl_c_skips_bringing_services_back_says_so_and_the_next_run_does_it(docker_client, mini):
-    data = volume_path(docker_client, mini, "data")
-    with open(data / "bulk.bin", "wb") as f:  # an export that takes a moment
-        f.write(os.urandom(160 << 20))
-    proc = doit(mini, "backup")
-    deadline = time.monotonic() + 60
-    while status(docker_client, mini, "store") != "exited":
-        assert time.monotonic() < deadline and proc.poll() is None, "the backup never stopped the store"
-        time.sleep(0.02)
+    proc = store_stopped_by(docker_client, mini, "backup")
     proc.send_signal(signal.SIGINT)
     said = []
     for line in proc.stdout:  # the first Ctrl-C: it says it is bringing the store back, and how to skip
