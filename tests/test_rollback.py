@@ -383,6 +383,20 @@ def test_the_lock_is_won_by_exactly_one_of_two_racing_processes(tmp_path):
         assert sorted(results.get(timeout=5) for _ in procs) == ["lost", "won"], i
 
 
+def test_rehearsals_share_the_lock_and_exclude_live_runs_both_ways(tmp_path):
+    path = tmp_path / ".lock"
+    with lock.held(path, "rehearse", shared=True), lock.held(path, "rehearse", shared=True):  # side by side
+        with pytest.raises(UndoitError, match="another rehearse holds the lock"):
+            with lock.held(path, "rollback phase1"):
+                pass
+    with lock.held(path, "rollback phase1"):
+        with pytest.raises(UndoitError, match="another rollback phase1 holds the lock"):
+            with lock.held(path, "rehearse", shared=True):
+                pass
+    with lock.held(path, "rollback phase1"):  # every holder gone: free again
+        pass
+
+
 def test_checkpoint_is_where_a_phase_goes_back_to(docker_client, eng):
     backup.backup(eng)
     (eng.root / "conf/app.conf").write_text("mode=phase-one\n")
