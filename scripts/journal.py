@@ -199,11 +199,11 @@ def _close_run(plan, data) -> list[str]:
     return []
 
 
-def stops_under_way(client, project: str, since: float, timeout: float) -> list[str]:
+def stops_under_way(client, project: str, since: float, timeout: float) -> None:
     """Wait out the stops the engine was still carrying out when a run was cut short.
     Compose is killed on the way out, but not the request it had made: a container that
     still shows as running would be counted as running and exit a moment later, left
-    stopped by a run that said it was up. Returns the services waited for."""
+    stopped by a run that said it was up."""
     import time
 
     try:
@@ -211,17 +211,14 @@ def stops_under_way(client, project: str, since: float, timeout: float) -> list[
             "type": "container", "label": f"com.docker.compose.project={project}", "event": ["kill", "die"]})
         last = {ev.get("id"): ev.get("Action") or ev.get("status") for ev in events}
     except Exception:  # noqa: BLE001 -- an engine that lists no events: no stop seen to wait for
-        return []
-    waited = []
+        return
     for cid in [cid for cid, action in last.items() if action == "kill"]:  # signalled, not yet dead
         try:
             container = client.containers.get(cid)
             if container.status == "running":
                 container.wait(condition="not-running", timeout=timeout)
-                waited.append(container.labels.get("com.docker.compose.service") or container.name)
         except Exception:  # noqa: BLE001 -- gone, or still running after the limit: counted as it is
             continue
-    return waited
 
 
 def _running(client, project: str, service: str) -> bool:

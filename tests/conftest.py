@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(items):
     long test starting last and running on alone."""
     def minutes(item) -> float:
         mark = item.get_closest_marker("long")
-        return -(mark.args[0] if mark and mark.args else 1) if mark else 0
+        return -(mark.args[0] if mark.args else 1) if mark else 0
 
     items.sort(key=minutes)
 
