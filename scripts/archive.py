@@ -16,15 +16,18 @@ import stat
 import tarfile
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from operator import attrgetter
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator
 
 import zstandard
 
 from .errors import UndoitError
+
+if TYPE_CHECKING:
+    from .listings import Listing
 
 CHUNK = 1 << 20
 ZSTD_LEVEL = 3
@@ -91,7 +94,8 @@ class Entry:
     @cached_property
     def meta_encoded(self) -> bytes:
         """The listing line without the content digest (what fingerprints are made of)."""
-        return self.encoded if not self.digest else replace(self, digest="").encoded
+        # `, "<digest>"]` closes the line of an entry with a digest, both ways encoded writes it
+        return self.encoded[:-(len(self.digest) + 5)] + b"]" if self.digest else self.encoded
 
     @classmethod
     def from_line(cls, line: str) -> "Entry":
@@ -122,9 +126,13 @@ def listing_bytes(entries: Iterable[Entry]) -> bytes:
 def listing_digest(entries: Iterable[Entry], content: bool = True) -> str:
     """The listing's sha256; content=False leaves the content digests out (how sets
     written before listings had them recorded it)."""
-    if content:
-        return hashlib.sha256(listing_bytes(entries)).hexdigest()
-    return fingerprint(entries)
+    if not content:
+        return fingerprint(entries)
+    from .listings import Listing
+
+    if isinstance(entries, Listing):
+        return entries.digest
+    return hashlib.sha256(listing_bytes(entries)).hexdigest()
 
 
 def walk(root: Path) -> Iterator[tuple[bytes, os.stat_result]]:
@@ -164,13 +172,20 @@ def entry_of(rel: bytes, st: os.stat_result, root: Path) -> Entry:
     )
 
 
-def listing(root: Path) -> list[Entry]:
-    """The volume's file listing from a host path (a metadata walk, no file is read)."""
-    return sorted((entry_of(rel, st, root) for rel, st in walk(root)), key=BY_PATH)
+def listing(root: Path):
+    """The volume's file listing from a host path (a metadata walk, no file is read), as a
+    listings.Listing: sorted on disk, not held in memory."""
+    from .listings import build
+
+    return build(entry_of(rel, st, root) for rel, st in walk(root))
 
 
 def fingerprint(entries: Iterable[Entry]) -> str:
     """What staleness is judged on: the listing's metadata, as a walk of the volume sees it."""
+    from .listings import Listing
+
+    if isinstance(entries, Listing):
+        return entries.fingerprint
     h = hashlib.sha256()
     for e in sorted(entries, key=BY_PATH):
         h.update(e.meta_encoded + b"\n")
@@ -331,7 +346,7 @@ def gnu_tar() -> str | None:
     return path if "GNU tar" in out else None
 
 
-def write_host_archive(root: Path, out: BinaryIO, progress: Callable[[int], None] | None = None) -> list[Entry]:
+def write_host_archive(root: Path, out: BinaryIO, progress: Callable[[int], None] | None = None) -> Listing:
     """Stream root (a host path) into out as tar.zst; return the listing of what went in.
 
     GNU tar in posix format writes the same pax archive as tarfile does here (numeric
@@ -383,7 +398,7 @@ class _Tee(io.RawIOBase):
         return len(b)
 
 
-def write_host_archive_py(root: Path, out: BinaryIO, progress: Callable[[int], None] | None = None) -> list[Entry]:
+def write_host_archive_py(root: Path, out: BinaryIO, progress: Callable[[int], None] | None = None) -> Listing:
     """write_host_archive without GNU tar: tarfile, slower on many small files."""
     from .tarscan import TarScanner
 
@@ -434,7 +449,7 @@ class _Counting:
 
 
 def repack(members: tarfile.TarFile, out: BinaryIO, strip: str, mtimes: dict[bytes, int],
-           progress: Callable[[int], None] | None = None) -> list[Entry]:
+           progress: Callable[[int], None] | None = None) -> Listing:
     """Re-write a tar stream (e.g. Docker's get_archive) in this module's format.
 
     Docker truncates mtimes to whole seconds; `mtimes` (from a listing made where the
@@ -485,7 +500,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_listing(archive: Path, devices: bool = False) -> list[Entry]:
+def read_listing(archive: Path, devices: bool = False) -> Listing:
     """Decompress and scan the whole archive (checking every member); return its listing."""
     from .tarscan import TarScanner
 
@@ -495,7 +510,7 @@ def read_listing(archive: Path, devices: bool = False) -> list[Entry]:
     return scanner.finish()
 
 
-def prove(archive: Path, sha256: str, devices: bool = False) -> list[Entry]:
+def prove(archive: Path, sha256: str, devices: bool = False) -> Listing:
     """One read of the archive: its checksum and every member checked in the same pass
     (hash the compressed bytes while they are decompressed and scanned); its listing."""
     from .tarscan import TarScanner
@@ -598,7 +613,7 @@ def extract_host(archive: Path, dest: Path, progress: Callable[[int], None] | No
 
 
 def extract_checked(archive: Path, sha256: str, dest: Path,
-                    progress: Callable[[int], None] | None = None, devices: bool = False) -> list[Entry]:
+                    progress: Callable[[int], None] | None = None, devices: bool = False) -> Listing:
     """One pass over the archive: hash it, decompress it, check every member and extract
     into dest (a fresh directory). Returns the archive's listing.
 
@@ -644,18 +659,17 @@ def set_root_attrs(path: Path, root: Entry) -> None:
     os.utime(path, ns=(root.mtime_ns, root.mtime_ns))
 
 
-def diff(expected: list[Entry], actual: list[Entry], limit: int = 5) -> list[str]:
-    """Human-readable differences between two listings (first few). Content digests are
-    compared where both sides have one."""
-    a = {e.path: e for e in expected}
-    b = {e.path: e for e in actual}
+def diff(expected: Iterable[Entry], actual: Iterable[Entry], limit: int = 5) -> list[str]:
+    """Human-readable differences between two listings (first few), walked side by side in
+    path order. Content digests are compared where both sides have one."""
+    from .listings import pairs
+
     out = []
-    for path in sorted(a.keys() | b.keys()):
-        ea, eb = a.get(path), b.get(path)
+    for ea, eb in pairs(expected, actual):
         if ea is not None and eb is not None and ea.meta == eb.meta and \
                 (not ea.digest or not eb.digest or ea.digest == eb.digest):
             continue
-        shown = _show(path)
+        shown = _show((ea or eb).path)
         if ea is None:
             out.append(f"unexpected {shown}")
         elif eb is None:

@@ -277,7 +277,7 @@ def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef,
         # probes and fingerprints compare only with the same volume of the same engine
         "identity": ident,
         "entries": len(exported),
-        "bytes": sum(e.size for e in exported),
+        "bytes": exported.total,
         "quiesce": policy,
         "seconds": round(time.monotonic() - start, 3),
         "set": set_id,

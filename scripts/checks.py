@@ -12,7 +12,7 @@ import subprocess
 import time
 from dataclasses import dataclass, replace
 
-from . import archive, gitstate, volumes
+from . import archive, gitstate, listings, volumes
 from .errors import UndoitError
 from .plan import Check
 
@@ -118,13 +118,10 @@ def volume_matches(run, check: Check) -> tuple[bool, str]:
         return False, "no snapshot set to compare with"
     ignore = [g.strip("/") for g in check.args.get("ignore", ())]
 
-    def kept(entries):
-        out = []
-        for e in entries:
-            if any(fnmatch.fnmatchcase(e.path.decode("utf-8", "surrogateescape"), g) for g in ignore):
-                continue
-            out.append(replace(e, mtime_ns=0) if e.type == "d" else e)
-        return out
+    def kept(entries):  # on disk, as the listings are (a volume may hold millions of files)
+        return listings.build(replace(e, mtime_ns=0) if e.type == "d" else e for e in entries
+                              if not any(fnmatch.fnmatchcase(e.path.decode("utf-8", "surrogateescape"), g)
+                                         for g in ignore))
 
     problems, files = [], 0
     for key in check.args["volumes"]:
@@ -134,7 +131,8 @@ def volume_matches(run, check: Check) -> tuple[bool, str]:
             actual = kept(volumes.listing(run.client, name))
             if any(e.digest for e in expected):
                 sums = volumes.content_digests(run.client, name)
-                actual = [replace(e, digest=sums.get(e.path, "")) if e.type == "f" else e for e in actual]
+                actual = listings.build(replace(e, digest=sums.get(e.path, "")) if e.type == "f" else e
+                                        for e in actual)
         except Exception as err:  # the volume is gone
             problems.append(f"{key}: cannot read {name} ({err})")
             continue

@@ -43,10 +43,6 @@ def _matching_manifest(s: snapshots.SnapshotSet, key: str, entries: list) -> lis
     return entries
 
 
-def _root(entries: list):
-    return next((e for e in entries if e.path == b"."), None)
-
-
 def safety_snapshot(client, snapshots_dir: Path, project: str, targets: dict[str, str],
                     reason: str) -> snapshots.SnapshotSet:
     """Export the volumes about to be replaced (key -> real name) into snapshots/safety/<id>."""
@@ -111,7 +107,7 @@ def _restore_staged(client, s: snapshots.SnapshotSet, key: str, name: str, stagi
         with transfer(f"restore {key} -> {name}", vol.get("bytes", 0)) as advance:
             expected = _matching_manifest(
                 s, key, archive.extract_checked(s.archive_path(key), vol["sha256"], staging, advance, devices))
-        root = _root(expected)
+        root = expected.root
         if root is not None:
             archive.set_root_attrs(staging, root)
         _compare(archive.listing(staging), expected, name, s.id)
@@ -130,8 +126,8 @@ def _restore_in_place(client, s: snapshots.SnapshotSet, key: str, name: str, dev
     expected = check_restorable(s, key, devices)  # all of it proven before the volume is emptied
     destroying()
     volumes.empty(client, name)
-    with transfer(f"restore {key} -> {name}", sum(e.size for e in expected)) as advance:
-        volumes.put(client, name, s.archive_path(key), _root(expected), progress=advance)
+    with transfer(f"restore {key} -> {name}", expected.total) as advance:
+        volumes.put(client, name, s.archive_path(key), expected.root, progress=advance)
     _compare(volumes.listing(client, name), expected, name, s.id)
     volumes.flush(client, name)  # on the disk before the journal lets the refill go as done
     return expected

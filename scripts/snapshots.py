@@ -17,10 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterable
 
 from . import __version__, archive
 from .archive import Entry
 from .errors import UndoitError
+from .listings import Listing
 
 FORMAT = "undoit-snapshot/1"
 MANIFEST = "manifest.json"
@@ -90,17 +92,20 @@ def write_json(path: Path, data) -> None:
         f.write(json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
 
-def write_listing(path: Path, entries: list[Entry]) -> str:
+def write_listing(path: Path, entries: Iterable[Entry]) -> str:
     """Write the listing file; return its sha256, which is also the listing's digest."""
+    if isinstance(entries, Listing):
+        with private_open(path) as f:
+            entries.copy_to(f)
+        return entries.digest
     data = archive.listing_bytes(entries)
     with private_open(path) as f:
         f.write(data)
     return hashlib.sha256(data).hexdigest()
 
 
-def read_listing_file(path: Path) -> list[Entry]:
-    with open(path, "rb") as f:
-        return [Entry.from_line(line.decode("utf-8", "surrogatepass")) for line in f if line.strip()]
+def read_listing_file(path: Path) -> Listing:
+    return Listing.of_file(path)
 
 
 def write_manifest(set_path: Path, manifest: dict) -> None:
@@ -150,7 +155,7 @@ class SnapshotSet:
     def listing_path(self, key: str) -> Path:
         return self.path.parent / self.volumes[key]["listing"]
 
-    def listing(self, key: str) -> list[Entry]:
+    def listing(self, key: str) -> Listing:
         return read_listing_file(self.listing_path(key))
 
 

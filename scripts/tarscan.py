@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
-from .archive import BY_PATH, Entry, parse_ns
+from .archive import Entry, parse_ns
 from .errors import UndoitError
+from .listings import Listing, Writer
 
 BLOCK = 512
 
@@ -60,7 +61,8 @@ def _relative(name: bytes) -> bytes:
 
 
 class TarScanner:
-    """feed() the tar bytes in order; finish() returns the sorted listing.
+    """feed() the tar bytes in order; finish() returns the sorted listing (on disk: see
+    listings.py; only the paths' hashes stay in memory, for checking hard links).
 
     When feed() returns, every member whose header lies in the bytes fed so far has
     been checked (UndoitError otherwise): a consumer given only those bytes is safe.
@@ -73,8 +75,13 @@ class TarScanner:
         # device nodes are refused unless the plan allows them for the volume: a restored
         # /dev/mem or disk node in a volume is a way into the host
         self.devices = devices
-        self.entries: list[Entry] = []
-        self._index: dict[bytes, int] = {}  # path -> position in entries (hard link targets)
+        self._listing = Writer()
+        # hash() of every path seen (what a hard link may point to): a Python int each,
+        # where the paths themselves took 5x the memory on a million files. A collision
+        # could only let a link to a path the archive did not create reach tar, which
+        # then fails to make it (nothing below an archive's symlink is allowed either)
+        self._seen: set[int] = set()
+        self._file: Entry | None = None  # the regular file whose data is passing
         self._hash = None  # sha256 of the regular file whose data is passing
         self._data = 0  # bytes of that file's data still to come (the rest of _skip is padding)
         self._symlinks: set[bytes] = set()
@@ -112,10 +119,10 @@ class TarScanner:
                 except (ValueError, IndexError) as err:  # malformed numbers or pax records
                     raise UndoitError(f"{self.label}: damaged archive ({err})") from None
 
-    def finish(self) -> list[Entry]:
+    def finish(self) -> Listing:
         if not self.ended:
             raise UndoitError(f"{self.label}: archive is truncated (no end-of-archive marker)")
-        return sorted(self.entries, key=BY_PATH)
+        return self._listing.finish()
 
     # --- internals ---------------------------------------------------------------
 
@@ -175,31 +182,28 @@ class TarScanner:
             raise UndoitError(f"{self.label}: damaged archive ({name!r} is not a file but has data)")
         rel = self._check(name, kind, link) if self.check else _relative(name)
         self._skip = -(-size // BLOCK) * BLOCK
-        digest = ""
-        if kind == "h":
-            target = self._index.get(_relative(link))
-            file_size, digest = (self.entries[target].size, self.entries[target].digest) if target is not None \
-                else (0, "")
-            kind = "f"
-        else:
-            file_size = size if kind == "f" else 0
-            if kind == "f":
-                digest = "" if size else EMPTY_DIGEST
-        self._index[rel] = len(self.entries)
+        hard_link = kind == "h"
+        kind = "f" if hard_link else kind
+        if self.check:
+            self._seen.add(hash(rel))
         mtime = pax.get(b"mtime")
-        self.entries.append(Entry(
-            rel, kind, file_size, _number(h[100:108]) & 0o7777 if kind != "l" else 0,
+        e = Entry(
+            rel, kind, size if kind == "f" else 0, _number(h[100:108]) & 0o7777 if kind != "l" else 0,
             int(pax[b"uid"]) if b"uid" in pax else _number(h[108:116]),
             int(pax[b"gid"]) if b"gid" in pax else _number(h[116:124]),
             parse_ns(mtime.decode()) if mtime else _number(h[136:148]) * 1_000_000_000,
-            link if kind == "l" else b"", digest))
-        if kind == "f" and size:
-            self._hash, self._data = hashlib.sha256(), size
+            link if kind == "l" else b"", EMPTY_DIGEST if kind == "f" and not size else "")
+        if hard_link:  # size and digest are its target's, filled in by the listing
+            self._listing.link(replace(e, size=0, digest=""), _relative(link))
+        elif kind == "f" and size:  # listed once its data has passed, with the digest
+            self._file, self._hash, self._data = e, hashlib.sha256(), size
+        else:
+            self._listing.add(e)
 
     def _file_done(self) -> None:
-        """The last data byte of a regular file went by: its digest goes on its entry."""
-        self.entries[-1] = replace(self.entries[-1], digest=self._hash.hexdigest())
-        self._hash = None
+        """The last data byte of a regular file went by: it is listed with its digest."""
+        self._listing.add(replace(self._file, digest=self._hash.hexdigest()))
+        self._file, self._hash = None, None
 
     def _check(self, name: bytes, kind: str, link: bytes) -> bytes:
         """The member's relative path, or UndoitError when it could write outside the volume
@@ -214,11 +218,8 @@ class TarScanner:
         if rel == b".":
             if kind != "d":
                 raise UndoitError(f"unsafe archive member {shown!r}: the volume's root must be a directory")
-        else:
-            rel_parts = rel.split(b"/")
-            for i in range(1, len(rel_parts)):
-                if b"/".join(rel_parts[:i]) in self._symlinks:
-                    raise UndoitError(f"unsafe archive member {shown!r}: lies below a symlink")
+        elif self._below_symlink(rel):
+            raise UndoitError(f"unsafe archive member {shown!r}: lies below a symlink")
         if kind == "l":
             self._symlinks.add(rel)
             if not link.startswith(b"/"):
@@ -233,6 +234,11 @@ class TarScanner:
                         raise UndoitError(f"unsafe archive member {shown!r}: symlink escapes the volume")
         elif kind == "h":
             target = _relative(link)
-            if link.startswith(b"/") or b".." in link.split(b"/") or target not in self._index:
+            if link.startswith(b"/") or b".." in link.split(b"/") or hash(target) not in self._seen \
+                    or self._below_symlink(target):
                 raise UndoitError(f"unsafe archive member {shown!r}: hard link to {link.decode('utf-8', 'backslashreplace')!r}")
         return rel
+
+    def _below_symlink(self, rel: bytes) -> bool:
+        parts = rel.split(b"/")
+        return any(b"/".join(parts[:i]) in self._symlinks for i in range(1, len(parts)))

@@ -18,6 +18,7 @@ from typing import Callable
 
 from . import archive
 from .archive import Entry
+from .listings import Listing, Writer
 from .errors import UndoitError
 
 MOUNT = "/v"
@@ -196,7 +197,7 @@ def _fetch_file(container, path: str) -> bytes:
     return b""
 
 
-def run_listing(client, volume: str) -> list[Entry]:
+def run_listing(client, volume: str) -> Listing:
     """The listing made inside a short-lived container (when the host cannot read the volume)."""
     fmt = r"%y\t%s\t%m\t%U\t%G\t%T@\t%P\t%l\0"
     c = _run_helper(client, volume, f"find {MOUNT} -printf '{fmt}' > /tmp/listing")
@@ -205,7 +206,7 @@ def run_listing(client, volume: str) -> list[Entry]:
     finally:
         c.remove(force=True)
     kinds = {b"d": "d", b"f": "f", b"l": "l", b"p": "p", b"c": "c", b"b": "b"}
-    entries = []
+    entries = Writer()
     for rec in out.split(b"\0"):
         if not rec.strip():
             continue
@@ -213,13 +214,13 @@ def run_listing(client, volume: str) -> list[Entry]:
         kind = kinds.get(y)
         if kind is None:
             continue  # sockets
-        entries.append(Entry(path or b".", kind, int(size) if kind == "f" else 0,
-                             int(mode, 8) if kind != "l" else 0, int(uid), int(gid),
-                             archive.parse_ns(mtime.decode()), target if kind == "l" else b""))
-    return sorted(entries, key=archive.BY_PATH)
+        entries.add(Entry(path or b".", kind, int(size) if kind == "f" else 0,
+                          int(mode, 8) if kind != "l" else 0, int(uid), int(gid),
+                          archive.parse_ns(mtime.decode()), target if kind == "l" else b""))
+    return entries.finish()
 
 
-def listing(client, volume: str) -> list[Entry]:
+def listing(client, volume: str) -> Listing:
     """The volume's file listing: a metadata walk of the host path, or made in a container."""
     path = host_path(client, volume)
     return archive.listing(path) if path else run_listing(client, volume)

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Peak memory of a backup and a volume rollback on a volume of many small files.
+
+    .venv/bin/python bench/many_files.py [--files 1000000]
+
+Builds a compose project of its own (one `store` service on the kit's base image, no
+network) whose volume holds --files small files (100-300 bytes, 1,000 per folder), takes
+`doit backup`, changes 1% of the files (rewrites, deletions, additions), then runs
+`doit rollback:blobs` (verified set, safety copy, restore, compare, checks). Prints each
+command's time and peak RSS (the largest process of its tree) against the target
+(< 300 MiB). Everything it creates carries the prefix `undoitmany` and is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+KIT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(KIT))
+
+from scripts import engine, gitstate, images  # noqa: E402
+
+from common import remove_pins, timed  # noqa: E402
+
+COMPOSE = """\
+services:
+  store:
+    image: {base}
+    pull_policy: never
+    network_mode: none
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 86400 & wait"]
+    volumes: [blobs:/blobs]
+    healthcheck: {{test: ["CMD", "true"], interval: 250ms}}
+volumes:
+  blobs: {{}}
+"""
+
+PLAN = """\
+[project]
+name = "{name}"
+root = "{root}"
+services = ["store"]
+
+[backup]
+snapshots = "{work}/snapshots"
+
+[volumes.blobs]
+services = ["store"]
+quiesce = "stop"
+
+[[phase]]
+id = "blobs"
+title = "object store"
+steps = [{{ do = "stop", services = ["store"] }}, {{ do = "restore-volumes", volumes = ["blobs"] }},
+         {{ do = "up", services = ["store"] }}]
+checks = [{{ check = "healthy", services = ["store"] }}]
+
+[full]
+title = "everything"
+steps = [{{ do = "down" }}, {{ do = "restore-volumes", volumes = ["blobs"] }}, {{ do = "up" }}]
+checks = [{{ check = "healthy" }}]
+"""
+
+
+def fill(mp: Path, n: int, rng: random.Random) -> None:
+    for i in range(n):
+        if i % 1000 == 0:
+            d = mp / f"{i // 100_000:02d}" / f"{i // 1000 % 100:02d}"
+            d.mkdir(parents=True, exist_ok=True)
+        (d / f"obj{i:07d}").write_bytes(rng.randbytes(rng.randint(100, 300)))
+
+
+def change(mp: Path, n: int, rng: random.Random) -> None:
+    for i in rng.sample(range(n), n // 100):
+        f = mp / f"{i // 100_000:02d}" / f"{i // 1000 % 100:02d}" / f"obj{i:07d}"
+        if i % 3:
+            f.write_bytes(b"changed")
+        else:
+            f.unlink()
+    extra = mp / "added"
+    extra.mkdir()
+    for i in range(n // 300):
+        (extra / f"new{i}").write_bytes(b"new")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=1_000_000)
+    args = ap.parse_args()
+    client = engine.client()
+    if not images.up_to_date():
+        images.build()
+    name = f"undoitmany{uuid.uuid4().hex[:6]}"
+    work = Path(tempfile.mkdtemp(prefix=name, dir=os.environ.get("TMPDIR", "/var/tmp")))
+    root = work / "project"
+    compose = ["docker", "compose", "--project-name", name, "--project-directory", str(root)]
+    try:
+        root.mkdir()
+        (root / "docker-compose.yml").write_text(COMPOSE.format(base=images.names()["base"]))
+        gitstate.init(root, "bench project")
+        (work / "phases.toml").write_text(PLAN.format(name=name, root=root, work=work))
+        subprocess.run([*compose, "up", "--detach", "--wait"], check=True, capture_output=True)
+        mp = Path(client.api.inspect_volume(f"{name}_blobs")["Mountpoint"])
+        rng = random.Random(5)
+        t0 = time.perf_counter()
+        fill(mp, args.files, rng)
+        print(f"{args.files} files written in {time.perf_counter() - t0:.0f} s", flush=True)
+        env = dict(os.environ, UNDOIT_PLAN=str(work / "phases.toml"), CI="true")
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        doit = [sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "--dir", str(KIT)]
+        results = []
+        for label, argv, before in (("backup", [*doit, "backup"], None),
+                                    ("rollback", [*doit, "rollback:blobs", "yes=1"], lambda: change(mp, args.files, rng))):
+            if before:
+                before()
+            with open(work / f"{label}.log", "w") as log:
+                try:
+                    t, peak = timed(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+                except SystemExit:
+                    print((work / f"{label}.log").read_text()[-3000:])
+                    raise
+            results.append((label, t, peak))
+            print(f"{label:9s} {t:7.1f} s   peak RSS {peak / 1024:6.0f} MiB   (target < 300 MiB)", flush=True)
+    finally:
+        subprocess.run([*compose, "down", "--volumes", "--remove-orphans"], capture_output=True)
+        for v in client.volumes.list(filters={"name": name}):
+            v.remove(force=True)
+        remove_pins(client, name)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
