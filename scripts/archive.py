@@ -510,12 +510,13 @@ def read_listing(archive: Path, devices: bool = False) -> Listing:
     return scanner.finish()
 
 
-def prove(archive: Path, sha256: str, devices: bool = False) -> Listing:
+def prove(archive: Path, sha256: str, devices: bool = False, digests: bool = True) -> Listing:
     """One read of the archive: its checksum and every member checked in the same pass
-    (hash the compressed bytes while they are decompressed and scanned); its listing."""
+    (hash the compressed bytes while they are decompressed and scanned); its listing.
+    digests=False: a listing without content digests (no file's data is hashed)."""
     from .tarscan import TarScanner
 
-    scanner = TarScanner(archive.name, devices=devices)
+    scanner = TarScanner(archive.name, devices=devices, digests=digests)
     failure = None
     with open(archive, "rb") as f:
         hashing = _HashingReader(f)

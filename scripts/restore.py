@@ -12,6 +12,7 @@ from pathlib import Path
 from . import archive, snapshots, volumes
 from .backup import export_volume
 from .errors import UndoitError
+from .listings import Listing
 from .plan import Volume
 from .progress import say, transfer
 
@@ -22,7 +23,7 @@ from .progress import say, transfer
 _PROVEN: set[tuple] = set()
 
 
-def check_restorable(s: snapshots.SnapshotSet, key: str, devices: bool = False) -> list:
+def check_restorable(s: snapshots.SnapshotSet, key: str, devices: bool = False) -> Listing:
     """Checksums, then every member header, in one read of the archive (none when this
     process proved the same file already): raises before any live change; returns the
     listing (from the set's listing file, which must match the manifest)."""
@@ -30,13 +31,19 @@ def check_restorable(s: snapshots.SnapshotSet, key: str, devices: bool = False) 
     path, vol = s.archive_path(key), s.volumes[key]
     st = path.stat()
     proof = (str(path), st.st_size, st.st_mtime_ns, vol["sha256"], devices)
+    listed = _matching_manifest(s, key, s.listing(key))
     if proof not in _PROVEN:
-        _matching_manifest(s, key, archive.prove(path, vol["sha256"], devices=devices))
+        # no file's data is hashed here: the archive's checksum, checked in the same pass,
+        # says its bytes are the ones the backup wrote and took the listing's digests from;
+        # its members must still be the listing's, entry for entry. The extraction hashes
+        # every file again and compares with the listing as it streams
+        if archive.prove(path, vol["sha256"], devices=devices, digests=False).fingerprint != listed.fingerprint:
+            raise UndoitError(f"{path}: contents differ from the manifest's listing; refusing")
         _PROVEN.add(proof)
-    return _matching_manifest(s, key, s.listing(key))
+    return listed
 
 
-def _matching_manifest(s: snapshots.SnapshotSet, key: str, entries: list) -> list:
+def _matching_manifest(s: snapshots.SnapshotSet, key: str, entries: Listing) -> Listing:
     """entries, the listing read from an archive, if it is the one the manifest recorded."""
     if snapshots.listing_digest(s.volumes[key], entries) != s.volumes[key]["listing_digest"]:
         raise UndoitError(f"{s.archive_path(key)}: contents differ from the manifest's listing; refusing")

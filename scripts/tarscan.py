@@ -68,8 +68,10 @@ class TarScanner:
     been checked (UndoitError otherwise): a consumer given only those bytes is safe.
     """
 
-    def __init__(self, label: str, check: bool = True, devices: bool = False):
+    def __init__(self, label: str, check: bool = True, devices: bool = False, digests: bool = True):
         self.label = label
+        # digests=False: no content digest (a metadata listing); the data is let through unread
+        self.digests = digests
         # check=False: list only (a backup lists what it archives; the restore checks it)
         self.check = check
         # device nodes are refused unless the plan allows them for the volume: a restored
@@ -192,10 +194,10 @@ class TarScanner:
             int(pax[b"uid"]) if b"uid" in pax else _number(h[108:116]),
             int(pax[b"gid"]) if b"gid" in pax else _number(h[116:124]),
             parse_ns(mtime.decode()) if mtime else _number(h[136:148]) * 1_000_000_000,
-            link if kind == "l" else b"", EMPTY_DIGEST if kind == "f" and not size else "")
+            link if kind == "l" else b"", EMPTY_DIGEST if kind == "f" and not size and self.digests else "")
         if hard_link:  # size and digest are its target's, filled in by the listing
             self._listing.link(replace(e, size=0, digest=""), _relative(link))
-        elif kind == "f" and size:  # listed once its data has passed, with the digest
+        elif kind == "f" and size and self.digests:  # listed once its data has passed, with the digest
             self._file, self._hash, self._data = e, hashlib.sha256(), size
         else:
             self._listing.add(e)
