@@ -2,13 +2,14 @@
 
 import sys
 
-from doit import get_var
+from scripts import interrupts as _interrupts
 
-from scripts import tasks as _tasks
+_interrupts.quiet()  # before the rest of the kit loads: a Ctrl-C while loading is one line, not a traceback
 
-_tasks.quiet_interrupts()  # as early as the kit can: a Ctrl-C while loading is one line, not a traceback
+from doit import get_var  # noqa: E402
 
 from scripts import params as _params  # noqa: E402
+from scripts import tasks as _tasks  # noqa: E402
 from scripts import plan as _plan  # noqa: E402
 from scripts.errors import UndoitError  # noqa: E402
 

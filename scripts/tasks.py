@@ -66,25 +66,6 @@ def _exit(message: str, code: int):
     raise SystemExit(code)
 
 
-def _quiet(signum, frame):
-    import signal
-
-    how = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-    _exit(f"interrupted ({how}) outside any task's work: nothing was left half done", errors.INTERRUPTED)
-
-
-def quiet_interrupts() -> None:
-    """Ctrl-C or SIGTERM while doit loads the plan or goes between tasks: one line and out
-    (not Python's traceback from wherever the import had got to). action() takes them
-    over for the work itself."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _quiet)
-        signal.signal(signal.SIGTERM, _quiet)
-
-
 def action(fn, *args, **kwargs):
     """A doit python-action calling fn; an UndoitError becomes TaskFailed with its one line.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import time
 
@@ -11,6 +12,8 @@ from doit.exceptions import TaskFailed
 
 from scripts import errors, tasks
 from scripts.errors import UndoitError
+
+from .conftest import KIT
 
 
 def test_an_error_with_its_own_code_ends_doit_with_it(capsys):
@@ -74,3 +77,27 @@ def _interrupted_not_lost(capsys):
     assert "finished" not in reached
     err = capsys.readouterr().err
     assert "Exception ignored" not in err and "interrupted (SIGTERM)" in err
+
+
+def test_the_quiet_handler_is_in_place_before_the_kit_loads(tmp_path):
+    """A Ctrl-C while doit imports the kit ends in one line (a SIGINT in the fault sweeps
+    once landed in plan.py's import, before the handler, and printed a traceback): every
+    module of the kit but the handler's own is imported after dodo.py installed it."""
+    probe = f"""
+import runpy, signal, sys
+late = []
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("scripts.") and name not in ("scripts.interrupts", "scripts.errors"):
+            handler = signal.getsignal(signal.SIGINT)
+            if getattr(handler, "__module__", "") != "scripts.interrupts":
+                late.append(name)
+        return None
+sys.meta_path.insert(0, Watch())
+sys.path.insert(0, {str(KIT)!r})
+sys.argv = ["doit"]
+runpy.run_path({str(KIT / "dodo.py")!r})
+print("unguarded:", late)
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=KIT, timeout=60)
+    assert "unguarded: []" in out.stdout, out.stdout + out.stderr
