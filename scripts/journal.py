@@ -199,6 +199,9 @@ def _close_run(plan, data) -> list[str]:
     return []
 
 
+IN_FLIGHT = 0.5  # seconds
+
+
 def stops_under_way(client, project: str, since: float, timeout: float) -> None:
     """Wait out the stops the engine was still carrying out when a run was cut short.
     Compose is killed on the way out, but not the request it had made: a container that
@@ -206,6 +209,10 @@ def stops_under_way(client, project: str, since: float, timeout: float) -> None:
     stopped by a run that said it was up."""
     import time
 
+    # a request compose wrote just before it was killed may not have reached the engine's
+    # handler yet (local CI, two workers: an app counted as running, exited a moment
+    # later): its "kill" event comes within this, and is then waited out below
+    time.sleep(IN_FLIGHT)
     try:
         events = client.events(since=f"{since:.6f}", until=f"{time.time():.6f}", decode=True, filters={
             "type": "container", "label": f"com.docker.compose.project={project}", "event": ["kill", "die"]})
