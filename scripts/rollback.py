@@ -334,6 +334,42 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
 
 def _steps_and_checks(run: Run, record: dict, running_before: list[str], stop_after_step: int | None,
                       t0: float) -> dict:
+    try:
+        failed, interrupted = _steps(run, record, stop_after_step)
+    except KeyboardInterrupt as err:  # between two steps (a step's own work catches its own)
+        interrupted, done = err, record["steps"]
+        if done and not done[-1]["ok"]:
+            failed = {k: done[-1][k] for k in ("n", "do", "detail")}
+        else:
+            n = len(done) + 1
+            failed = {"n": n, "do": run.proc.steps[n - 1].do if n <= len(run.proc.steps) else "checks",
+                      "detail": f"interrupted ({err or 'Ctrl-C'}) before it began"}
+    if failed:
+        record["services"] = journal.cleanup(lambda: bring_back(run, running_before), "bringing services back",
+                                             interrupted=interrupted is not None)
+        record["checks"] = []
+    else:
+        record["services"] = "as the plan left them"
+        results = checks.run_all(run, run.proc.checks)
+        record["checks"] = [r.__dict__ for r in results]
+        for r in results:
+            say(f"  {'PASS' if r.ok else 'FAIL'}  {r.name}: {r.reason}")
+    record["failed_step"] = failed
+    record["seconds"] = round(time.monotonic() - t0, 2)
+    record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    ok = failed is None and all(c["ok"] for c in record["checks"])
+    record["outcome"] = ("success" if ok else "interrupted" if interrupted else
+                         "step failed" if failed else "checks failed")
+    record["next_steps"] = list(run.plan.next_steps)
+    runlog.write(run.plan, record, run.redact)
+    if interrupted is not None:
+        say(f"services: {record['services']}")  # what the way out did (no conclusion follows)
+        raise interrupted  # the journal stays: the next run finishes what this one left
+    return record
+
+
+def _steps(run: Run, record: dict, stop_after_step: int | None) -> tuple[dict | None, BaseException | None]:
+    """The plan's steps in order, up to the first that fails: (failed, interrupted)."""
     failed = interrupted = None
     for i, step in enumerate(run.proc.steps, 1):
         s0 = time.monotonic()
@@ -364,28 +400,7 @@ def _steps_and_checks(run: Run, record: dict, running_before: list[str], stop_af
             failed = {"n": i, "do": step.do, "detail": detail}
             break
         run.persist()
-    if failed:
-        record["services"] = journal.cleanup(lambda: bring_back(run, running_before), "bringing services back",
-                                             interrupted=interrupted is not None)
-        record["checks"] = []
-    else:
-        record["services"] = "as the plan left them"
-        results = checks.run_all(run, run.proc.checks)
-        record["checks"] = [r.__dict__ for r in results]
-        for r in results:
-            say(f"  {'PASS' if r.ok else 'FAIL'}  {r.name}: {r.reason}")
-    record["failed_step"] = failed
-    record["seconds"] = round(time.monotonic() - t0, 2)
-    record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    ok = failed is None and all(c["ok"] for c in record["checks"])
-    record["outcome"] = ("success" if ok else "interrupted" if interrupted else
-                         "step failed" if failed else "checks failed")
-    record["next_steps"] = list(run.plan.next_steps)
-    runlog.write(run.plan, record, run.redact)
-    if interrupted is not None:
-        say(f"services: {record['services']}")  # what the way out did (no conclusion follows)
-        raise interrupted  # the journal stays: the next run finishes what this one left
-    return record
+    return failed, interrupted
 
 
 def _user() -> str:

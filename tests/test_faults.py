@@ -207,6 +207,36 @@ def timed(plan, *args, env=None) -> float:
     return time.monotonic() - t0
 
 
+def test_a_rollback_interrupted_between_two_steps_brings_the_app_back(docker_client, kit_images, tmp_path,
+                                                                    monkeypatch):
+    """A signal that lands after one step finished and before the next began (local CI:
+    SIGTERM after the volume was refilled, the app left stopped) is the run's too."""
+    name = unique()
+    try:
+        plan = make_stack(name, tmp_path, MINI_COMPOSE, VOL_PLAN)
+        backup.backup(plan)
+        before = state(docker_client, plan)
+        saved = rollback.Run.persist
+        calls = []
+
+        def persist(run):  # the record kept after step 1 (`stop app`): then the signal
+            calls.append(1)
+            saved(run)
+            if len(calls) == 2:
+                raise KeyboardInterrupt(f"signal {signal.SIGTERM}")
+
+        monkeypatch.setattr(rollback.Run, "persist", persist)
+        with pytest.raises(KeyboardInterrupt):
+            rollback.execute(plan, "vol", yes=True)
+        everything_runs(docker_client, plan)
+        rec = runlog.last_record(plan, kinds=("phase",))
+        assert rec["outcome"] == "interrupted" and "brought back app" in rec["services"], rec
+        assert rec["failed_step"]["n"] == 2 and "before it began" in rec["failed_step"]["detail"], rec
+        assert state(docker_client, plan) == before  # the refill never began
+    finally:
+        sweep(docker_client, name)
+
+
 @pytest.mark.long
 @pytest.mark.parametrize("sig", SIGNALS, **BY_NAME)
 @pytest.mark.parametrize("path", ["atomic", "in place"])
