@@ -7,6 +7,7 @@ and finally prove the result equals the snapshot's listing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import archive, snapshots, volumes
@@ -68,9 +69,46 @@ def safety_snapshot(client, snapshots_dir: Path, project: str, targets: dict[str
         return snapshots.load_set(path)
 
 
+@dataclass
+class Staged:
+    """A set's contents of one volume, built beside the live ones and checked: swapping
+    them in is all that is left (restore_volume(staged=...))."""
+    key: str
+    name: str
+    set_id: str
+    path: Path
+    expected: Listing
+
+
+def stage_volume(client, s: snapshots.SnapshotSet, key: str, name: str, devices: bool = False) -> Staged | None:
+    """Build and check the set's contents of key beside volume name's live contents, while
+    the services still run: a rollback then stops them for a safety copy and a rename,
+    not for the extraction too. None where that cannot be done ahead (a bind folder: the
+    staging would lie in the project's tree while its files are restored; a remote
+    engine; no room for the copy and a safety copy of the same size): the restore then
+    happens at its step, as before. Raises on a bad archive, with nothing left behind."""
+    if volumes.is_bind(name):
+        return None
+    vol = s.volumes[key]
+    snapshots.verify_archive(s, key, archive_too=False)
+    staging = volumes.stage(client, name, 2 * vol.get("bytes", 0))
+    if staging is None:
+        return None
+    return Staged(key, name, s.id, staging, _build(s, key, name, staging, devices, f"stage {key} beside {name}"))
+
+
+def _usable(client, staged: Staged, s: snapshots.SnapshotSet, key: str, name: str) -> bool:
+    """The staged contents are still there, beside the volume as it is now (a step may
+    have removed and recreated it), and of this set."""
+    if (staged.key, staged.name, staged.set_id) != (key, name, s.id):
+        return False
+    live = volumes.host_path(client, name)
+    return live is not None and staged.path.parent == live.parent and staged.path.is_dir()
+
+
 def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | None = None,
                    safety_dir: Path | None = None, project: str = "", devices: bool = False,
-                   intent=None) -> dict:
+                   intent=None, staged: Staged | None = None) -> dict:
     """Restore volume `key` of set s into `target` (default: the volume it came from).
 
     With safety_dir, a safety snapshot of the target's current contents is taken first.
@@ -79,6 +117,8 @@ def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | Non
     in this volume (refused otherwise, on both paths, before a byte is written).
     intent: the run's journal entry; it records the replace from the first destructive
     act until the volume is whole and checked (journal.replacing).
+    staged: stage_volume's answer for this volume, taken earlier in the run; its
+    contents are swapped in (unless they are gone: then restored here as usual).
     """
     snapshots.verify_archive(s, key, archive_too=False)  # the listing file; the archive below
     vol = s.volumes[key]
@@ -89,14 +129,19 @@ def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | Non
     safety = None
     if safety_dir is not None:
         safety = safety_snapshot(client, safety_dir, project, {key: name}, f"before restoring {key} from {s.id}")
-    staging = volumes.stage(client, name, vol.get("bytes", 0))
     from . import journal
 
     def destroying():
         journal.replacing(intent, key, name, s, devices)
 
+    if staged is not None and not _usable(client, staged, s, key, name):
+        volumes.discard(staged.path)
+        staged = None
+    staging = staged.path if staged else volumes.stage(client, name, vol.get("bytes", 0))
     if staging is not None:
-        entries = _restore_staged(client, s, key, name, staging, devices, destroying)
+        entries = staged.expected if staged else _build(s, key, name, staging, devices, f"restore {key} -> {name}")
+        destroying()
+        volumes.swap_in(client, name, staging)
     else:
         entries = _restore_in_place(client, s, key, name, devices, destroying)
     journal.replaced(intent)
@@ -105,13 +150,13 @@ def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | Non
             "entries": len(entries), "staged": staging is not None}
 
 
-def _restore_staged(client, s: snapshots.SnapshotSet, key: str, name: str, staging: Path,
-                    devices: bool = False, destroying=lambda: None) -> list:
-    """Build the new contents beside the live ones in one checked pass, compare them with
-    the manifest, then swap them in: a bad archive never touches the live volume."""
+def _build(s: snapshots.SnapshotSet, key: str, name: str, staging: Path, devices: bool, label: str) -> Listing:
+    """Build the new contents beside the live ones in one checked pass and compare them
+    with the manifest (the caller swaps them in): a bad archive never touches the live
+    volume, and leaves no staging behind."""
     vol = s.volumes[key]
     try:
-        with transfer(f"restore {key} -> {name}", vol.get("bytes", 0)) as advance:
+        with transfer(label, vol.get("bytes", 0)) as advance:
             expected = _matching_manifest(
                 s, key, archive.extract_checked(s.archive_path(key), vol["sha256"], staging, advance, devices))
         root = expected.root
@@ -121,8 +166,6 @@ def _restore_staged(client, s: snapshots.SnapshotSet, key: str, name: str, stagi
     except BaseException:
         volumes.discard(staging)
         raise
-    destroying()
-    volumes.swap_in(client, name, staging)
     return expected
 
 

@@ -69,6 +69,7 @@ class Run:
     sandbox: bool = False  # a rehearsal: shares the live repo's refs, so it tags nothing
     record: dict | None = None  # the run record, kept on disk from the first step (undo reads it)
     journal: journal.Entry | None = None  # what a dead run leaves unfinished (journal.py)
+    staged: dict[str, restore.Staged] = field(default_factory=dict)  # volume key -> built ahead (prestage)
 
     def persist(self) -> None:
         """The run record as it stands, durably: a run killed at any point leaves it, with
@@ -302,6 +303,37 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
         loaded = pins.ensure(run.client, run.snapshot, run.plan.project_name) if run.snapshot else []
         if loaded:
             say(f"images of set {run.snapshot.id} loaded from the set: {', '.join(loaded)}")
+    try:
+        prestage(run)
+        return _run_steps(run, stop_after_step)
+    finally:
+        for staged in run.staged.values():  # not swapped in: the run failed before their step
+            volumes.discard(staged.path)
+
+
+def prestage(run: Run) -> None:
+    """Build every volume the run restores beside its live contents, and check it, before
+    any step: the services stay up meanwhile, and are later down only for the safety copy
+    and the swap. A bad archive refuses the run here, with nothing changed yet; a volume
+    that cannot be staged ahead (restore.stage_volume) is restored at its step."""
+    if run.snapshot is None or not engine.on_this_host():
+        return
+    for key in restored_volumes(run.proc):
+        name = run.volume_names.get(key)
+        if key in run.staged or name is None or not _volume_exists(run.client, name):
+            continue
+        try:
+            staged = restore.stage_volume(run.client, run.snapshot, key, name, allows_devices(run.plan, key))
+        except OSError as err:  # a full disk, say: restored at its step, which says so if it fails too
+            say(f"{key}: not staged ahead ({err.strerror or err}); restored at its step")
+            continue
+        if staged is not None:
+            run.staged[key] = staged
+            say(f"{key}: built beside {name} from set {run.snapshot.id} and checked ({len(staged.expected)} "
+                "entries); swapped in at its step")
+
+
+def _run_steps(run: Run, stop_after_step: int | None) -> dict:
     run.run_dir.mkdir(parents=True, mode=0o700)
     t0 = time.monotonic()
     started = datetime.now(timezone.utc)

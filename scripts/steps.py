@@ -58,7 +58,9 @@ def describe(run, step: Step) -> str:
             src = f"{run.snapshot.archive_path(key).name} of set {run.snapshot.id} (sha256 {vol['sha256'][:12]})" \
                 if vol else "NO ARCHIVE IN THE SET"
             parts.append(f"{key} -> volume {run.volume_names.get(key, '?')} from {src}")
-        return "restore volumes (safety snapshot first, then empty, refill, compare listing): " + "; ".join(parts)
+        return ("restore volumes (built and checked beside the live ones before step 1 where this host allows; "
+                "at this step a safety snapshot first, then swap in, or empty, refill, compare listing): "
+                + "; ".join(parts))
     if step.do == "remove-networks":
         return "$ docker network rm " + " ".join(run.network_name(k) for k in a["networks"])
     if step.do == "create-networks":
@@ -218,7 +220,8 @@ def restore_volumes(run, keys) -> str:
         from .rollback import allows_devices
 
         r = restore.restore_volume(run.client, run.snapshot, key, target=name, devices=allows_devices(run.plan, key),
-                                   intent=run.journal)
+                                   intent=run.journal, staged=run.staged.get(key))
+        run.staged.pop(key, None)  # swapped in, or found unusable and discarded
         done.append(f"{key} ({r['entries']} entries)")
     return f"restored {', '.join(done)} from set {run.snapshot.id}"
 

@@ -62,6 +62,7 @@ def test_a_backup_and_a_rollback_on_a_full_disk_end_with_one_line_each(docker_cl
     assert "\n" not in rec["failed_step"]["detail"]
     assert "no space left" in rec["failed_step"]["detail"] or "not enough room" in rec["failed_step"]["detail"]
     assert not list((plan.snapshots_dir / snapshots.SAFETY).glob("*"))  # the partial safety copy is gone
+    assert not list(files.parent.glob("undoit-staging-*"))  # nor what was built ahead to swap in
     assert sorted(e.meta for e in volumes.listing(docker_client, first.volumes["files"]["name"])) == listing
     assert services_running(docker_client, plan) == running  # brought back
     # the record says what happened (the log and report live elsewhere than the full disk)

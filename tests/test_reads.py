@@ -18,7 +18,7 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.mark.parametrize("path", ["staged", "in place"])
-def test_archive_reads_per_rollback(docker_client, mini, monkeypatch, path):
+def test_archive_reads_per_rollback(docker_client, mini, monkeypatch, capsys, path):
     from scripts import volumes
 
     if path == "in place":
@@ -46,3 +46,25 @@ def test_archive_reads_per_rollback(docker_client, mini, monkeypatch, path):
     assert 1 <= reads["files.tar.zst"] <= 2, reads
     assert reads["data.tar.zst"] <= 2, reads  # its checksum, in verified:* and again in the run
     assert s.volumes["files"]["archive"].endswith("files.tar.zst")
+    out = capsys.readouterr().out
+    # staged: built and checked while app still ran, before the first step stopped it
+    assert ("files: built beside" in out) == (path == "staged"), out
+    if path == "staged":
+        assert out.index("files: built beside") < out.index("[1/3] stop"), out
+
+
+def test_staged_contents_gone_before_their_step_are_restored_at_it(docker_client, mini):
+    """A step that removes what was built ahead (here a command; `docker volume rm` would
+    too): the volume is restored at its step as it would have been without the staging."""
+    files = volume_path(docker_client, mini, "files")
+    (files / "doc.txt").write_text("v1\n")
+    backup.backup(mini)
+    (files / "doc.txt").write_text("v2\n")
+    plan = replace(mini, phases=(Procedure(id="files", title="files", kind="phase", steps=(
+        Step("stop", {"services": ["app"]}),
+        Step("run", {"argv": ["sh", "-c", f"rm -rf {files.parent}/undoit-staging-*"]}),
+        Step("restore-volumes", {"volumes": ["files"]}), Step("up", {}))),))
+    rec = rollback.execute(plan, "files", yes=True)
+    assert rec["outcome"] == "success", rec
+    assert (files / "doc.txt").read_text() == "v1\n"
+    assert not list(files.parent.glob("undoit-staging-*"))
