@@ -70,6 +70,7 @@ class Run:
     record: dict | None = None  # the run record, kept on disk from the first step (undo reads it)
     journal: journal.Entry | None = None  # what a dead run leaves unfinished (journal.py)
     staged: dict[str, restore.Staged] = field(default_factory=dict)  # volume key -> built ahead (prestage)
+    prestaged: dict[str, float] = field(default_factory=dict)  # volume key -> seconds its building took
 
     def persist(self) -> None:
         """The run record as it stands, durably: a run killed at any point leaves it, with
@@ -322,6 +323,7 @@ def prestage(run: Run) -> None:
         name = run.volume_names.get(key)
         if key in run.staged or name is None or not _volume_exists(run.client, name):
             continue
+        t0 = time.monotonic()
         try:
             staged = restore.stage_volume(run.client, run.snapshot, key, name, allows_devices(run.plan, key))
         except OSError as err:  # a full disk, say: restored at its step, which says so if it fails too
@@ -329,6 +331,7 @@ def prestage(run: Run) -> None:
             continue
         if staged is not None:
             run.staged[key] = staged
+            run.prestaged[key] = round(time.monotonic() - t0, 3)
             say(f"{key}: built beside {name} from set {run.snapshot.id} and checked ({len(staged.expected)} "
                 "entries); swapped in at its step")
 
@@ -354,7 +357,8 @@ def _run_steps(run: Run, stop_after_step: int | None) -> dict:
         "head_before": head, "pre_rollback_tag": pre_tag, "running_before": running_before,
         "rolls_back": list(run.proc.rolls_back) or ([run.proc.id] if run.proc.kind == "phase" else ["all"]),
         "keeps": list(run.proc.keeps), "steps": [], "checks": [], "safety_sets": run.safety_sets,
-        "file_restores": run.file_restores, "runbook_minutes": run.proc.minutes, "outcome": "running",
+        "file_restores": run.file_restores, "prestaged": run.prestaged, "runbook_minutes": run.proc.minutes,
+        "outcome": "running",
     }
     run.record = record
     intent = nullcontext() if run.sandbox else journal.intent(

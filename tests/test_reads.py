@@ -51,6 +51,7 @@ def test_archive_reads_per_rollback(docker_client, mini, monkeypatch, capsys, pa
     assert ("files: built beside" in out) == (path == "staged"), out
     if path == "staged":
         assert out.index("files: built beside") < out.index("[1/3] stop"), out
+    assert list(rec["prestaged"]) == (["files"] if path == "staged" else []), rec["prestaged"]
 
 
 def test_staged_contents_gone_before_their_step_are_restored_at_it(docker_client, mini):
