@@ -259,6 +259,8 @@ def test_a_rollback_killed_anywhere_leaves_old_or_new_never_a_mix(docker_client,
         vol = volumes.resolve(client, plan.project_name, ["files"])["files"].name
         assert not client.containers.list(all=True, filters={"label": volumes.HELPER_LABEL, "volume": vol}), \
             f"round {i} ({sig.name}): a helper container left on the volume\n{out[-2000:]}"
+        staged = list(volume_path(client, plan, "files").parent.glob(f"{volumes.STAGING_PREFIX}*"))
+        assert not staged, f"round {i} ({sig.name}): contents built ahead left beside the volume: {staged}"
         now = state(client, plan)
         assert now in (old, new), f"round {i} ({sig.name}): a mix of old and new\n{killed[-2000:]}\n{out[-2000:]}"
         seen["old" if now == old else "new"] += 1
