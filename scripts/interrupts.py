@@ -12,11 +12,16 @@ import threading
 from .errors import INTERRUPTED
 
 
+def exit_with(message: str, code: int):
+    """End doit with the kit's own exit code (errors.py): doit's runner lets SystemExit
+    through after closing its state, where a failed task would always exit 1."""
+    print(f"undoit: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
 def _quiet(signum, frame):
     how = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-    print(f"undoit: interrupted ({how}) outside any task's work: nothing was left half done",
-          file=sys.stderr, flush=True)
-    raise SystemExit(INTERRUPTED)
+    exit_with(f"interrupted ({how}) outside any task's work: nothing was left half done", INTERRUPTED)
 
 
 def quiet() -> None:

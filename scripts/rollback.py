@@ -320,8 +320,8 @@ def prestage(run: Run) -> None:
     if run.snapshot is None or not engine.on_this_host():
         return
     for key in restored_volumes(run.proc):
-        name = run.volume_names.get(key)
-        if key in run.staged or name is None or not _volume_exists(run.client, name):
+        name = run.volume_names[key]
+        if not _volume_exists(run.client, name):  # removed by the change: recreated at its step
             continue
         t0 = time.monotonic()
         try:

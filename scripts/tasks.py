@@ -5,7 +5,7 @@ from __future__ import annotations
 from doit import get_var
 from doit.exceptions import TaskFailed
 
-from . import errors
+from . import errors, interrupts
 from .errors import UndoitError
 from .plan import Plan
 
@@ -57,13 +57,7 @@ def _alarm(signum, frame):
     raise _interrupt()
 
 
-def _exit(message: str, code: int):
-    """End doit with the kit's own exit code (errors.py): doit's runner lets SystemExit
-    through after closing its state, where a failed task would always exit 1."""
-    import sys
-
-    print(f"undoit: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(code)
+_exit = interrupts.exit_with
 
 
 def action(fn, *args, **kwargs):
