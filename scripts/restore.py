@@ -24,15 +24,22 @@ from .progress import say, transfer
 _PROVEN: set[tuple] = set()
 
 
+def check_listing(s: snapshots.SnapshotSet, key: str) -> Listing:
+    """The volume's listing file against its checksum and the manifest, without reading
+    the archive (restores read it to the end before they touch anything: check_restorable,
+    or a build beside the live volume)."""
+    snapshots.verify_archive(s, key, archive_too=False)
+    return _matching_manifest(s, key, s.listing(key))
+
+
 def check_restorable(s: snapshots.SnapshotSet, key: str, devices: bool = False) -> Listing:
     """Checksums, then every member header, in one read of the archive (none when this
     process proved the same file already): raises before any live change; returns the
     listing (from the set's listing file, which must match the manifest)."""
-    snapshots.verify_archive(s, key, archive_too=False)  # the listing file's checksum
+    listed = check_listing(s, key)
     path, vol = s.archive_path(key), s.volumes[key]
     st = path.stat()
     proof = (str(path), st.st_size, st.st_mtime_ns, vol["sha256"], devices)
-    listed = _matching_manifest(s, key, s.listing(key))
     if proof not in _PROVEN:
         # no file's data is hashed here: the archive's checksum, checked in the same pass,
         # says its bytes are the ones the backup wrote and took the listing's digests from;

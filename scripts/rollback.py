@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import (checks, cycles, engine, gitstate, journal, lock, pins, records, restore, runlog, snapshots, stackcheck,
-               steps, volumes)
+from . import (checks, cycles, engine, errors, gitstate, journal, lock, pins, records, restore, runlog, snapshots,
+               stackcheck, steps, volumes)
 from .compose import Compose, for_plan, stack_env
 from .errors import UndoitError
 from .plan import Plan, Procedure, Step
@@ -169,8 +169,9 @@ def restored_volumes(proc: Procedure) -> list[str]:
 
 def verified_set(plan: Plan, pid: str, set_id: str | None = None,
                  given: snapshots.SnapshotSet | None = None) -> snapshots.SnapshotSet:
-    """The set a procedure will restore, checked: every checksum, and every archive it
-    restores read to the end. One line and no change when there is none or it is bad."""
+    """The set a procedure will restore, checked: every checksum but those of the archives
+    it restores, which the run reads to the end before its first step (prove_restored,
+    prestage). One line and no change when there is none or it is bad."""
     return verified_choice(plan, pid, set_id, given).set
 
 
@@ -192,7 +193,7 @@ def verified_choice(plan: Plan, pid: str, set_id: str | None = None,
         if key not in s.volumes:
             raise UndoitError(f"{NO_BACKUP} (the set {s.id}, {source}, holds no volume {key})")
         try:
-            restore.check_restorable(s, key, devices=allows_devices(plan, key))
+            restore.check_listing(s, key)
         except UndoitError as err:
             raise UndoitError(f"{NO_BACKUP} (the set {s.id}, {source}: {err})") from None
     return choice
@@ -269,6 +270,7 @@ def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
     for line in describe(run):
         say(line)
     if dry_run:
+        prove_restored(run, restored_volumes(run.proc))
         say("dry run: nothing was changed")
         return {"outcome": "dry-run", "run": run.run_id}
     with lock.held(lock_path(plan), f"rollback {pid}"):
@@ -317,15 +319,17 @@ def prestage(run: Run) -> None:
     any step: the services stay up meanwhile, and are later down only for the safety copy
     and the swap. A bad archive refuses the run here, with nothing changed yet; a volume
     that cannot be staged ahead (restore.stage_volume) is restored at its step."""
-    if run.snapshot is None or not engine.on_this_host():
+    if run.snapshot is None:
         return
-    for key in restored_volumes(run.proc):
+    keys = restored_volumes(run.proc)
+    for key in keys if engine.on_this_host() else ():
         name = run.volume_names[key]
         if not _volume_exists(run.client, name):  # removed by the change: recreated at its step
             continue
         t0 = time.monotonic()
         try:
-            staged = restore.stage_volume(run.client, run.snapshot, key, name, allows_devices(run.plan, key))
+            staged = _refusing(run, lambda: restore.stage_volume(run.client, run.snapshot, key, name,
+                                                                      allows_devices(run.plan, key)))
         except OSError as err:  # a full disk, say: restored at its step, which says so if it fails too
             say(f"{key}: not staged ahead ({err.strerror or err}); restored at its step")
             continue
@@ -334,6 +338,24 @@ def prestage(run: Run) -> None:
             run.prestaged[key] = round(time.monotonic() - t0, 3)
             say(f"{key}: built beside {name} from set {run.snapshot.id} and checked ({len(staged.expected)} "
                 "entries); swapped in at its step")
+    prove_restored(run, [k for k in keys if k not in run.staged])
+
+
+def prove_restored(run: Run, keys) -> None:
+    """Each archive of keys read to the end and checked (restores extract them later):
+    `verified:*` checked everything but these, and a bad one is refused here, before any
+    step. Each is read once in this process (restore.check_restorable)."""
+    for key in keys if run.snapshot is not None else ():
+        _refusing(run, lambda: restore.check_restorable(run.snapshot, key, allows_devices(run.plan, key)))
+
+
+def _refusing(run: Run, prove):
+    """prove(), where a bad archive is the refusal `verified:*` gives for any bad set."""
+    try:
+        return prove()
+    except UndoitError as err:
+        raise UndoitError(f"{NO_BACKUP} (the set {run.snapshot.id}, {run.snapshot_source}: {err})",
+                          exit_code=errors.NO_BACKUP) from None
 
 
 def _run_steps(run: Run, stop_after_step: int | None) -> dict:

@@ -272,7 +272,8 @@ def _verified(plan: Plan, pid: str) -> dict:
         except UndoitError as err:
             raise UndoitError(str(err), exit_code=max(err.exit_code, errors.NO_BACKUP)) from None
         print(f"{pid}: restores set {choice.set.id} ({choice.set_source}) and files from {choice.ref} "
-              f"({choice.ref_source}): checksums match")
+              f"({choice.ref_source}): checksums match (each archive it restores is read to the end before "
+              "its first step)")
 
     return {
         "basename": "verified",
