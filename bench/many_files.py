@@ -27,7 +27,7 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
-from scripts import engine, gitstate, images  # noqa: E402
+from scripts import engine, gitstate, images, restore  # noqa: E402
 
 from common import remove_pins, timed  # noqa: E402
 
@@ -135,6 +135,7 @@ def main() -> None:
         for v in client.volumes.list(filters={"name": name}):
             v.remove(force=True)
         remove_pins(client, name)
+        restore.discard_safety_sets(work / "snapshots")  # what rollbacks parked beside the engine's volumes
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
-from scripts import engine, images  # noqa: E402
+from scripts import engine, images, restore  # noqa: E402
 
 from common import busybox_image, fill, journal_less_ext4, remove_pins, timed  # noqa: E402
 
@@ -165,6 +165,7 @@ def main() -> None:
         for v in client.volumes.list(filters={"name": name}):
             v.remove(force=True)
         remove_pins(client, name)
+        restore.discard_safety_sets(work / "snapshots")  # what rollbacks parked beside the engine's volumes
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -212,7 +213,9 @@ def run(client, bb, name: str, work: Path, args) -> None:
             first = sorted((mp / "base").iterdir())[0]
             first.write_bytes(rng.randbytes(first.stat().st_size))
         sh(f"{compose} up --detach --wait")
-        shutil.rmtree(work / "snapshots" / "runs", ignore_errors=True)  # earlier rounds' safety copies
+        restore.discard_safety_sets(work / "snapshots")  # earlier rounds' safety copies
+        for old in ("runs", "safety"):
+            shutil.rmtree(work / "snapshots" / old, ignore_errors=True)
         sh("sync")
 
     restore_volume = (f"docker volume rm {vol} && docker volume create {vol} && "

@@ -56,11 +56,15 @@ def intent(snapshots_dir: Path, project: str, what: str, **details):
         entry.path.unlink(missing_ok=True)
 
 
-def replacing(entry: Entry | None, key: str, name: str, s, devices: bool = False) -> None:
+def replacing(entry: Entry | None, key: str, name: str, s, devices: bool = False,
+              parking: dict | None = None) -> None:
     """Volume `name`'s contents are about to be destroyed to put set s's `key` in their
-    place: until replaced(), a dead run leaves a half-filled volume the next run refills."""
+    place: until replaced(), a dead run leaves a half-filled volume the next run refills.
+    parking: {"from", "to", "inode"}: a swap is about to move the contents it replaces
+    (the folder with that inode) from `from` to `to`, a safety set's folder."""
     if entry is not None:
-        entry.update(replacing={"key": key, "name": name, "set": str(s.path), "devices": devices})
+        entry.update(replacing={"key": key, "name": name, "set": str(s.path), "devices": devices,
+                                **({"parking": parking} if parking else {})})
 
 
 def replaced(entry: Entry | None) -> None:
@@ -162,6 +166,11 @@ def _finish_replace(plan, client, compose, data) -> list[str]:
     from .errors import UndoitError
 
     r = data["replacing"]
+    said = []
+    if r.get("parking"):
+        said, swapped = _finish_parking(client, r)
+        if not swapped:
+            return said
     s = snapshots.load_set(Path(r["set"]))
     if not s.complete or r["key"] not in s.volumes:
         raise UndoitError(f"a {data.get('what')} that died (pid {data.get('pid')}) was replacing the contents of "
@@ -169,7 +178,7 @@ def _finish_replace(plan, client, compose, data) -> list[str]:
                           "by hand (`doit snapshots` lists the sets)")
     try:
         if not archive.diff(s.listing(r["key"]), volumes.listing(client, r["name"])):
-            return [f"repaired: {r['name']} was already whole from set {s.id} when its {data.get('what')} died"]
+            return said + [f"repaired: {r['name']} was already whole from set {s.id} when its {data.get('what')} died"]
     except Exception:  # the volume is gone or unreadable: the restore below says why, if it fails
         pass
     users = [c for c in volumes.users(client, r["name"]) if c.status in ("running", "paused", "restarting")]
@@ -185,8 +194,36 @@ def _finish_replace(plan, client, compose, data) -> list[str]:
     restore.restore_volume(client, s, r["key"], target=r["name"], devices=bool(r.get("devices")))
     if services:
         compose("up", "--detach", "--no-recreate", "--no-deps", *services)
-    return [f"repaired: refilled {r['name']} from set {s.id}, whose restore a {data.get('what')} that died "
-            f"(pid {data.get('pid')}) left half done"]
+    return said + [f"repaired: refilled {r['name']} from set {s.id}, whose restore a {data.get('what')} that died "
+                   f"(pid {data.get('pid')}) left half done"]
+
+
+def _finish_parking(client, r: dict) -> tuple[list[str], bool]:
+    """A swap that was to move the contents it replaced into a safety set, by a run that
+    died around it: the contents (known by their folder's inode) end up in the set, and
+    whether the swap happened at all is told. Never swapped: the volume holds its old
+    contents, whole, and is left so (the safety set's folder stays absent: nothing was
+    replaced)."""
+    from . import volumes
+    from .errors import UndoitError
+
+    p = r["parking"]
+    src, dst, inode = Path(p["from"]), Path(p["to"]), p["inode"]
+    live = volumes.host_path(client, r["name"])
+    if live is not None and live.is_dir() and live.stat().st_ino == inode:
+        return [f"repaired: {r['name']} keeps its contents: the run died before swapping them out"], False
+    said = []
+    if not dst.exists() and src.is_dir() and src.stat().st_ino == inode:
+        try:
+            os.rename(src, dst)  # swapped, then killed before this move
+        except OSError as err:  # before anything sweeps the folder as a dead restore's leftover
+            raise UndoitError(f"{src} holds what a run that died swapped out of {r['name']}, and moving it to {dst} "
+                              f"failed ({err.strerror}): move it there by hand; nothing was deleted") from None
+        said.append(f"repaired: moved the contents swapped out of {r['name']} into {dst.parent.name}, as its "
+                    "safety copy")
+    if live is not None and not live.exists():
+        live.mkdir()  # two renames (no exchange on this filesystem), killed between them: refilled below
+    return said, True
 
 
 def _close_run(plan, data) -> list[str]:

@@ -171,6 +171,7 @@ class Sandbox:
                     pass
                 gitstate.run(self.live.root, "worktree", "prune")
                 self.worktree_added = False
+            restore.discard_safety_sets(self.plan.snapshots_dir)
             shutil.rmtree(self.work, ignore_errors=True)
 
     # --- proving the archives ------------------------------------------------------

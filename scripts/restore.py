@@ -7,15 +7,16 @@ and finally prove the result equals the snapshot's listing.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import archive, snapshots, volumes
+from . import archive, journal, snapshots, volumes
 from .backup import export_volume
 from .errors import UndoitError
 from .listings import Listing
 from .plan import Volume
-from .progress import say, transfer
+from .progress import human, say, transfer
 
 
 # archives proven in this process: (path, size, mtime, sha256, devices). A rollback proves
@@ -59,21 +60,59 @@ def _matching_manifest(s: snapshots.SnapshotSet, key: str, entries: Listing) -> 
 
 
 def safety_snapshot(client, snapshots_dir: Path, project: str, targets: dict[str, str],
-                    reason: str) -> snapshots.SnapshotSet:
-    """Export the volumes about to be replaced (key -> real name) into snapshots/safety/<id>."""
+                    reason: str, park=()) -> snapshots.SnapshotSet:
+    """Keep the volumes about to be replaced (key -> real name) in snapshots/safety/<id>:
+    exported into archives, or, for the keys in park where the host allows it
+    (volumes.park_folder), as the contents themselves, which the restore's swap then
+    moves into the set's folder beside the engine's volumes (restore_volume(park=...)):
+    a rename instead of a copy. The set records their listing now, while the services
+    are stopped and nothing changes them until the swap."""
     set_id, path = snapshots.new_set(snapshots_dir, kind=snapshots.SAFETY)
-    with snapshots.writing_set(path):
-        manifest = snapshots.manifest_skeleton(set_id, snapshots.SAFETY, project)
-        manifest["reason"] = reason
-        for key, name in targets.items():
-            ref = volumes.VolumeRef(key, name)
-            # services are already stopped by the caller: no quiesce of our own
-            vol = Volume(key=key, services=(), quiesce="none")
-            manifest["volumes"][key] = export_volume(client, None, vol, ref, path, set_id, "safety: ")
-            # references inside a safety set are relative to snapshots/safety/
-        manifest["finished"] = snapshots.now_iso()
-        snapshots.write_manifest(path, manifest)
-        return snapshots.load_set(path)
+    folders: list[Path] = []
+    try:
+        with snapshots.writing_set(path):
+            manifest = snapshots.manifest_skeleton(set_id, snapshots.SAFETY, project)
+            manifest["reason"] = reason
+            for key, name in targets.items():
+                folder = volumes.park_folder(client, name, set_id) if key in park else None
+                if folder is not None:
+                    folders.append(folder)
+                    manifest["volumes"][key] = _parked_entry(client, set_id, key, name, path, folder / key)
+                    continue
+                ref = volumes.VolumeRef(key, name)
+                # services are already stopped by the caller: no quiesce of our own
+                vol = Volume(key=key, services=(), quiesce="none")
+                manifest["volumes"][key] = export_volume(client, None, vol, ref, path, set_id, "safety: ")
+                # references inside a safety set are relative to snapshots/safety/
+            manifest["finished"] = snapshots.now_iso()
+            snapshots.write_manifest(path, manifest)
+    except BaseException:
+        for folder in folders:  # still empty: nothing was swapped out into them yet
+            volumes.discard(folder)
+        raise
+    return snapshots.load_set(path)
+
+
+def discard_safety_sets(snapshots_dir: Path) -> None:
+    """Remove the folders the safety sets under snapshots_dir keep parked volumes in (they
+    lie outside it, under the engine's data root): before snapshots_dir itself goes
+    (a rehearsal's sandbox, a test's or a benchmark's project)."""
+    base = Path(snapshots_dir) / snapshots.SAFETY
+    for s in (snapshots.load_set(p) for p in sorted(base.iterdir())) if base.is_dir() else ():
+        for key in s.volumes if s.complete else ():
+            parked = s.parked_path(key)
+            if parked is not None:
+                volumes.discard(parked.parent)
+
+
+def _parked_entry(client, set_id: str, key: str, name: str, path: Path, parked: Path) -> dict:
+    entries = archive.listing(volumes.host_path(client, name))  # a metadata walk: no file is read
+    digest = snapshots.write_listing(path / f"{key}.listing", entries)
+    say(f"safety: {key} ({name}): {len(entries)} entries, {human(entries.total)}, kept as they are "
+        f"(moved at the swap to {parked}, not copied)")
+    return {"name": name, "set": set_id, "parked": str(parked), "listing": f"{set_id}/{key}.listing",
+            "listing_sha256": digest, "listing_digest": digest, "content_digests": False,
+            "entries": len(entries), "bytes": entries.total}
 
 
 @dataclass
@@ -104,7 +143,7 @@ def stage_volume(client, s: snapshots.SnapshotSet, key: str, name: str, devices:
     return Staged(key, name, s.id, staging, _build(s, key, name, staging, devices, f"stage {key} beside {name}"))
 
 
-def _usable(client, staged: Staged, s: snapshots.SnapshotSet, key: str, name: str) -> bool:
+def usable(client, staged: Staged, s: snapshots.SnapshotSet, key: str, name: str) -> bool:
     """The staged contents are still there, beside the volume as it is now (a step may
     have removed and recreated it), and of this set."""
     if (staged.key, staged.name, staged.set_id) != (key, name, s.id):
@@ -115,7 +154,7 @@ def _usable(client, staged: Staged, s: snapshots.SnapshotSet, key: str, name: st
 
 def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | None = None,
                    safety_dir: Path | None = None, project: str = "", devices: bool = False,
-                   intent=None, staged: Staged | None = None) -> dict:
+                   intent=None, staged: Staged | None = None, park: Path | None = None) -> dict:
     """Restore volume `key` of set s into `target` (default: the volume it came from).
 
     With safety_dir, a safety snapshot of the target's current contents is taken first.
@@ -126,35 +165,92 @@ def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | Non
     act until the volume is whole and checked (journal.replacing).
     staged: stage_volume's answer for this volume, taken earlier in the run; its
     contents are swapped in (unless they are gone: then restored here as usual).
+    park: where the swap moves the contents it replaces (a safety set made with
+    safety_snapshot(park=...)); only with staged contents, which must still be usable.
+    A safety set that keeps a volume parked is put back by moving those contents in.
     """
-    snapshots.verify_archive(s, key, archive_too=False)  # the listing file; the archive below
     vol = s.volumes[key]
     name = target or vol["name"]
-    running = [c.name for c in volumes.users(client, name) if c.status in ("running", "paused", "restarting")]
-    if running:
-        raise UndoitError(f"volume {name} is in use by running container(s) {', '.join(running)}: stop them first")
-    safety = None
-    if safety_dir is not None:
-        safety = safety_snapshot(client, safety_dir, project, {key: name}, f"before restoring {key} from {s.id}")
-    from . import journal
-
-    def destroying():
-        journal.replacing(intent, key, name, s, devices)
-
-    if staged is not None and not _usable(client, staged, s, key, name):
-        volumes.discard(staged.path)
-        staged = None
+    if vol.get("parked"):
+        return _put_back_parked(client, s, key, name, safety_dir, project, intent)
+    try:
+        snapshots.verify_archive(s, key, archive_too=False)  # the listing file; the archive below
+        _refuse_if_used(client, name)
+        safety = None
+        if safety_dir is not None:
+            safety = safety_snapshot(client, safety_dir, project, {key: name}, f"before restoring {key} from {s.id}")
+        if staged is not None and not usable(client, staged, s, key, name):
+            volumes.discard(staged.path)
+            staged = None
+        if park is not None and staged is None:
+            # its safety copy was to be these contents, moved aside by the swap: without the
+            # swap, there is none, and nothing may be destroyed
+            raise UndoitError(f"what was built ahead for {key} is gone, and {name}'s safety copy was to be its "
+                              "contents moved aside by the swap: nothing was changed; run the rollback again")
+    except BaseException:
+        if staged is not None:  # never swapped in: nothing else removes it
+            volumes.discard(staged.path)
+        raise
     staging = staged.path if staged else volumes.stage(client, name, vol.get("bytes", 0))
     if staging is not None:
         entries = staged.expected if staged else _build(s, key, name, staging, devices, f"restore {key} -> {name}")
-        destroying()
-        volumes.swap_in(client, name, staging)
+        _swap(client, key, name, s, devices, intent, staging, park)
     else:
-        entries = _restore_in_place(client, s, key, name, devices, destroying)
+        entries = _restore_in_place(client, s, key, name, devices,
+                                    lambda: journal.replacing(intent, key, name, s, devices))
     journal.replaced(intent)
     say(f"{key}: restored into {name} from set {s.id}, {len(entries)} entries match the manifest")
     return {"volume": key, "name": name, "set": s.id, "safety_set": safety.id if safety else None,
             "entries": len(entries), "staged": staging is not None}
+
+
+def _refuse_if_used(client, name: str) -> None:
+    running = [c.name for c in volumes.users(client, name) if c.status in ("running", "paused", "restarting")]
+    if running:
+        raise UndoitError(f"volume {name} is in use by running container(s) {', '.join(running)}: stop them first")
+
+
+def _swap(client, key: str, name: str, s, devices: bool, intent, staging: Path, park: Path | None) -> None:
+    """Swap staging in; with park, the journal first learns the inode of the contents it
+    replaces, so that the next kit command can finish moving them there if this run dies
+    between the swap and that move."""
+    parking = None
+    if park is not None:
+        parking = {"from": str(staging), "to": str(park), "inode": volumes.host_path(client, name).stat().st_ino}
+    journal.replacing(intent, key, name, s, devices, parking=parking)
+    volumes.swap_in(client, name, staging, park=park)
+
+
+def _put_back_parked(client, s: snapshots.SnapshotSet, key: str, name: str, safety_dir: Path | None,
+                     project: str, intent) -> dict:
+    """A safety set's parked contents back into the volume, by the same swap that parked
+    them (`doit undo`): checked first against the listing the set took of them; what they
+    replace is kept in a safety set of its own (parked too where it can be)."""
+    src = s.parked_path(key)
+    live = volumes.host_path(client, name)
+    if not src.is_dir():
+        raise UndoitError(f"{src} is missing: set {s.id} cannot put {key} back")
+    if live is None or not live.is_dir() or os.stat(src).st_dev != os.stat(live).st_dev:
+        raise UndoitError(f"set {s.id} keeps {key} as a folder on this host's disk, and {name} is not a local volume "
+                          "on the same filesystem: it cannot be put back here")
+    snapshots.verify_archive(s, key, archive_too=False)
+    expected = s.listing(key)
+    _compare(archive.listing(src), expected, str(src), s.id)
+    _refuse_if_used(client, name)
+    park, safety = None, None
+    if safety_dir is not None:
+        safety = safety_snapshot(client, safety_dir, project, {key: name}, f"before putting {key} back from {s.id}",
+                                 park={key})
+        park = safety.parked_path(key)
+    _swap(client, key, name, s, False, intent, src, park)
+    journal.replaced(intent)
+    try:
+        src.parent.rmdir()  # the set's folder, now empty
+    except OSError:
+        pass
+    say(f"{key}: put back into {name} from safety set {s.id}, {len(expected)} entries as the set listed them")
+    return {"volume": key, "name": name, "set": s.id, "safety_set": safety.id if safety else None,
+            "entries": len(expected), "staged": True}
 
 
 def _build(s: snapshots.SnapshotSet, key: str, name: str, staging: Path, devices: bool, label: str) -> Listing:

@@ -90,13 +90,17 @@ class Run:
                 return n.name
         return f"{self.plan.project_name}_{key}"
 
-    def safety_snapshot(self, targets: dict[str, str]) -> None:
+    def safety_snapshot(self, targets: dict[str, str], park=()) -> snapshots.SnapshotSet | None:
+        """The safety set of what targets hold now (park: keys whose contents the swap moves
+        into it); None when none of them exists."""
         existing = {k: v for k, v in targets.items() if _volume_exists(self.client, v)}
         if not existing:
-            return
+            return None
         s = restore.safety_snapshot(self.client, self.plan.snapshots_dir, self.plan.project_name, existing,
-                                    f"before {self.proc.kind} {self.proc.id} ({self.run_id})")
+                                    f"before {self.proc.kind} {self.proc.id} ({self.run_id})",
+                                    park=[k for k in park if k in existing])
         self.safety_sets.append(s.id)
+        return s
 
 
 def _volume_exists(client, name: str) -> bool:
@@ -552,6 +556,11 @@ def _undo(plan: Plan, rec: dict, entry: journal.Entry) -> dict:
     for set_id in reversed(rec.get("safety_sets") or []):
         s = snapshots.get_set(plan.snapshots_dir, set_id)
         for key, vol in s.volumes.items():
+            parked = s.parked_path(key)
+            if parked is not None and not parked.exists():
+                say(f"{key}: {vol['name']} left as it is: the rollback died before it swapped the volume's "
+                    "contents out")
+                continue
             users = [c for c in volumes.users(client, vol["name"]) if c.status in ("running", "paused")]
             services = sorted({c.labels.get(checks.SERVICE_LABEL) for c in users} - {None})
             if services:

@@ -4,6 +4,10 @@ A set is `snapshots/<id>/` holding one `<volume>.tar.zst` and `<volume>.listing`
 exported volume, the stack's state, and `manifest.json`, written last (temp file,
 fsync, rename): no manifest, no set. Unchanged volumes are referenced from the set
 that holds them instead of being copied. Files are 0600, folders 0700.
+
+A safety set (`snapshots/safety/<id>/`) may instead keep a volume "parked": the replaced
+contents themselves, moved by a rollback's swap (restore.py) into a private folder under
+the engine's data root (volumes.park_folder), not copied; the set holds their listing.
 """
 
 from __future__ import annotations
@@ -158,6 +162,13 @@ class SnapshotSet:
     def listing(self, key: str) -> Listing:
         return read_listing_file(self.listing_path(key))
 
+    def parked_path(self, key: str) -> Path | None:
+        """Where a safety set keeps a volume's replaced contents as they were (None: as an
+        archive). The folder is absent while the rollback that made the set has not
+        swapped that volume yet, and for good if it died before."""
+        where = self.volumes[key].get("parked")
+        return Path(where) if where else None
+
 
 def load_set(path: Path) -> SnapshotSet:
     try:
@@ -228,7 +239,12 @@ def check_set(s: SnapshotSet, deep: bool = True, proven_elsewhere=()) -> list[st
     if problems:
         return problems
     for key, vol in sorted(s.volumes.items()):
-        for what, digest in (("archive", "sha256"), ("listing", "listing_sha256")):
+        parked = s.parked_path(key)
+        if parked is not None and not parked.is_dir():
+            problems.append(f"{parked}: missing (never swapped out by its rollback, or put back by undo)")
+            continue
+        for what, digest in (("listing", "listing_sha256"),) if parked else (
+                ("archive", "sha256"), ("listing", "listing_sha256")):
             if what == "archive" and key in proven_elsewhere:
                 if not (s.path.parent / vol[what]).exists():
                     problems.append(f"{s.path.parent / vol[what]}: missing")
@@ -241,6 +257,10 @@ def check_set(s: SnapshotSet, deep: bool = True, proven_elsewhere=()) -> list[st
                 continue
             if actual != vol[digest]:
                 problems.append(f"{p}: checksum mismatch (manifest {vol[digest][:12]}, file {actual[:12]})")
+        if parked:  # the contents themselves: deep, their metadata against the listing
+            if deep and not problems and archive.diff(s.listing(key), archive.listing(parked)):
+                problems.append(f"{parked}: contents differ from the set's listing of them")
+            continue
         if deep and not problems:
             try:
                 entries = archive.read_listing(s.archive_path(key), devices=True)  # integrity; restores apply the policy
@@ -271,7 +291,11 @@ def _fields(s: SnapshotSet) -> list[str]:
         out.append(f"the manifest names set {m.get('set')!r}")
     for key, vol in sorted(s.volumes.items()):
         src = vol.get("set")
-        for what, name in (("archive", f"{src}/{key}.tar.zst"), ("listing", f"{src}/{key}.listing")):
+        names = (("listing", f"{src}/{key}.listing"),) if vol.get("parked") else (
+            ("archive", f"{src}/{key}.tar.zst"), ("listing", f"{src}/{key}.listing"))
+        if vol.get("parked") and Path(vol["parked"]).parts[-2:] != (s.id, key):
+            out.append(f"volume {key}: kept parked at {vol['parked']!r}, not in a folder of set {s.id}")
+        for what, name in names:
             if vol.get(what) != name:
                 out.append(f"volume {key}: its {what} is {vol.get(what)!r}, not {name!r}")
         try:
@@ -327,7 +351,8 @@ def verify_archive(s: SnapshotSet, key: str, archive_too: bool = True) -> None:
     vol = s.volumes.get(key)
     if vol is None:
         raise UndoitError(f"set {s.id} holds no volume {key!r}")
-    for what, digest in (("archive", "sha256"), ("listing", "listing_sha256")):
+    for what, digest in (("listing", "listing_sha256"),) if vol.get("parked") else (
+            ("archive", "sha256"), ("listing", "listing_sha256")):
         p = s.path.parent / vol[what]
         if not p.exists():
             raise UndoitError(f"{p} is missing: set {s.id} cannot be restored")

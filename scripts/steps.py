@@ -59,7 +59,8 @@ def describe(run, step: Step) -> str:
                 if vol else "NO ARCHIVE IN THE SET"
             parts.append(f"{key} -> volume {run.volume_names.get(key, '?')} from {src}")
         return ("restore volumes (built and checked beside the live ones before step 1 where this host allows; "
-                "at this step a safety snapshot first, then swap in, or empty, refill, compare listing): "
+                "at this step swapped in, the replaced contents kept whole in a safety set; else a safety "
+                "snapshot first, then empty, refill, compare listing): "
                 + "; ".join(parts))
     if step.do == "remove-networks":
         return "$ docker network rm " + " ".join(run.network_name(k) for k in a["networks"])
@@ -211,7 +212,11 @@ def restore_volumes(run, keys) -> str:
         owner = (run.client.volumes.get(name).attrs.get("Labels") or {}).get("com.docker.compose.project")
         if run.sandbox and owner != run.plan.project_name:
             raise UndoitError(f"refusing to restore {name}: it belongs to project {owner}, not the sandbox")
-    run.safety_snapshot(targets)
+    # a volume built ahead is swapped in: what it replaces is moved into the safety set
+    # (where the host allows) instead of copied
+    # (a step may have removed it since it was built: then restored at this step, and copied)
+    safety = run.safety_snapshot(targets, park=[k for k, name in targets.items() if k in run.staged and restore.usable(
+        run.client, run.staged[k], run.snapshot, k, name)])
     run.persist()  # the safety set is on record before the first volume is touched
     done = []
     for key, name in targets.items():
@@ -220,8 +225,10 @@ def restore_volumes(run, keys) -> str:
         from .rollback import allows_devices
 
         r = restore.restore_volume(run.client, run.snapshot, key, target=name, devices=allows_devices(run.plan, key),
-                                   intent=run.journal, staged=run.staged.get(key))
-        run.staged.pop(key, None)  # swapped in, or found unusable and discarded
+                                   # the run's own cleanup no longer has it: after the swap, that
+                                   # folder holds what was swapped out (restore_volume cleans up before)
+                                   intent=run.journal, staged=run.staged.pop(key, None),
+                                   park=safety.parked_path(key) if safety and key in safety.volumes else None)
         done.append(f"{key} ({r['entries']} entries)")
     return f"restored {', '.join(done)} from set {run.snapshot.id}"
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import stat
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -359,9 +359,10 @@ def stage(client, volume: str, need: int) -> Path | None:
     return staging
 
 
-def swap_in(client, volume: str, staging: Path) -> None:
+def swap_in(client, volume: str, staging: Path, park: Path | None = None) -> None:
     """Make staging the volume's contents (one atomic exchange where the kernel offers
-    it) and delete the contents it replaced."""
+    it). The contents it replaced are moved to park, a safety set's folder on the same
+    filesystem (can_park), or else deleted."""
     from .durable import sync_dir, sync_filesystem
 
     live = host_path(client, volume)
@@ -373,19 +374,60 @@ def swap_in(client, volume: str, staging: Path) -> None:
         old = staging
     except OSError:
         # no RENAME_EXCHANGE here: two renames, with no container using the volume between
-        old = live.parent / f"{STAGING_PREFIX}old-{uuid.uuid4().hex[:10]}"
+        old = park or live.parent / f"{STAGING_PREFIX}old-{uuid.uuid4().hex[:10]}"
         os.rename(live, old)
         try:
             os.rename(staging, live)
         except OSError as err:
             os.rename(old, live)  # put the live contents back before reporting
-            discard(staging)
+            if staging.name.startswith(STAGING_PREFIX):  # built for this swap (parked contents stay)
+                discard(staging)
             raise UndoitError(f"could not swap the restored contents into {volume}: {err}") from err
+    if park is not None:
+        if old != park:
+            # a run killed right before this rename leaves them at `old`: the journal
+            # knows that folder's inode, and the next kit command moves them (journal.repair)
+            os.rename(old, park)
+        sync_dir(park.parent)
     sync_dir(live.parent)  # the swap itself is on the disk before the old contents are deleted
+    if park is not None:
+        return
     if is_bind(volume):
         discard(old)  # in the user's own folder: gone before the restore says it is done
     else:
         discard_later(old)
+
+
+PARKED = "undoit-parked"
+
+
+def park_folder(client, volume: str, set_id: str) -> Path | None:
+    """A new private folder for set_id where a swap can move what it replaces in volume
+    with one rename, instead of copying it; None where there is none.
+
+    It lies under the engine's data root (`<root>/undoit-parked/<set>/`, beside
+    `<root>/volumes/`): the only place a rename from the volume's folder surely reaches
+    that `docker volume rm` and `down -v` leave alone. Tried with a rename before it is
+    trusted: a data root split over mounts refuses it (EXDEV), and the caller copies.
+    """
+    live = host_path(client, volume)
+    if live is None or is_bind(volume) or live.name != "_data" or live.parents[1].name != "volumes":
+        return None
+    folder = live.parents[2] / PARKED / set_id  # one per set, shared by its volumes
+    probe = live.parent / f"{STAGING_PREFIX}probe-{uuid.uuid4().hex[:10]}"
+    try:
+        folder.parent.mkdir(mode=0o700, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        probe.mkdir(mode=0o700)
+        os.rename(probe, folder / probe.name)
+        os.rmdir(folder / probe.name)
+        return folder
+    except OSError:
+        for leftover in (probe, folder / probe.name):
+            shutil.rmtree(leftover, ignore_errors=True)
+        with suppress(OSError):
+            folder.rmdir()  # only if no other volume of the set is parked there
+        return None
 
 
 def discard(staging: Path) -> None:

@@ -34,6 +34,32 @@ def pytest_collection_modifyitems(items):
     items.sort(key=minutes)
 
 
+def _parked_folders() -> set[Path]:
+    """The folders safety sets keep swapped-out volumes in, under the engine's data root
+    (scripts/volumes.park_folder)."""
+    from scripts import volumes
+
+    try:
+        root = Path(engine.client().info()["DockerRootDir"]) / volumes.PARKED
+        return set(root.iterdir()) if root.is_dir() else set()
+    except Exception:
+        return set()
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):  # once, in the process that outlives the workers
+        session.config.parked_before = _parked_folders()
+
+
+def pytest_sessionfinish(session):
+    """Every test's rollbacks parked what they replaced outside its tmp_path: removed once
+    all workers are done (a worker's own teardown could take a folder another still uses)."""
+    before = getattr(session.config, "parked_before", None)
+    if before is not None:
+        for folder in _parked_folders() - before:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     """The engine's client; in CI a missing engine fails the test instead of skipping it."""
