@@ -243,8 +243,7 @@ def check_set(s: SnapshotSet, deep: bool = True, proven_elsewhere=()) -> list[st
         if parked is not None and not parked.is_dir():
             problems.append(f"{parked}: missing (never swapped out by its rollback, or put back by undo)")
             continue
-        for what, digest in (("listing", "listing_sha256"),) if parked else (
-                ("archive", "sha256"), ("listing", "listing_sha256")):
+        for what, digest in _checksummed(vol):
             if what == "archive" and key in proven_elsewhere:
                 if not (s.path.parent / vol[what]).exists():
                     problems.append(f"{s.path.parent / vol[what]}: missing")
@@ -281,6 +280,14 @@ def check_set(s: SnapshotSet, deep: bool = True, proven_elsewhere=()) -> list[st
         if not p.exists() or archive.sha256_file(p) != digest:
             problems.append(f"{p}: state file missing or changed")
     return problems
+
+
+def _checksummed(vol: dict) -> tuple[tuple[str, str], ...]:
+    """A volume entry's files and the manifest field of each one's checksum (a parked
+    volume: only its listing; its contents are a folder, not an archive)."""
+    if vol.get("parked"):
+        return (("listing", "listing_sha256"),)
+    return (("archive", "sha256"), ("listing", "listing_sha256"))
 
 
 def _fields(s: SnapshotSet) -> list[str]:
@@ -351,8 +358,7 @@ def verify_archive(s: SnapshotSet, key: str, archive_too: bool = True) -> None:
     vol = s.volumes.get(key)
     if vol is None:
         raise UndoitError(f"set {s.id} holds no volume {key!r}")
-    for what, digest in (("listing", "listing_sha256"),) if vol.get("parked") else (
-            ("archive", "sha256"), ("listing", "listing_sha256")):
+    for what, digest in _checksummed(vol):
         p = s.path.parent / vol[what]
         if not p.exists():
             raise UndoitError(f"{p} is missing: set {s.id} cannot be restored")

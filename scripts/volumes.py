@@ -361,8 +361,8 @@ def stage(client, volume: str, need: int) -> Path | None:
 
 def swap_in(client, volume: str, staging: Path, park: Path | None = None) -> None:
     """Make staging the volume's contents (one atomic exchange where the kernel offers
-    it). The contents it replaced are moved to park, a safety set's folder on the same
-    filesystem (can_park), or else deleted."""
+    it). The contents it replaced are moved to park (a safety set's folder from
+    park_folder), or else deleted."""
     from .durable import sync_dir, sync_filesystem
 
     live = host_path(client, volume)
