@@ -177,3 +177,27 @@ def test_what_a_restore_overwrote_comes_back_bit_for_bit(scratch_repo, tmp_path)
     assert not stat.S_ISLNK(after.st_mode) and abs(after.st_mtime_ns - before["src/plain.txt"].st_mtime_ns) < 1000  # tarfile: a float
     gitstate.put_back(scratch_repo, rels[:1], tmp_path / "safety" / gitstate.SAVED)
     assert stat.S_IMODE(os.stat(scratch_repo / "src/run.sh").st_mode) == 0o751
+
+
+def test_a_path_naming_nothing_and_an_ignored_file_the_ref_has(scratch_repo, tmp_path):
+    # git refuses a pathspec that matches nothing: a plan path with nothing under it
+    # (at the ref or now) is left out of the checkout, not a failed restore. An ignored
+    # file where the ref has a tracked one is overwritten by checkout: saved first
+    (scratch_repo / "src").mkdir()
+    (scratch_repo / "src/app.conf").write_text("conf at base\n")
+    (scratch_repo / "src/main.py").write_text("main at base\n")
+    commit_all(scratch_repo, "two files")
+    gitstate.run(scratch_repo, "tag", "base")
+    gitstate.run(scratch_repo, "rm", "-q", "--cached", "src/app.conf")
+    (scratch_repo / ".gitignore").write_text("*.conf\n")
+    (scratch_repo / "src/main.py").write_text("main changed\n")
+    commit_all(scratch_repo, "conf ignored from now on")
+    (scratch_repo / "src/app.conf").write_text("the operator's local conf\n")
+    plan = gitstate.restore_plan(scratch_repo, "base", ["src", "docs"])
+    assert plan["specs"] == ["src"]
+    assert plan["changed"] == ["src/app.conf", "src/main.py"] and plan["missing"] == ["src/app.conf"]
+    gitstate.restore_paths(scratch_repo, "base", ["src", "docs"], tmp_path / "safety", plan=plan)
+    assert (scratch_repo / "src/app.conf").read_text() == "conf at base\n"
+    assert (scratch_repo / "src/main.py").read_text() == "main at base\n"
+    assert saved(tmp_path / "safety") == {"src/app.conf": b"the operator's local conf\n",
+                                          "src/main.py": b"main changed\n"}
