@@ -230,9 +230,10 @@ def _summed(path: Path) -> str:
     return _SUMS[key]
 
 
-def check_set(s: SnapshotSet, deep: bool = True, proven_elsewhere=()) -> list[str]:
+def check_set(s: SnapshotSet, deep: bool = True, unread=()) -> list[str]:
     """Problems with a set (empty list = valid): checksums always, full read when deep.
-    proven_elsewhere: volume keys whose archives the caller proves itself (one read)."""
+    unread: volume keys whose archives are only looked for, not hashed: a rollback proves
+    those it restores itself (one read) and has no use for the others."""
     if not s.complete:
         return [f"{s.id}: no manifest (incomplete or interrupted set)"]
     problems = [f"{s.id}: {p}" for p in _fields(s)]
@@ -244,7 +245,7 @@ def check_set(s: SnapshotSet, deep: bool = True, proven_elsewhere=()) -> list[st
             problems.append(f"{parked}: missing (never swapped out by its rollback, or put back by undo)")
             continue
         for what, digest in _checksummed(vol):
-            if what == "archive" and key in proven_elsewhere:
+            if what == "archive" and key in unread:
                 if not (s.path.parent / vol[what]).exists():
                     problems.append(f"{s.path.parent / vol[what]}: missing")
                 continue
