@@ -183,9 +183,11 @@ class Compose:
                 f"docker compose {' '.join(args)} failed (exit {proc.returncode}): " + " | ".join(last))
         return proc.stdout
 
-    def up(self, services=(), wait_timeout: int | None = None, options=()) -> None:
-        wait = wait_timeout or self.timeouts["up"]
-        self("up", "--detach", "--wait", "--wait-timeout", str(wait), *options, *services, timeout=wait + 60)
+    def up(self, services=(), wait_timeout: int | None = None, options=(), wait: bool = True) -> None:
+        """up --detach, and with wait, compose's own wait until running or healthy."""
+        limit = wait_timeout or self.timeouts["up"]
+        waiting = ("--wait", "--wait-timeout", str(limit)) if wait else ()
+        self("up", "--detach", *waiting, *options, *services, timeout=limit + 60)
 
     def down(self, volumes: bool = False) -> None:
         self("down", "--remove-orphans", *(["--volumes"] if volumes else []), timeout=self.timeouts["stop"])

@@ -8,6 +8,7 @@ what they destroy, taken here or by the runner.
 from __future__ import annotations
 
 import subprocess
+import time
 
 from . import checks, gitstate, restore, snapshots, volumes
 from .errors import UndoitError
@@ -171,10 +172,24 @@ def pinned(run):
 
 
 def up(run, services, timeout: int) -> str:
-    """compose up --wait; on failure, say which service is not healthy and why. Returns
-    a note when the services became healthy only after compose had given up."""
+    """compose up, then a wait until the services run and are healthy; on failure, say
+    which service is not and why. Returns a note when a service became healthy only on
+    the engine's next healthcheck.
+
+    The kit waits itself, looking every 50 ms: compose's --wait looks every 500 ms, a
+    quarter of a second late on average, and each `up` of a rollback waits so. Where a
+    container is in a state compose has rules for (exited, created, none for a service),
+    compose's own --wait decides, as before."""
+    c = pinned(run)
     try:
-        pinned(run).up(services, wait_timeout=timeout)
+        c.up(services, wait_timeout=timeout, wait=False)
+    except UndoitError as err:
+        raise UndoitError(f"up failed: {err}") from None
+    settled, note = _running_and_healthy(run, services, timeout)
+    if settled:
+        return note
+    try:
+        c.up(services, wait_timeout=timeout)
         return ""
     except UndoitError as err:
         ok, why = _healthy_within(run, services, min(run.health_wait, timeout))
@@ -184,6 +199,37 @@ def up(run, services, timeout: int) -> str:
         if ok and str(err).rstrip().endswith("is unhealthy"):
             return " (on the engine's next healthcheck: compose had given up on it as unhealthy from before)"
         raise UndoitError(f"up failed: {why if not ok else err}") from None
+
+
+def _running_and_healthy(run, services, timeout: int) -> tuple[bool, str]:
+    """Wait until every container of services (all: those of the project) runs and is
+    healthy or has no healthcheck: (True, note). (False, "") at once for a state only
+    compose's wait judges (a container exited, created or restarting; a named service
+    with none). Raises when the time is up with a service still starting or unhealthy."""
+    start = time.monotonic()
+    deadline, seen_unhealthy = start + timeout, False
+    while True:
+        cs = [c for c in checks.project_containers(run, running_only=False)
+              if c.labels.get("com.docker.compose.oneoff") != "True"]
+        by_service = {c.labels.get(checks.SERVICE_LABEL) for c in cs}
+        if any(svc not in by_service for svc in services):
+            return False, ""
+        waiting = []
+        for c in cs:
+            if services and c.labels.get(checks.SERVICE_LABEL) not in services:
+                continue
+            state = c.attrs["State"]
+            if state.get("Status") != "running":
+                return False, ""
+            health = (state.get("Health") or {}).get("Status")
+            if health not in (None, "healthy"):
+                seen_unhealthy |= health == "unhealthy"
+                waiting.append(f"{c.labels.get(checks.SERVICE_LABEL)}: {health} ({checks.last_health_output(c)})")
+        if not waiting:
+            return True, " (on the engine's next healthcheck: it was unhealthy from before)" if seen_unhealthy else ""
+        if time.monotonic() > deadline:
+            raise UndoitError(f"up failed: {'; '.join(waiting)}")
+        time.sleep(0.05 if time.monotonic() - start < 3 else 0.25)
 
 
 def _healthy_within(run, services, timeout) -> tuple[bool, str]:
