@@ -208,10 +208,24 @@ def restore_plan(root: Path, ref: str, paths) -> dict:
     # git run in root: ls-files and diff --relative both list the folder's part of the
     # tree, relative to it. No ls-tree: it takes no wildcards, and a plan's paths may
     # hold them (backend/*/README.md); diff and ls-files match pathspecs as checkout does
-    index = set(_z(root, "ls-files", "-z", "--", *specs))
-    tracked = index - set(_z(root, "ls-files", "-z", "--deleted", "--", *specs))  # on disk too
-    untracked = set(_z(root, "ls-files", "-z", "--others", "--exclude-standard", "--", *specs))
-    status = _z(root, "diff", "--no-renames", "--name-status", "--relative", "-z", ref, "--", *specs)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # three git processes at once (they only read): the index, the working tree against
+    # ref, the index against ref
+    with ThreadPoolExecutor(3) as pool:
+        listed = pool.submit(_z, root, "ls-files", "-z", "-t", "--cached", "--deleted", "--others",
+                             "--exclude-standard", "--", *specs)
+        diffed = pool.submit(_z, root, "diff", "--no-renames", "--name-status", "--relative", "-z", ref, "--", *specs)
+        cached = pool.submit(_z, root, "diff", "--cached", "--no-renames", "--name-only", "--relative", "-z", ref,
+                             "--", *specs)
+    # -t: "? " untracked, "R " in the index but not on disk, else ("H ", "S " skip-worktree,
+    # "M " unmerged) in the index; a file listed R is listed H too
+    index, deleted, untracked = set(), set(), set()
+    for record in listed.result():
+        tag, path = record[:1], record[2:]
+        (untracked if tag == "?" else deleted if tag == "R" else index).add(path)
+    tracked = index - deleted  # on disk too
+    status = diffed.result()
     pairs = list(zip(status[0::2], status[1::2]))
     differ = {path for _, path in pairs}
     # the files at ref: those on disk, less those added since ref, plus those deleted since
@@ -226,7 +240,7 @@ def restore_plan(root: Path, ref: str, paths) -> dict:
     # what checkout must touch: files that differ from ref on disk or in the index; the
     # rest already are the ref's (pathspec matching is per file x pathspec: 10,000 files
     # handed to checkout cost seconds where the 1,000 that differ cost a tenth of that)
-    staged = set(_z(root, "diff", "--cached", "--no-renames", "--name-only", "--relative", "-z", ref, "--", *specs))
+    staged = set(cached.result())
     restore = sorted(((differ | staged) & (at_ref | set(remove))) | set(missing))
     return {"ref": ref, "checkout": sorted(at_ref), "remove": remove, "move": sorted(untracked),
             "changed": changed, "missing": missing, "restore": restore, "specs": _named(specs, index | at_ref)}
