@@ -183,15 +183,14 @@ def up(run, services, timeout: int) -> str:
     c = pinned(run)
     try:
         c.up(services, wait_timeout=timeout, wait=False)
-    except UndoitError as err:
-        raise UndoitError(f"up failed: {err}") from None
-    settled, note = _running_and_healthy(run, services, timeout)
-    if settled:
-        return note
-    try:
+        settled, note = _running_and_healthy(run, services, timeout)
+        if settled:
+            return note
         c.up(services, wait_timeout=timeout)
         return ""
     except UndoitError as err:
+        if str(err).startswith(_TIMED_OUT):
+            raise
         ok, why = _healthy_within(run, services, min(run.health_wait, timeout))
         # compose gives up at once on a container that is unhealthy when it looks, though
         # the cause may be gone (a config the service reads live, restored a moment ago):
@@ -201,20 +200,26 @@ def up(run, services, timeout: int) -> str:
         raise UndoitError(f"up failed: {why if not ok else err}") from None
 
 
+_TIMED_OUT = "up failed (the wait for health timed out): "
+
+
 def _running_and_healthy(run, services, timeout: int) -> tuple[bool, str]:
     """Wait until every container of services (all: those of the project) runs and is
     healthy or has no healthcheck: (True, note). (False, "") at once for a state only
     compose's wait judges (a container exited, created or restarting; a named service
     with none). Raises when the time is up with a service still starting or unhealthy."""
     start = time.monotonic()
-    deadline, seen_unhealthy = start + timeout, False
+    seen_unhealthy = False
+    # starting: as long as compose's --wait would wait; unhealthy: as long as the kit
+    # waits for an engine's next healthcheck after compose gave up on one
+    deadlines = {False: start + timeout, True: start + min(run.health_wait, timeout)}
     while True:
         cs = [c for c in checks.project_containers(run, running_only=False)
               if c.labels.get("com.docker.compose.oneoff") != "True"]
         by_service = {c.labels.get(checks.SERVICE_LABEL) for c in cs}
         if any(svc not in by_service for svc in services):
             return False, ""
-        waiting = []
+        waiting, unhealthy = [], False
         for c in cs:
             if services and c.labels.get(checks.SERVICE_LABEL) not in services:
                 continue
@@ -223,12 +228,13 @@ def _running_and_healthy(run, services, timeout: int) -> tuple[bool, str]:
                 return False, ""
             health = (state.get("Health") or {}).get("Status")
             if health not in (None, "healthy"):
-                seen_unhealthy |= health == "unhealthy"
+                unhealthy |= health == "unhealthy"
                 waiting.append(f"{c.labels.get(checks.SERVICE_LABEL)}: {health} ({checks.last_health_output(c)})")
         if not waiting:
             return True, " (on the engine's next healthcheck: it was unhealthy from before)" if seen_unhealthy else ""
-        if time.monotonic() > deadline:
-            raise UndoitError(f"up failed: {'; '.join(waiting)}")
+        seen_unhealthy |= unhealthy
+        if time.monotonic() > deadlines[unhealthy]:
+            raise UndoitError(_TIMED_OUT + "; ".join(waiting))
         time.sleep(0.05 if time.monotonic() - start < 3 else 0.25)
 
 
