@@ -55,12 +55,9 @@ def healthy(run, check: Check) -> tuple[bool, str]:
             if c is None:
                 bad.append(f"{svc}: no container")
                 continue
-            state = c.attrs["State"]
-            health = (state.get("Health") or {}).get("Status")
-            if state.get("Status") != "running":
-                bad.append(f"{svc}: {state.get('Status')}")
-            elif health not in (None, "healthy"):
-                bad.append(f"{svc}: {health} ({last_health_output(c)})")
+            state, why = readiness(c)
+            if state != READY:
+                bad.append(why)
         if not bad:
             return True, f"{len(wanted or cs)} service(s) running and healthy"
         if time.monotonic() > deadline or any("no container" in b or ": exited" in b for b in bad):
@@ -68,6 +65,23 @@ def healthy(run, check: Check) -> tuple[bool, str]:
         # a restart waits on this: the first seconds often (a healthcheck every 250 ms is
         # seen 50 ms after it passes; the listing costs ~6 ms), then less
         time.sleep(0.05 if time.monotonic() - start < 3 else 0.25)
+
+
+READY = "ready"
+
+
+def readiness(container) -> tuple[str, str]:
+    """(READY, "") for a container that runs and is healthy or has no healthcheck; else
+    its state (exited, created, ...) or, running, its health (starting, unhealthy), and
+    one line: "<service>: <state>" or "<service>: <health> (<its last health output>)"."""
+    svc = container.labels.get(SERVICE_LABEL)
+    state = container.attrs["State"]
+    if state.get("Status") != "running":
+        return state.get("Status"), f"{svc}: {state.get('Status')}"
+    health = (state.get("Health") or {}).get("Status")
+    if health in (None, "healthy"):
+        return READY, ""
+    return health, f"{svc}: {health} ({last_health_output(container)})"
 
 
 def last_health_output(container) -> str:

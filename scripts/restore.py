@@ -8,6 +8,7 @@ and finally prove the result equals the snapshot's listing.
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,10 +245,8 @@ def _put_back_parked(client, s: snapshots.SnapshotSet, key: str, name: str, safe
         park = safety.parked_path(key)
     _swap(client, key, name, s, False, intent, src, park)
     journal.replaced(intent)
-    try:
-        src.parent.rmdir()  # the set's folder, now empty
-    except OSError:
-        pass
+    with suppress(OSError):
+        src.parent.rmdir()  # the set's folder, now empty (unless the set parked other volumes)
     say(f"{key}: put back into {name} from safety set {s.id}, {len(expected)} entries as the set listed them")
     return {"volume": key, "name": name, "set": s.id, "safety_set": safety.id if safety else None,
             "entries": len(expected), "staged": True}

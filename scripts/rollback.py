@@ -192,7 +192,7 @@ def verified_choice(plan: Plan, pid: str, set_id: str | None = None,
     # no archive hashed here: those it restores are read to the end before the first step,
     # and the others are no part of this rollback (a files rollback beside a 50 GiB
     # database does not wait for its checksum; `doit verify` reads the whole set)
-    problems = snapshots.check_set(s, deep=False, unread=list(s.volumes))
+    problems = snapshots.check_set(s, deep=False, archives=False)
     if not problems and s.manifest.get("kind") in ("backup", "checkpoint"):
         problems = [p for p in [records.problem(plan.root, s)] if p]
     if problems:

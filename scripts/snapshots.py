@@ -230,10 +230,10 @@ def _summed(path: Path) -> str:
     return _SUMS[key]
 
 
-def check_set(s: SnapshotSet, deep: bool = True, unread=()) -> list[str]:
+def check_set(s: SnapshotSet, deep: bool = True, archives: bool = True) -> list[str]:
     """Problems with a set (empty list = valid): checksums always, full read when deep.
-    unread: volume keys whose archives are only looked for, not hashed: a rollback proves
-    those it restores itself (one read) and has no use for the others."""
+    archives=False: the archives are only looked for, not hashed (a rollback proves those
+    it restores itself, in one read, and has no use for the others)."""
     if not s.complete:
         return [f"{s.id}: no manifest (incomplete or interrupted set)"]
     problems = [f"{s.id}: {p}" for p in _fields(s)]
@@ -245,7 +245,7 @@ def check_set(s: SnapshotSet, deep: bool = True, unread=()) -> list[str]:
             problems.append(f"{parked}: missing (never swapped out by its rollback, or put back by undo)")
             continue
         for what, digest in _checksummed(vol):
-            if what == "archive" and key in unread:
+            if what == "archive" and not archives:
                 if not (s.path.parent / vol[what]).exists():
                     problems.append(f"{s.path.parent / vol[what]}: missing")
                 continue

@@ -223,13 +223,12 @@ def _running_and_healthy(run, services, timeout: int) -> tuple[bool, str]:
         for c in cs:
             if services and c.labels.get(checks.SERVICE_LABEL) not in services:
                 continue
-            state = c.attrs["State"]
-            if state.get("Status") != "running":
+            if c.attrs["State"].get("Status") != "running":
                 return False, ""
-            health = (state.get("Health") or {}).get("Status")
-            if health not in (None, "healthy"):
-                unhealthy |= health == "unhealthy"
-                waiting.append(f"{c.labels.get(checks.SERVICE_LABEL)}: {health} ({checks.last_health_output(c)})")
+            state, why = checks.readiness(c)
+            if state != checks.READY:  # its health: starting, unhealthy
+                unhealthy |= state == "unhealthy"
+                waiting.append(why)
         if not waiting:
             return True, " (on the engine's next healthcheck: it was unhealthy from before)" if seen_unhealthy else ""
         seen_unhealthy |= unhealthy
