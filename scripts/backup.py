@@ -117,8 +117,7 @@ def hide_kit_state(plan: Plan) -> None:
     """The kit's snapshots, reports and log, and the plan's bind-mounted data folders,
     when they live inside the project, are never part of its files: not a dirty tree,
     never moved aside by a restore of files (the data is restored as a volume)."""
-    gitstate.ignore_privately(plan.root, (plan.snapshots_dir, plan.reports_dir, plan.log_path,
-                                          *plan.bind_paths().values()))
+    gitstate.ignore_privately(plan.root, [p for p in plan.kit_paths() if p != plan.path])
 
 
 def backup(plan: Plan, include_dirty: bool = False, export_hook=None, strict: bool = False,

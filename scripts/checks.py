@@ -162,7 +162,7 @@ def volume_matches(run, check: Check) -> tuple[bool, str]:
 
 def files_match(run, check: Check) -> tuple[bool, str]:
     ref = check.args.get("ref") or run.ref
-    diffs = gitstate.differences(run.plan.root, ref, check.args["paths"])
+    diffs = gitstate.differences(run.plan.root, ref, check.args["paths"], run.plan.kit_paths())
     if diffs:
         return False, f"{len(diffs)} file(s) differ from {ref}, first: {diffs[0]}"
     return True, f"files match {ref}"

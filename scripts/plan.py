@@ -200,6 +200,13 @@ class Plan:
     keep_last: int | None = None  # `doit prune` defaults ([backup])
     keep_days: float | None = None
 
+    def kit_paths(self) -> tuple[Path, ...]:
+        """The kit's own files and folders: the plan, its snapshots, reports and log, and
+        the bind-mounted data folders (restored as volumes). Wherever they lie inside the
+        project, a restore of files never rolls them back or moves them aside."""
+        return (self.path, self.snapshots_dir, self.reports_dir, self.log_path,
+                *(Path(p) for p in self.bind_paths().values()))
+
     def bind_paths(self) -> dict[str, str]:
         """Volume key -> absolute folder, for the plan's bind-mounted data folders."""
         return {k: os.path.abspath(self.root / v.bind) for k, v in self.volumes.items() if v.bind}

@@ -44,7 +44,8 @@ def describe(run, step: Step) -> str:
         ref = a.get("ref") or run.ref
         try:
             # kept for execute: the plan described is the plan carried out (and git runs once)
-            p = run.file_plans.get(run.step_index(step)) or gitstate.restore_plan(run.plan.root, ref, a["paths"])
+            p = run.file_plans.get(run.step_index(step)) or gitstate.restore_plan(run.plan.root, ref, a["paths"],
+                                                                                   run.plan.kit_paths())
             run.file_plans[run.step_index(step)] = p
             what = (f"{len(p['checkout'])} file(s) from {ref}, {len(p['changed'])} overwritten or removed "
                     f"(copied to the safety area first), {len(p['remove'])} added since removed, "
@@ -99,7 +100,8 @@ def execute(run, step: Step) -> str:
         return f"restarted {', '.join(svcs) or 'all services'}, healthy"
     if step.do == "restore-files":
         ref = a.get("ref") or run.ref
-        p = run.file_plans.pop(run.step_index(step), None) or gitstate.restore_plan(run.plan.root, ref, a["paths"])
+        p = run.file_plans.pop(run.step_index(step), None) or gitstate.restore_plan(run.plan.root, ref, a["paths"],
+                                                                                     run.plan.kit_paths())
         # on record before a file is touched: undo after a kill here puts back what was saved
         run.file_restores.append({"step": run.step_index(step), "ref": ref, "paths": list(a["paths"]),
                                   "dir": str(run.step_dir(step)), **{k: p[k] for k in ("changed", "move", "missing", "remove")}})

@@ -201,3 +201,39 @@ def test_a_path_naming_nothing_and_an_ignored_file_the_ref_has(scratch_repo, tmp
     assert (scratch_repo / "src/main.py").read_text() == "main at base\n"
     assert saved(tmp_path / "safety") == {"src/app.conf": b"the operator's local conf\n",
                                           "src/main.py": b"main changed\n"}
+
+
+def test_the_kits_own_files_are_never_restored_or_moved_aside(scratch_repo, tmp_path):
+    """A fresh clone's exclude file lists nothing yet, and the plan is tracked: a restore
+    of "." still leaves the plan, snapshots/, reports/ and the log exactly as they are."""
+    root = scratch_repo
+    (root / "app.conf").write_text("v1\n")
+    (root / "phases.toml").write_text("# plan v1\n")
+    commit_all(root, "v1")
+    gitstate.run(root, "tag", "before")
+    (root / "app.conf").write_text("v2\n")
+    (root / "phases.toml").write_text("# plan v2, with [offsite]\n")
+    commit_all(root, "v2")
+    for rel, text in {"snapshots/2026set/manifest.json": "{}", "reports/r.json": "{}",
+                      "ROLLBACK-LOG.md": "# log\n", "stray.txt": "untracked\n"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    keep = [root / "phases.toml", root / "snapshots", root / "reports", root / "ROLLBACK-LOG.md",
+            tmp_path / "elsewhere"]
+    plan = gitstate.restore_plan(root, "before", ["."], keep)
+    assert plan["move"] == ["stray.txt"] and plan["changed"] == ["app.conf"]
+    gitstate.restore_paths(root, "before", ["."], tmp_path / "safety", plan=plan)
+    assert (root / "app.conf").read_text() == "v1\n"
+    assert (root / "phases.toml").read_text() == "# plan v2, with [offsite]\n"
+    assert (root / "snapshots/2026set/manifest.json").exists() and (root / "reports/r.json").exists()
+    assert (root / "ROLLBACK-LOG.md").read_text() == "# log\n" and not (root / "stray.txt").exists()
+    assert "phases.toml" not in gitstate.run(root, "diff", "--cached", "--name-only")
+    assert gitstate.differences(root, "before", ["."], keep) == []
+    # a plan that names only the kit's own file restores nothing (and git is not asked to)
+    assert gitstate.restore_plan(root, "before", ["phases.toml"], keep)["restore"] == []
+    # a wildcard path falls back to the exact list, which leaves them out too
+    (root / "app.conf").write_text("v3\n")
+    plan = gitstate.restore_plan(root, "before", ["*.toml", "app.*"], keep)
+    assert plan["specs"] is None and plan["restore"] == ["app.conf"]
+    gitstate.restore_paths(root, "before", ["*.toml", "app.*"], tmp_path / "safety2", plan=plan)
+    assert (root / "phases.toml").read_text() == "# plan v2, with [offsite]\n"
