@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import archive, engine, gitstate, journal, pins, records, snapshots, stackcheck, volumes
+from . import archive, engine, gitstate, ignored, journal, pins, records, snapshots, stackcheck, volumes
 from .archive import HashingWriter
 from .compose import Compose, for_plan
 from .errors import UndoitError
@@ -98,6 +99,8 @@ def up_to_date(plan: Plan) -> bool:
         return False
     if sorted(latest.volumes) != sorted(plan.volumes):
         return False
+    if plan.include_ignored and (latest.manifest.get("ignored") or {}).get("files", {}) != ignored.digests(plan):
+        return False  # an env file or secret the set keeps changed
     try:
         client = engine.client()
         refs = stackcheck.refs(plan, client)
@@ -132,7 +135,7 @@ def backup(plan: Plan, include_dirty: bool = False, export_hook=None, strict: bo
     # leaves no tag behind that would open an empty cycle
     client = engine.client()
     config = stackcheck.check(plan, client)
-    gaps = stackcheck.uncovered(plan, client, config)
+    gaps = stackcheck.uncovered(plan, client, config) + ignored.uncovered(plan, config)
     for gap in gaps:
         say(f"WARNING: {gap}")
     if gaps and strict:
@@ -141,10 +144,36 @@ def backup(plan: Plan, include_dirty: bool = False, export_hook=None, strict: bo
     stackcheck.refs(plan, client)
     git = gitstate.backup_refs(
         plan.root, plan.backup_branch, plan.backup_tag, restored_paths(plan), include_dirty,
-        plan.env.get("UNDOIT_GIT_REMOTE"), when,
+        plan.env.get("UNDOIT_GIT_REMOTE"), when, taken=lambda: tag_names_in_use(plan),
     )
     say(f"git: branch {git['branch']}, tag {git['tag']}" + (" (reused: HEAD unchanged)" if git["reused"] else ""))
     return take_set(plan, list(plan.volumes), git, "backup", export_hook=export_hook, save_images=save_images)
+
+
+def tag_names_in_use(plan: Plan) -> set[str]:
+    """Backup tag names no new cycle may take: those the sets here carry, those of the
+    offsite repository's sets and the remote's tags. A fresh clone has no backup tags;
+    a name made again would be two cycles' (cycles are told apart by commit too, and
+    this keeps the names a person reads apart as well)."""
+    names = set()
+    for s in snapshots.all_sets(plan.snapshots_dir, plan.project_name):
+        names |= {n for n in ((s.manifest or {}).get("cycle"), s.tag) if n}
+    remote = plan.env.get("UNDOIT_GIT_REMOTE")
+    if remote:
+        try:
+            out = gitstate.run(plan.root, "ls-remote", "--tags", "--refs", remote)
+            names |= {line.split("refs/tags/", 1)[1] for line in out.splitlines() if "refs/tags/" in line}
+        except UndoitError as err:
+            say(f"WARNING: the remote's tags are unknown ({err}): a new tag's name is checked here only")
+    if plan.offsite is not None:
+        from . import offsite
+
+        try:
+            names |= offsite.Repo(plan).tag_names()
+        except UndoitError as err:
+            say(f"WARNING: the offsite repository's cycles are unknown ({err}): a new tag's name is checked "
+                "here only")
+    return names
 
 
 def checkpoint(plan: Plan, pid: str, force: bool = False) -> snapshots.SnapshotSet:
@@ -169,11 +198,12 @@ def checkpoint(plan: Plan, pid: str, force: bool = False) -> snapshots.SnapshotS
     gitstate.tag(plan.root, tag, head, message=f"undoit checkpoint before {pid}", force=force)
     git = {"head": head, "commit": head, "tag": tag, "branch": None, "reused": False}
     say(f"git: tag {tag} at {head[:12]} (cycle {cycle.tag})")
-    return take_set(plan, list(proc.volumes), git, "checkpoint", phase=pid, cycle=cycle.tag)
+    return take_set(plan, list(proc.volumes), git, "checkpoint", phase=pid, cycle=cycle.key)
 
 
 def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | None = None,
-             export_hook=None, cycle: str | None = None, save_images: bool = False) -> snapshots.SnapshotSet:
+             export_hook=None, cycle: tuple[str, str] | None = None,
+             save_images: bool = False) -> snapshots.SnapshotSet:
     """A snapshot set of the given volumes; volumes unchanged since the latest set are
     referenced, not copied. export_hook(key) runs just before each export (tests use it)."""
     client = engine.client()
@@ -191,7 +221,9 @@ def _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phas
     manifest = snapshots.manifest_skeleton(set_id, kind, plan.project_name)
     manifest["engine"] = {"id": engine.engine_id(client), "host": engine.endpoint().host}
     manifest["git"] = git
-    manifest["cycle"] = cycle or git["tag"]
+    manifest["project_root"] = str(plan.root)
+    # the cycle is its tag's name and its commit: names alone collide across machines
+    manifest["cycle"], manifest["cycle_commit"] = cycle or (git["tag"], git["commit"])
     if phase:
         manifest["phase"] = phase
     # the stack's state is recorded in the background (it waits on compose and the
@@ -217,11 +249,17 @@ def _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phas
             snapshots.check_room(path, int((prev or {}).get("size", 0) * 1.1), f"the archive of {key}")
             entry = export_volume(client, compose, plan.volumes[key], ref, path, set_id,
                                   before_quiesce=recorded.result, size_hint=(prev or {}).get("bytes", 0))
+            if plan.volumes[key].bind:  # where it lies in the project: a clone elsewhere restores it there
+                entry["bind"] = os.path.normpath(plan.volumes[key].bind)
             # taken before the services were quiesced: every write it reflects is in the
             # archive; one made after it moves the probe, and the next backup exports
             entry["probe"] = hint
             manifest["volumes"][key] = entry
         manifest["state"] = recorded.result()
+        kept = ignored.save(plan, path)  # [backup] include_ignored: the .env and secrets compose reads
+        if kept:
+            manifest["ignored"] = kept
+            say(f"git-ignored files kept in the set (owner only): {', '.join(kept['files'])}")
         # the images the stack ran: pinned so a rollback can run them again (and saved)
         images = pins.recorded(path)
         pins.pin(client, plan.project_name, images)
@@ -229,8 +267,10 @@ def _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phas
             manifest["images"] = pins.save(client, images, path)
             say(f"images saved in the set: {', '.join(sorted({i['image'] for i in images.values()}))}")
 
+    fetched = snapshots.fetched(plan.snapshots_dir)
     sets_with_tag = [s for s in snapshots.all_sets(plan.snapshots_dir, plan.project_name)
                      if s.complete and s.tag == git["tag"] and s.manifest.get("kind") == kind
+                     and (s.manifest.get("git") or {}).get("commit") == git["commit"] and s.id not in fetched
                      and snapshots.same_engine(s, manifest["engine"]["id"])]
     manifest["baseline"] = kind == "backup" and not sets_with_tag
     manifest["finished"] = snapshots.now_iso()
@@ -409,7 +449,9 @@ def verify(plan: Plan, set_id: str | None = None) -> list[str]:
     from . import cycles
 
     if set_id:
-        s = snapshots.get_set(plan.snapshots_dir, set_id)
+        from . import offsite
+
+        s = offsite.find(plan, set_id)
     else:
         cycle, why = cycles.current(plan)
         s = cycle.baseline

@@ -28,6 +28,13 @@ class Cycle:
     sets: tuple[SnapshotSet, ...]  # its complete backup and checkpoint sets, oldest first
 
     @property
+    def key(self) -> tuple[str, str]:
+        """What a cycle is: its tag's name *and* the commit it was made at. Names alone
+        collide: a fresh clone has none of the backup tags, so its backups make the same
+        names again, and a set fetched from before the loss would join the wrong cycle."""
+        return self.tag, self.commit
+
+    @property
     def baseline(self) -> SnapshotSet | None:
         return next((s for s in self.sets if s.manifest.get("kind") == "backup" and s.manifest.get("baseline")), None)
 
@@ -44,44 +51,86 @@ def cycle_tag(s: SnapshotSet) -> str | None:
     return m.get("cycle") or ((m.get("git") or {}).get("tag") if m.get("kind") == "backup" else None)
 
 
+def cycle_commit(s: SnapshotSet) -> str | None:
+    """The commit of the cycle a set belongs to: a backup's own, a checkpoint's recorded
+    one (None: a checkpoint from before it was recorded)."""
+    m = s.manifest or {}
+    if m.get("kind") == "backup":
+        git = m.get("git") or {}
+        return git.get("commit") or git.get("head")
+    return m.get("cycle_commit")
+
+
 def all_cycles(root, project: str, engine_id: str | None = None) -> list[Cycle]:
-    """Every cycle with at least one complete set, oldest first; with engine_id, only
-    sets taken on that engine (one plan can serve the same project on several engines:
-    a set of one is no backup of the other's volumes)."""
-    cycles: dict[str, list[SnapshotSet]] = {}
-    first_git: dict[str, dict] = {}
-    last_tag = None
+    """Every cycle with at least one complete set, oldest first (by its first set); with
+    engine_id, only sets taken on that engine (one plan can serve the same project on
+    several engines: a set of one is no backup of the other's volumes)."""
+    cycles: dict[tuple, list[SnapshotSet]] = {}
+    first_git: dict[tuple, dict] = {}
+    latest_of: dict[str, tuple] = {}  # tag name -> the newest cycle of that name so far
+    last = None
     for s in snapshots.all_sets(root, project):
         if not s.complete or s.manifest.get("kind") not in ("backup", "checkpoint"):
             continue
         if not snapshots.same_engine(s, engine_id):
             continue
-        tag = cycle_tag(s) or last_tag  # an old checkpoint: the cycle it was taken in
+        tag, commit = cycle_tag(s), cycle_commit(s)
         if tag is None:
+            key = last  # an old checkpoint: the cycle it was taken in
+        elif commit is None:
+            key = latest_of.get(tag)  # an old checkpoint of a named cycle: its newest one
+        else:
+            key = (tag, commit)
+        if key is None:
             continue
-        cycles.setdefault(tag, []).append(s)
+        cycles.setdefault(key, []).append(s)
         if s.manifest.get("kind") == "backup":
-            first_git.setdefault(tag, s.manifest.get("git") or {})
-        last_tag = tag
+            first_git.setdefault(key, s.manifest.get("git") or {})
+        latest_of[key[0]] = last = key
     out = []
-    for tag, sets in cycles.items():
-        git = first_git.get(tag)
+    for key, sets in cycles.items():
+        git = first_git.get(key)
         if git:  # a cycle is known by its backups; checkpoints alone do not make one
-            out.append(Cycle(tag, git.get("head", ""), git.get("commit") or git.get("head", ""), tuple(sets)))
+            out.append(Cycle(key[0], git.get("head", ""), key[1], tuple(sets)))
+    return out
+
+
+def label(cycle: Cycle, cycles: list[Cycle]) -> str:
+    """How a person tells cycles apart: the tag, and its commit where another cycle
+    (another machine's, before a recovery) has the same name."""
+    twins = [c for c in cycles if c.tag == cycle.tag]
+    return cycle.tag if len(twins) < 2 else f"{cycle.tag}@{cycle.commit[:8]}"
+
+
+def own(cycles: list[Cycle], fetched: set[str]) -> list[Cycle]:
+    """The cycles as this machine took them: sets brought back by `doit fetch` are left
+    out (a set from before a loss never becomes what a rollback restores unless it is
+    named with set=ID), and a cycle with none of its own sets goes with them."""
+    out = []
+    for c in cycles:
+        sets = tuple(s for s in c.sets if s.id not in fetched)
+        if sets:
+            out.append(Cycle(c.tag, c.head, c.commit, sets))
     return out
 
 
 def current(plan, engine_id: str | None = None) -> tuple[Cycle, str]:
     """The cycle a rollback restores, and one line saying which and why; its sets are
-    the ones taken on the engine the kit talks to (engine_id: default, that engine's).
+    the ones taken on the engine the kit talks to (engine_id: default, that engine's),
+    fetched ones left out (`own`).
 
     Raises (naming what is wrong) rather than fall back on an older cycle: no cycle,
     a HEAD that descends from none, or a newer backup tag whose baseline is gone.
     """
     engine_id = engine_id or this_engine()
-    cycles = all_cycles(plan.snapshots_dir, plan.project_name, engine_id)
+    fetched = snapshots.fetched(plan.snapshots_dir)
+    cycles = own(all_cycles(plan.snapshots_dir, plan.project_name, engine_id), fetched)
     if not cycles:
         elsewhere = all_cycles(plan.snapshots_dir, plan.project_name)
+        if [s for c in elsewhere for s in c.sets if s.id in fetched]:
+            raise UndoitError(f"{NO_BACKUP} on this machine (the sets here were fetched from the offsite "
+                              "repository: a rollback restores one only when named with set=ID, and "
+                              "`doit recover` puts the newest one back)")
         if elsewhere:
             raise UndoitError(f"{NO_BACKUP} on this engine (the sets there are of project {plan.project_name} "
                               "on another engine; name one with set=ID to restore it here)")
@@ -110,12 +159,6 @@ def current(plan, engine_id: str | None = None) -> tuple[Cycle, str]:
         raise UndoitError(f"cycle {chosen.tag} has no valid baseline set (damaged or removed): "
                           "name a set with set=ID")
     return chosen, f"cycle {chosen.tag} (baseline set {chosen.baseline.id}): the newest backup tag; {why}"
-
-
-def of_set(plan, s: SnapshotSet) -> Cycle | None:
-    tag = cycle_tag(s)
-    eid = (s.manifest or {}).get("engine", {}).get("id")
-    return next((c for c in all_cycles(plan.snapshots_dir, plan.project_name, eid) if c.tag == tag), None)
 
 
 def this_engine() -> str | None:

@@ -84,6 +84,18 @@ def ref_exists(root: Path, ref: str) -> bool:
         return False
 
 
+def ignored(root: Path, rels) -> set[str]:
+    """The paths of rels (relative to root) that git ignores; tracked ones never are."""
+    if not rels:
+        return set()
+    proc = subprocess.run(["git", "-C", str(root), "check-ignore", "-z", "--stdin"], capture_output=True,
+                          input=b"".join(os.fsencode(r) + b"\0" for r in rels))
+    if proc.returncode not in (0, 1):  # 1: none of them is ignored
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise UndoitError(f"git check-ignore failed in {root}: {msg[-1] if msg else proc.returncode}")
+    return {os.fsdecode(p) for p in proc.stdout.split(b"\0") if p}
+
+
 def template_regex(template: str):
     """A regex matching names the template makes ({date}, {timestamp} are digits)."""
     import re
@@ -110,12 +122,13 @@ def commit_worktree(root: Path, message: str) -> str:
 
 
 def backup_refs(root: Path, branch_tpl: str, tag_tpl: str, restored_paths, include_dirty: bool,
-                remote: str | None, when) -> dict:
+                remote: str | None, when, taken=lambda: set()) -> dict:
     """The git half of a backup: a backup branch and an annotated tag at HEAD.
 
     An unchanged HEAD reuses the tag (and branch) an earlier backup made. Uncommitted
     changes under restored paths are refused unless include_dirty, in which case they
-    are committed on the backup branch only.
+    are committed on the backup branch only. A new tag's name is free here and is none
+    of taken() (names other machines' sets carry: a fresh clone has no backup tags).
     """
     source = head(root)
     changes = dirty(root, restored_paths)
@@ -142,7 +155,7 @@ def backup_refs(root: Path, branch_tpl: str, tag_tpl: str, restored_paths, inclu
     if tags:
         tag = sorted(tags)[0]
     else:
-        tag = _free_name(root, tag_tpl.format(**stamp), "refs/tags/")
+        tag = _free_name(root, tag_tpl.format(**stamp), "refs/tags/", taken())
         run(root, "tag", "-a", tag, target, "-m", f"undoit backup of {source[:12]} ({stamp['timestamp']} UTC)")
         created.append(tag)
     if remote and created:
@@ -152,9 +165,9 @@ def backup_refs(root: Path, branch_tpl: str, tag_tpl: str, restored_paths, inclu
             "reused": not created}
 
 
-def _free_name(root: Path, name: str, namespace: str) -> str:
+def _free_name(root: Path, name: str, namespace: str, taken=frozenset()) -> str:
     candidate, n = name, 1
-    while ref_exists(root, namespace + candidate):
+    while candidate in taken or ref_exists(root, namespace + candidate):
         n += 1
         candidate = f"{name}-{n}"
     return candidate

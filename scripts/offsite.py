@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 from . import gitstate, records, snapshots
 from .errors import UndoitError
@@ -92,13 +93,56 @@ class Repo:
         say(f"offsite: restic repository created at {self.o.repository}")
 
     def sets(self) -> dict[str, dict]:
-        """Set id -> {"snapshot", "path", "time"} of this project's sets in the repository."""
+        """Set id -> {"snapshot", "path", "time", "tags"} of this project's sets in the
+        repository (tags: its key=value tags, set=, kind=, cycle=, git=)."""
         out = {}
-        for snap in json.loads(self.run("snapshots", "--json", "--tag", f"project={self.plan.project_name}") or "[]"):
+        for snap in json.loads(self.run("--no-lock", "snapshots", "--json", "--tag",
+                                        f"project={self.plan.project_name}") or "[]"):
             tags = dict(t.split("=", 1) for t in snap.get("tags") or [] if "=" in t)
             if "set" in tags and snap.get("paths"):
-                out[tags["set"]] = {"snapshot": snap["id"], "path": snap["paths"][0], "time": snap.get("time")}
+                out[tags["set"]] = {"snapshot": snap["id"], "path": snap["paths"][0], "time": snap.get("time"),
+                                    "tags": tags}
         return out
+
+    def remote_set(self, set_id: str, info: dict) -> SnapshotSet:
+        """A set only the repository holds, as its manifest there says (read with `restic
+        dump`), with the image ids it ran (manifest["images_ran"], from its images.json:
+        their pins stay while it does)."""
+        folder = info["path"].rstrip("/")
+        try:
+            manifest = json.loads(self.run("dump", info["snapshot"], f"{folder}/{snapshots.MANIFEST}"))
+        except ValueError:
+            raise UndoitError(f"the repository's copy of set {set_id} has an unreadable manifest; "
+                              f"{UNTOUCHED}") from None
+        try:
+            images = json.loads(self.run("dump", info["snapshot"], f"{folder}/images.json"))
+        except (UndoitError, ValueError):
+            images = {}  # a set from before images were recorded
+        manifest["images_ran"] = sorted({i["id"] for i in images.values() if isinstance(i, dict) and "id" in i})
+        return SnapshotSet(set_id, Path(folder), manifest)
+
+    def tag_names(self) -> set[str]:
+        """The backup tag names the repository's sets carry (their cycle= and git= tags)."""
+        return {name for info in self.sets().values() for key in ("cycle", "git")
+                if (name := info["tags"].get(key))}
+
+
+def find(plan, set_id: str) -> SnapshotSet:
+    """The set named set=ID, here; one that only the offsite repository holds is named as
+    such, with the command that brings it (the repository is asked only then)."""
+    try:
+        return snapshots.get_set(plan.snapshots_dir, set_id)
+    except UndoitError as err:
+        if plan.offsite is None:
+            raise
+        try:
+            there = set_id in Repo(plan).sets()
+        except UndoitError:
+            raise err from None
+        if there:
+            raise UndoitError(f"set {set_id} is in the offsite repository ({plan.offsite.repository}), not here: "
+                              f"`doit fetch set={set_id}` brings it back") from None
+        raise
 
 
 def _referenced(s: SnapshotSet) -> set[str]:
@@ -161,18 +205,41 @@ def send(plan, only: str | None = None) -> dict:
 
 def fetch(plan, set_id: str) -> SnapshotSet:
     """`doit fetch set=ID|latest`: bring a set (and the sets whose archives it uses) back
-    from the repository into snapshots/, and verify it fully against its manifest."""
+    from the repository into snapshots/, and verify it fully against its manifest. All or
+    nothing: a set that does not verify, or whose record cannot be written, is removed
+    again. A fetched set is history: a rollback restores it only when named (set=ID)."""
+    gitstate.require_repo(plan.root)  # before a byte is fetched: the record goes there
     repo = Repo(plan)
     there = repo.sets()
     if not there:
         raise UndoitError(f"no set of {plan.project_name} in the restic repository at {repo.o.repository}")
-    if set_id == "latest":
-        set_id = max(there)  # ids begin with their UTC time
-    if set_id not in there:
+    set_id = newest(there) if set_id == "latest" else set_id
+    if set_id not in there and not (plan.snapshots_dir / set_id / snapshots.MANIFEST).is_file():
         raise UndoitError(f"set {set_id} is not in the restic repository at {repo.o.repository} "
                           f"(it holds {len(there)}: `doit snapshots` lists the local ones)")
     plan.snapshots_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    wanted, done = [set_id], []
+    done: list[str] = []
+    try:
+        s = _bring(repo, plan, set_id, there, done)
+    except BaseException:
+        for sid in done:  # nothing half-trusted stays behind
+            shutil.rmtree(plan.snapshots_dir / sid, ignore_errors=True)
+        raise
+    say(f"fetch: set {set_id} is here and verified (every archive read and hashed)"
+        + (f"; brought back: {', '.join(sorted(done))}" if done else "; it was here already"))
+    return s
+
+
+def newest(there: dict[str, dict], kind: str | None = None) -> str:
+    """The newest set the repository holds (of kind): set ids begin with their UTC time."""
+    ids = [sid for sid, info in there.items() if kind is None or info["tags"].get("kind") == kind]
+    if not ids:
+        raise UndoitError(f"the repository holds no {kind or ''} set of this project".replace("  ", " "))
+    return max(ids)
+
+
+def _bring(repo: "Repo", plan, set_id: str, there: dict, done: list[str]) -> SnapshotSet:
+    wanted = [set_id]
     while wanted:
         sid = wanted.pop()
         local = snapshots.load_set(plan.snapshots_dir / sid) if (plan.snapshots_dir / sid).is_dir() else None
@@ -185,11 +252,14 @@ def fetch(plan, set_id: str) -> SnapshotSet:
         wanted += [r for r in _referenced(local) if r not in done and not (plan.snapshots_dir / r / snapshots.MANIFEST).is_file()]
     s = snapshots.load_set(plan.snapshots_dir / set_id)
     problems = snapshots.check_set(s, deep=True)
+    for sid in done:
+        if sid != set_id and not problems:
+            problems = snapshots.check_set(snapshots.load_set(plan.snapshots_dir / sid), deep=False)
     if problems:
-        raise UndoitError(f"set {set_id} from the repository does not verify: {problems[0]}")
-    _record(plan, s)
-    say(f"fetch: set {set_id} is here and verified (every archive read and hashed)"
-        + (f"; brought back: {', '.join(sorted(done))}" if done else "; it was here already"))
+        raise UndoitError(f"set {set_id} from the repository does not verify: {problems[0]}; nothing was kept")
+    for sid in done:
+        _record(plan, snapshots.load_set(plan.snapshots_dir / sid))
+        snapshots.note_fetched(plan.snapshots_dir, sid)
     return s
 
 
@@ -216,12 +286,7 @@ def _record(plan, s: SnapshotSet) -> None:
     """The manifest is trusted against git's record of it; a fresh clone has none (the
     records are local refs), and then the authenticated repository's copy is recorded."""
     ref = records.PREFIX + s.id
-    try:
-        gitstate.run(plan.root, "rev-parse", "--verify", "--quiet", ref)
-        known = True
-    except UndoitError:
-        known = False
-    if not known:
+    if not gitstate.ref_exists(plan.root, ref):
         records.record(plan.root, s)
         say(f"fetch: set {s.id}'s manifest recorded in git ({ref}) from the repository's authenticated copy")
         return

@@ -13,15 +13,15 @@ from .errors import UndoitError
 
 # name -> what it does (shown by the refusal; tasks' docs name the ones they take)
 KNOWN = {
-    "dry_run": "rollback/scenario/undo: print the plan, change nothing (dry_run=1)",
-    "yes": "rollback/scenario: do not ask before destroying data (yes=1)",
+    "dry_run": "rollback/scenario/recover/prune: print the plan, change nothing (dry_run=1)",
+    "yes": "rollback/scenario/recover/release: do not ask before destroying data (yes=1)",
     "reason": 'rollback/scenario: why, for the log (reason="...")',
-    "set": "rollback/scenario/verify/rehearse/offsite: use this snapshot set (set=ID); fetch: set=ID or latest",
+    "set": "rollback/scenario/verify/rehearse/offsite/recover: use this snapshot set (set=ID); fetch: set=ID or "
+           "latest",
     "init": "offsite: create the restic repository first (init=1)",
     "offsite": "backup: send the new set offsite afterwards (offsite=1); prune: offsite=0 prunes only here",
     "keep_last": "prune: keep the newest N sets (keep_last=N; default [backup] keep_last)",
     "keep_days": "prune: keep sets younger than D days (keep_days=D; default [backup] keep_days)",
-    "release": "prune: cycles whose baselines may go (release=TAG[,TAG])",
     "include_dirty": "backup: keep uncommitted changes on the backup branch (include_dirty=1)",
     "save_images": "backup: keep the images the stack runs in the set too (save_images=1)",
     "strict": "backup: state no backup covers is an error, not a warning (strict=1)",

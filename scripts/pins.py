@@ -47,6 +47,37 @@ def pin(client, project: str, images: dict[str, dict]) -> list[str]:
     return sorted(set(names))
 
 
+def pinned(project: str, client=None) -> dict[str, str]:
+    """The kit's pin tags of the project on the engine: tag -> image id."""
+    from . import engine
+
+    client = client or engine.client()
+    prefix = f"{REPO}/{project.lower()}:"
+    return {tag: image.id for image in client.images.list(name=f"{REPO}/{project.lower()}")
+            for tag in image.tags if tag.startswith(prefix)}
+
+
+def unused(project: str, ids: set[str], client=None) -> list[str]:
+    """The project's pin tags whose image is none of ids (no kept set ran it)."""
+    wanted = {pin_name(project, i) for i in ids}
+    return sorted(tag for tag in pinned(project, client) if tag not in wanted)
+
+
+def release(project: str, tags, client=None) -> None:
+    """Remove pin tags (the image itself goes with its last tag, unless a container uses it)."""
+    from . import engine
+
+    client = client or engine.client()
+    for tag in tags:
+        try:
+            # force: the tag goes even while a container runs the image (which then stays,
+            # untagged, until nothing uses it); another tag of the image keeps it
+            client.images.remove(tag, force=True)
+        except Exception as err:  # docker.errors.NotFound: gone already
+            if "no such image" not in str(err).lower():
+                raise UndoitError(f"cannot release pin {tag}: {err}") from None
+
+
 def save(client, images: dict[str, dict], set_path: Path) -> list[dict]:
     """`docker save` of each of the set's images into the set, through zstd; the manifest's
     entries (one file an image: `docker load` takes one archive at a time)."""

@@ -199,6 +199,7 @@ class Plan:
     offsite: Offsite | None = None
     keep_last: int | None = None  # `doit prune` defaults ([backup])
     keep_days: float | None = None
+    include_ignored: tuple[str, ...] = ()  # git-ignored files kept in every set ([backup])
 
     def kit_paths(self) -> tuple[Path, ...]:
         """The kit's own files and folders: the plan, its snapshots, reports and log, and
@@ -326,7 +327,12 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
     if not root.is_absolute():
         root = path.parent / root
 
-    backup = r.keys("backup", top.get("backup", {}), set(), {"branch", "tag", "snapshots", "keep_last", "keep_days"})
+    backup = r.keys("backup", top.get("backup", {}), set(),
+                    {"branch", "tag", "snapshots", "keep_last", "keep_days", "include_ignored"})
+    include_ignored = r.strs("backup", backup, "include_ignored")
+    for rel in include_ignored:
+        if not rel.strip() or rel.startswith("/") or ".." in rel.split("/"):
+            raise r.fail("backup", "include_ignored", f"{rel!r}: a file or folder of the project, relative to its root")
     for key in ("keep_last", "keep_days"):
         value = backup.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1
@@ -446,6 +452,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         offsite=_offsite(r, path, top.get("offsite")),
         keep_last=backup.get("keep_last"),
         keep_days=backup.get("keep_days"),
+        include_ignored=include_ignored,
     )
 
 

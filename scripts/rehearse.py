@@ -203,7 +203,9 @@ def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
     client = engine.client()
     stackcheck.check(plan)  # the live stack as compose sees it, before the sandbox copies it
     if set_id:
-        source = snapshots.get_set(plan.snapshots_dir, set_id)
+        from . import offsite
+
+        source = offsite.find(plan, set_id)
     else:
         cycle, why = cycles.current(plan)
         source = cycle.baseline

@@ -9,7 +9,7 @@ def console():
     from rich.console import Console
 
     # a fixed width when piped: CI logs should not wrap or truncate rows
-    return Console() if interactive() else Console(width=200, no_color=True)
+    return Console() if interactive() else Console(width=400, no_color=True)
 
 
 def snapshot_table(rows: list[dict], why: str = "") -> None:
@@ -20,20 +20,35 @@ def snapshot_table(rows: list[dict], why: str = "") -> None:
         return
     t = Table(title="snapshot sets by change cycle (oldest first)")
     copies = any("copies" in r for r in rows)
-    for col in ("cycle", "set", "kind", "age", "size", "volumes", "valid", *(("copies",) if copies else ()), ""):
+    for col in ("cycle", "set", "kind", "age", "size", "volumes", "pins", "valid", *(("copies",) if copies else ()),
+                ""):
         t.add_column(col)
     last = None
     for r in rows:
         valid = "yes" if r["valid"] else f"NO: {r['problem']}"
         vols = r["volumes"] + (f" ({r['reused']} referenced)" if r["reused"] else "")
-        marks = [m for m, on in (("baseline", r["baseline"]), ("<- a rollback restores this", r["restores"])) if on]
-        kind = r["kind"] if r["kind"] != "backup" or r["tag"] == r["cycle"] else f"backup ({r['tag']})"
+        marks = [m for m, on in (("baseline", r["baseline"]), ("fetched: restored only when named", r["fetched"]),
+                                 ("<- a rollback restores this", r["restores"])) if on]
+        kind = r["kind"] if r["kind"] != "backup" or r["cycle"].startswith(r["tag"]) else f"backup ({r['tag']})"
         t.add_row(r["cycle"] if r["cycle"] != last else "", r["set"], kind, r["age"], human(r["size"]), vols,
-                  valid, *((r.get("copies", ""),) if copies else ()), ", ".join(marks))
+                  ", ".join(r.get("pins") or []) or "-", valid, *((r.get("copies", ""),) if copies else ()),
+                  ", ".join(marks))
         last = r["cycle"]
     console().print(t)
     if why:
         print(f"a rollback restores {why}")
+
+
+def safety_lines(rows: list[dict]) -> None:
+    """The safety sets rollbacks keep, and what they hold on the engine."""
+    if not rows:
+        return
+    parked = sum(r["parked"] for r in rows)
+    print(f"safety sets of rollbacks: {len(rows)}, {human(parked)} of replaced contents parked on the engine "
+          "(`doit prune` releases all but the last rollback's; `doit release` releases all)")
+    for r in rows:
+        print(f"  {r['set']}: {r['reason']}" + (f"; parked {human(r['parked'])} under {r['where']}" if r["parked"]
+                                                 else ""))
 
 
 def decision_table(result: dict) -> None:

@@ -123,17 +123,30 @@ class Choice:
     ref_source: str
 
 
-def files_of(plan: Plan, s: snapshots.SnapshotSet) -> tuple[str, str]:
+def files_of(plan: Plan, s: snapshots.SnapshotSet, named: bool = False) -> tuple[str, str]:
     """The commit a set was taken at (its tag's, when the tag still points there): files
-    and volumes always come from one point in time."""
+    and volumes always come from one point in time. A tag of that name that points
+    elsewhere stops a run the kit chose the set for (another cycle may have made the
+    name again: which point in time is meant is no longer certain); a set named with
+    set=ID takes its own commit, and says the tag moved."""
     git = (s.manifest or {}).get("git") or {}
     commit, tag = git.get("commit") or git.get("head"), git.get("tag")
     if not commit:
         raise UndoitError(f"set {s.id} records no git commit: it cannot be the source of a rollback's files")
-    if tag and gitstate.ref_exists(plan.root, f"refs/tags/{tag}") and \
-            gitstate.run(plan.root, "rev-parse", f"{tag}^{{commit}}") == commit:
-        return tag, f"tag of set {s.id}"
-    return commit, f"commit of set {s.id}" + (f" (tag {tag} has moved)" if tag else "")
+    if not gitstate.ref_exists(plan.root, commit + "^{commit}"):
+        raise UndoitError(f"set {s.id} was taken at commit {commit[:12]}, which this repository does not have "
+                          "(fetch it from the remote that has it, e.g. the backup branch), so its files cannot "
+                          "be put back: nothing was changed")
+    if tag and gitstate.ref_exists(plan.root, f"refs/tags/{tag}"):
+        points = gitstate.run(plan.root, "rev-parse", f"{tag}^{{commit}}")
+        if points == commit:
+            return tag, f"tag of set {s.id}"
+        if not named:
+            raise UndoitError(f"tag {tag} has moved: it points at {points[:12]}, and set {s.id} was taken at "
+                              f"{commit[:12]}; refusing to guess which point in time is meant (put the tag back "
+                              f"with `git tag -f {tag} {commit[:12]}`, or name the set with set={s.id})")
+        return commit, f"commit of set {s.id} (tag {tag} has moved to {points[:12]})"
+    return commit, f"commit of set {s.id}"
 
 
 def choose(plan: Plan, proc: Procedure, set_id: str | None = None) -> Choice:
@@ -143,7 +156,9 @@ def choose(plan: Plan, proc: Procedure, set_id: str | None = None) -> Choice:
     Never HEAD~1, and never an older cycle's baseline: both put back the wrong point in time.
     """
     if set_id:
-        s = snapshots.get_set(plan.snapshots_dir, set_id)
+        from . import offsite
+
+        s = offsite.find(plan, set_id)
         source = f"set {set_id} (named)"
     else:
         cycle, why = cycles.current(plan)
@@ -153,8 +168,23 @@ def choose(plan: Plan, proc: Procedure, set_id: str | None = None) -> Choice:
             s, source = cp, f"checkpoint of {proc.id} in cycle {cycle.tag}"
     if s.manifest is None:
         raise UndoitError(f"{NO_BACKUP} (set {s.id} has no readable manifest)")
-    ref, ref_source = (proc.ref, "plan ref") if proc.ref else files_of(plan, s)
+    ref, ref_source = (proc.ref, "plan ref") if proc.ref else files_of(plan, s, named=bool(set_id))
     return Choice(s, source, ref, ref_source)
+
+
+def same_volume(plan: Plan, key: str, entry: dict, name: str) -> bool:
+    """Whether the set's entry for key is the project's volume `name`: the same name, or
+    for a bind-mounted folder the same folder relative to the project (a clone in
+    another folder recovering its data)."""
+    if entry.get("name") == name:
+        return True
+    bind = plan.volumes[key].bind if key in plan.volumes else None
+    if not (bind and volumes.is_bind(name) and volumes.is_bind(entry.get("name", ""))):
+        return False
+    rel = os.path.normpath(bind)
+    if entry.get("bind") is not None:
+        return os.path.normpath(entry["bind"]) == rel
+    return entry["name"].endswith("/" + rel)  # a set from before binds were recorded relatively
 
 
 def allows_devices(plan: Plan, key: str) -> bool:
@@ -184,7 +214,7 @@ def verified_choice(plan: Plan, pid: str, set_id: str | None = None,
                     given: snapshots.SnapshotSet | None = None) -> Choice:
     proc = plan.procedure(pid)
     if given is not None:
-        ref, ref_source = (proc.ref, "plan ref") if proc.ref else files_of(plan, given)
+        ref, ref_source = (proc.ref, "plan ref") if proc.ref else files_of(plan, given, named=True)
         choice = Choice(given, "rehearsed set", ref, ref_source)
     else:
         choice = choose(plan, proc, set_id)
@@ -233,7 +263,7 @@ def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
         except UndoitError:
             # removed by the change: recreated under its old name (a sandbox's own name)
             names[key] = f"{plan.project_name}_{key}" if sandbox else snap.volumes[key]["name"]
-        if not sandbox and source is None and names[key] != snap.volumes[key]["name"]:
+        if not sandbox and source is None and not same_volume(plan, key, snap.volumes[key], names[key]):
             raise UndoitError(f"set {snap.id} holds volume {key} as {snap.volumes[key]['name']}, but the project's "
                               f"{key} is {names[key]}: refusing to restore one into the other (name the set of "
                               "this project with set=ID)")

@@ -194,6 +194,14 @@ def all_sets(root: Path, project: str | None = None) -> list[SnapshotSet]:
     return out
 
 
+def safety_sets(root: Path) -> list[SnapshotSet]:
+    """The safety sets of rollbacks and undos (snapshots/safety/<id>), oldest first."""
+    base = Path(root) / SAFETY
+    if not base.is_dir():
+        return []
+    return [load_set(p) for p in sorted(base.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+
 def get_set(root: Path, set_id: str) -> SnapshotSet:
     for base in (Path(root), Path(root) / SAFETY):
         if (base / set_id).is_dir():
@@ -276,6 +284,11 @@ def check_set(s: SnapshotSet, deep: bool = True, archives: bool = True) -> list[
         p = s.path / image["file"]
         if not p.exists() or archive.sha256_file(p) != image["sha256"]:
             problems.append(f"{p}: saved image missing or changed")
+    kept = s.manifest.get("ignored")  # [backup] include_ignored
+    if kept:
+        p = s.path / kept["file"]
+        if not p.exists() or archive.sha256_file(p) != kept["sha256"]:
+            problems.append(f"{p}: the git-ignored files' archive is missing or changed")
     for name, digest in sorted((s.manifest.get("state") or {}).items()):
         p = s.path / name
         if not p.exists() or archive.sha256_file(p) != digest:
@@ -322,19 +335,31 @@ def listing_digest(vol: dict, entries) -> str:
     return archive.listing_digest(entries, content=bool(vol.get("content_digests")))
 
 
-# --- restores the kit made -----------------------------------------------------------
+# --- ledgers: what the kit did to volumes and sets, outside the immutable sets ----------
 # A restore can rewind a volume (and a probe's counter) to an older point; a later
 # backup must not compare it with a set taken before the restore.
 RESTORED = "restored.json"
+# Sets brought back from the offsite repository: history, never what a rollback restores
+# unless named (a set from before a loss must not rewind the stack taken since).
+FETCHED = "fetched.json"
 
 
-def note_restored(root: Path, volume: str) -> None:
-    path = Path(root) / RESTORED
+def _ledger(root: Path, name: str) -> dict:
     try:
-        ledger = json.loads(path.read_text())
+        return json.loads((Path(root) / name).read_text())
     except (OSError, ValueError):
-        ledger = {}
-    ledger[volume] = now_iso()
+        return {}
+
+
+def note(root: Path, name: str, key: str, value=None) -> None:
+    """One entry of a ledger file in the snapshots folder (value: default, now)."""
+    _note(root, name, key, value or now_iso())
+
+
+def _note(root: Path, name: str, key: str, value) -> None:
+    path = Path(root) / name
+    ledger = _ledger(root, name)
+    ledger[key] = value
     Path(root).mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
@@ -343,14 +368,24 @@ def note_restored(root: Path, volume: str) -> None:
     os.replace(tmp, path)
 
 
+def note_restored(root: Path, volume: str) -> None:
+    _note(root, RESTORED, volume, now_iso())
+
+
 def restored_since(root: Path, volume: str, iso: str) -> bool:
     """Whether the kit restored the volume at or after iso (same second counts: when in
     doubt, the volume is exported again)."""
-    try:
-        when = json.loads((Path(root) / RESTORED).read_text()).get(volume)
-    except (OSError, ValueError):
-        return False
+    when = _ledger(root, RESTORED).get(volume)
     return bool(when) and (not iso or when >= iso)
+
+
+def note_fetched(root: Path, set_id: str) -> None:
+    _note(root, FETCHED, set_id, now_iso())
+
+
+def fetched(root: Path) -> set[str]:
+    """Ids of the sets `doit fetch` brought here (not taken on this machine since)."""
+    return set(_ledger(root, FETCHED))
 
 
 def verify_archive(s: SnapshotSet, key: str, archive_too: bool = True) -> None:
@@ -371,6 +406,7 @@ def describe(root: Path, project: str, restores: str | None = None, cycle_of=Non
     """One row per set for `doit snapshots` (checksums checked, archives not decompressed),
     grouped by change cycle; `restores` is the set a rollback would restore."""
     rows = []
+    fetched_ids = fetched(root)
     for s in all_sets(root, project):
         problems = check_set(s, deep=False)
         size = sum(f.stat().st_size for f in s.path.iterdir() if f.is_file())
@@ -388,9 +424,19 @@ def describe(root: Path, project: str, restores: str | None = None, cycle_of=Non
             "baseline": bool((s.manifest or {}).get("baseline")),
             "restores": s.id == restores,
             "kind": (s.manifest or {}).get("kind", "?"),
+            "fetched": s.id in fetched_ids,
+            # the images the set ran, pinned on the engine while the set stays (pins.py)
+            "pins": sorted({i.get("image", "?") for i in _images_ran(s)}),
         })
     order = list(dict.fromkeys(r["cycle"] for r in rows))  # cycles in the order they began
     return sorted(rows, key=lambda r: order.index(r["cycle"]))
+
+
+def _images_ran(s: SnapshotSet) -> list[dict]:
+    try:
+        return list(json.loads((s.path / "images.json").read_text()).values())
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def _age(iso: str) -> str:

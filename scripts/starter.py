@@ -9,6 +9,7 @@ rename and edit, a full rollback, one matrix row. The team edits it, then runs
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .compose import own_config
@@ -56,7 +57,7 @@ def render(config: dict, root: Path, name: str) -> str:
         "",
         "[project]",
         f"name = {_toml(name)}",
-        f"root = {_toml(str(root))}",
+        f"root = {_toml(str(root))}  # the compose project's folder, relative to this file",
         f"services = {_toml(sorted(services))}",
         f"networks = {_toml(networks)}",
     ]
@@ -104,5 +105,8 @@ def init(path: Path, project_dir: Path) -> Path:
     if path.exists():
         raise UndoitError(f"{path} exists already: refusing to overwrite a plan (set UNDOIT_PLAN to another file)")
     config = own_config(project_dir)
-    path.write_text(render(config, project_dir, config.get("name") or project_dir.name))
+    # relative to the plan: a clone of the project in another folder (a recovery) finds
+    # its root where the plan is, not where the lost machine had it
+    root = Path(os.path.relpath(project_dir, path.parent.resolve()))
+    path.write_text(render(config, root, config.get("name") or project_dir.name))
     return path

@@ -401,15 +401,17 @@ def backup_tasks(plan: Plan):
         backup.verify(plan, get_var("set", None) or None)
 
     def show_snapshots():
-        from . import cycles
-        from .report import snapshot_table
+        from . import cycles, prune
+        from .report import safety_lines, snapshot_table
 
         try:
             cycle, why = cycles.current(plan)
             restores = cycle.baseline.id
         except UndoitError as err:
             restores, why = None, f"nothing: {err}"
-        rows = snapshots.describe(plan.snapshots_dir, plan.project_name, restores, cycles.cycle_tag)
+        every = cycles.all_cycles(plan.snapshots_dir, plan.project_name)
+        labels = {s.id: cycles.label(c, every) for c in every for s in c.sets}
+        rows = snapshots.describe(plan.snapshots_dir, plan.project_name, restores, lambda s: labels.get(s.id))
         if plan.offsite is not None:  # where copies exist: here, and in the restic repository or not
             from . import offsite
 
@@ -420,6 +422,11 @@ def backup_tasks(plan: Plan):
             except UndoitError as err:
                 print(f"offsite copies unknown: {err}")
         snapshot_table(rows, why)
+        safety_lines([{"set": s.id, "reason": (s.manifest or {}).get("reason", "incomplete"),
+                       "parked": prune.parked_bytes(s) if s.complete else 0,
+                       "where": next((str(s.parked_path(k).parent) for k in s.volumes if s.parked_path(k)), "")}
+                      for s in snapshots.safety_sets(plan.snapshots_dir)])
+        _uncovered_files(plan)
 
     yield {
         "basename": "backup",
@@ -442,6 +449,19 @@ def backup_tasks(plan: Plan):
         "uptodate": [False],
         "verbosity": 2,
     }
+
+
+def _uncovered_files(plan: Plan) -> None:
+    """The git-ignored files compose reads that no set holds (a backup says so too)."""
+    from . import ignored
+    from .compose import for_plan
+
+    try:
+        lines = ignored.uncovered(plan, for_plan(plan).config_json())
+    except UndoitError:
+        return  # no compose file to read (the project is not there yet): nothing to say
+    for line in lines:
+        print(f"not in any set: {line}")
 
 
 def decide_task(plan: Plan) -> dict:
@@ -551,13 +571,31 @@ def offsite_tasks(plan: Plan):
 
         keep_last = number("keep_last", plan.keep_last, int)
         keep_days = number("keep_days", plan.keep_days, float)
-        released = {t for t in str(get_var("release", "") or "").split(",") if t}
         offsite_too = plan.offsite is not None and str(get_var("offsite", "1")).lower() not in ("0", "no", "false")
         with lock.held(rollback.lock_path(plan), "prune"):
-            prune.prune(plan, keep_last, keep_days, released, _flag("dry_run"), offsite_too)
+            prune.prune(plan, keep_last, keep_days, _flag("dry_run"), offsite_too)
 
+    def run_release():
+        from . import lock, prune, rollback
+
+        with lock.held(rollback.lock_path(plan), "release"):
+            prune.release(plan, yes=_flag("yes"))
+
+    def run_recover():
+        from . import recover
+
+        rec = recover.recover(plan, get_var("set", None) or None, yes=_flag("yes"), dry_run=_flag("dry_run"))
+        return _conclude(plan, rec)
+
+    yield {"basename": "recover", "doc": "after a lost machine: fetch the newest backup set (or set=ID), put back "
+                                         "files, volumes and kept git-ignored files, prove them (yes=1 dry_run=1)",
+           "actions": [action(run_recover)], "uptodate": [False], "verbosity": 2}
     yield {"basename": "prune", "doc": "remove old sets by keep_last/keep_days, here and offsite (dry_run=1 lists)",
            "actions": [action(run_prune)], "uptodate": [False], "verbosity": 2}
+    # not `forget`: that name is doit's own command
+    yield {"basename": "release", "doc": "release what the kit keeps on the engine for this project: every safety "
+                                         "set with its parked contents, every pinned image (yes=1); backup sets stay",
+           "actions": [action(run_release)], "uptodate": [False], "verbosity": 2}
     yield {"basename": "offsite", "doc": "send every set not yet offsite to the plan's restic repository, and check it",
            "actions": [action(run_offsite)], "uptodate": [False], "verbosity": 2}
     yield {"basename": "fetch", "doc": "bring a set back from the restic repository (set=ID or latest) and verify it",

@@ -79,6 +79,7 @@ def test_the_readme_adoption_steps_end_in_a_green_rollback(docker_client, kit_im
             assert res.returncode == 0, f"{line}\n{res.stdout[-2000:]}{res.stderr[-2000:]}"
         plan = (project / "phases.toml").read_text()
         assert "[volumes.pgdata]" in plan and "probe" in plan and f'name = "{name}"' in plan
+        assert 'root = "."' in plan  # relative to the plan: a clone in another folder finds it
         # the change goes wrong: data lost, a release committed
         psql(name, "drop table orders")
         (project / "shop.conf").write_text("release=2\n")
