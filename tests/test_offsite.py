@@ -162,11 +162,9 @@ def test_offsite_then_disaster_recovery_on_an_empty_snapshots_folder(docker_clie
         fresh.mkdir()
         subprocess.run(["git", "clone", "-q", str(plan.root), str(fresh / "vault")], check=True)
         path = write_plan(fresh, name, fresh / "vault", fresh / "snapshots", str(repo))
-        out = doit(path, "fetch", "set=latest")
+        out = doit(path, "recover", "yes=1")
         assert "verified" in out and "recorded in git" in out
-        Compose(fresh / "vault", name)("create")
-        out = doit(path, "rollback:full", "yes=1")
-        assert "outcome: success" in out
+        assert "outcome: success" in out and "recovered: the stack is now set" in out
         folder = Path(docker_client.api.inspect_volume(f"{name}_blobs")["Mountpoint"])
         assert {p.name: p.read_bytes() for p in folder.iterdir()} == want
         assert (fresh / "vault" / "app.conf").read_text() == "v2\n"
@@ -329,12 +327,12 @@ def test_prune_here_and_offsite_keeps_what_rollbacks_need(docker_client, kit_ima
         doit(plan.path, "backup")  # b3: the current cycle
         (b3,) = set(sets()) - {b1, n1, b2}
         doit(plan.path, "offsite", "init=1")
-        tag1 = sets()[b1].tag
         out = doit(plan.path, "prune", "keep_last=1", "dry_run=1")
-        assert "dry run: nothing was removed (0 of 4" in out  # every baseline kept until released
-        out = doit(plan.path, "prune", "keep_last=1", f"release={tag1}", "dry_run=1")
-        assert f"remove {b1}" in out and "1 of 4 set(s) would go" in out and len(sets()) == 4
-        out = doit(plan.path, "prune", "keep_last=1", f"release={tag1}")
+        assert "dry run: nothing was removed (3 of 4" in out and len(sets()) == 4
+        assert f"keep   {b3} (backup, here + offsite" in out and "in the current cycle" in out
+        out = doit(plan.path, "prune", "keep_last=2", "dry_run=1")
+        assert f"remove {b1}" in out and "(1 of 4 set(s)" in out and len(sets()) == 4
+        out = doit(plan.path, "prune", "keep_last=2")
         assert f"keep   {n1}" in out and f"holds archives set {b2} uses" in out
         assert "removed 1 set(s)" in out and "1 forgotten offsite" in out
         assert set(sets()) == {n1, b2, b3}
