@@ -181,7 +181,8 @@ def send(plan, only: str | None = None) -> dict:
             continue
         m = s.manifest
         tags = ["undoit", f"project={plan.project_name}", f"set={s.id}", f"kind={m.get('kind')}",
-                f"cycle={m.get('cycle') or ''}", f"git={(m.get('git') or {}).get('tag') or ''}"]
+                f"cycle={m.get('cycle') or ''}", f"cycle_commit={m.get('cycle_commit') or ''}",
+                f"git={(m.get('git') or {}).get('tag') or ''}"]
         out = repo.run("backup", "--json", "--host", "undoit", *[a for t in tags for a in ("--tag", t)], str(s.path))
         summary = next((json.loads(ln) for ln in reversed(out.splitlines())
                         if ln.startswith("{") and '"summary"' in ln), {})

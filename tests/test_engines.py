@@ -321,3 +321,43 @@ def test_far_engine_over_ssh(far, docker_client, sshd, tmp_path):
         if name:
             sweep(far.client, name)
             sweep(docker_client, name)
+
+
+def test_a_lost_machine_recovers_onto_another_engine_in_a_fresh_clone(far, docker_client, tmp_path):
+    """Backed up and sent offsite from the usual engine; that machine is lost; a clone of
+    the project in another folder, talking to the far engine, gets the ledger back there
+    with `doit recover`: the set is named for it, whatever engine it was taken on."""
+    near = {k: v for k, v in os.environ.items() if k not in engine.ENGINE_KEYS}
+    near["CI"] = "true"
+    env = far_env(far, tmp_path, "context")
+    name = unique("far")
+    origin, root = tmp_path / "origin.git", tmp_path / "first" / "stack"
+    root.mkdir(parents=True)
+    (tmp_path / "pw").write_text("recover-pw\n")
+    plan_text = (PLAN % {"name": name, "root": ".", "tmp": "."}).replace('snapshots = "./snapshots"', "")
+    (root / "phases.toml").write_text(plan_text + f'\n[offsite]\nrepository = "{tmp_path / "restic"}"\n'
+                                                  f'password_file = "{tmp_path / "pw"}"\n')
+    (root / "docker-compose.yml").write_text(COMPOSE)
+    (root / "config.txt").write_text("v1\n")
+    gitstate.init(root, "stack")
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+    gitstate.run(root, "push", "-q", str(origin), "main")
+    try:
+        compose = Compose(root, name, env=near)
+        compose("create")
+        docker_client.containers.run(engine_image(), ["sh", "-c", "echo near-v1 > /l/data.txt"], remove=True,
+                                     network_disabled=True, volumes={f"{name}_ledger": {"bind": "/l", "mode": "rw"}})
+        compose.up(wait_timeout=60)
+        doit(root / "phases.toml", near, "backup")
+        doit(root / "phases.toml", near, "offsite", "init=1")
+        sweep(docker_client, name)
+        shutil.rmtree(root)
+        clone = tmp_path / "elsewhere" / "stack"
+        subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+        out = doit(clone / "phases.toml", env, "recover", "yes=1")
+        assert f"engine: {far.host} (context far)" in out and "outcome: success" in out, out[-2500:]
+        assert read(far, name) == "near-v1"
+        assert not docker_client.volumes.list(filters={"label": f"com.docker.compose.project={name}"})
+    finally:
+        sweep(far.client, name)
+        sweep(docker_client, name)
