@@ -161,6 +161,10 @@ def test_offsite_then_disaster_recovery_on_an_empty_snapshots_folder(docker_clie
         fresh = tmp_path / "fresh"
         fresh.mkdir()
         subprocess.run(["git", "clone", "-q", str(plan.root), str(fresh / "vault")], check=True)
+        # a plan whose project folder is not there yet: one line, and no set is left behind
+        path = write_plan(fresh, name, fresh / "not-cloned", fresh / "snapshots", str(repo))
+        out = doit(path, "fetch", "set=latest", ok=False)
+        assert "is not in a git repository" in out and not list((fresh / "snapshots").glob("2*"))
         path = write_plan(fresh, name, fresh / "vault", fresh / "snapshots", str(repo))
         out = doit(path, "recover", "yes=1")
         assert "verified" in out and "recorded in git" in out

@@ -200,6 +200,21 @@ def test_no_silent_fallback_to_an_older_cycle(docker_client, ledger):
         rollback.prepare(ledger, "full")
 
 
+def test_a_backup_tag_that_moved_stops_the_run_naming_both_commits(docker_client, ledger):
+    """Another cycle may have made the same name again (a fresh clone has no backup tags):
+    the kit does not guess which point in time the name means."""
+    s = backup.backup(ledger)
+    (ledger.root / "app.conf").write_text("v2\n")
+    commit(ledger.root, "next")
+    other = gitstate.head(ledger.root)
+    gitstate.run(ledger.root, "tag", "-f", "-a", "-m", "moved", s.tag, other)
+    with pytest.raises(Exception, match=f"tag {re.escape(s.tag)} has moved: it points at {other[:12]}, and set "
+                                        f"{s.id} was taken at {s.manifest['git']['commit'][:12]}"):
+        rollback.verified_choice(ledger, "full")
+    named = rollback.verified_choice(ledger, "full", s.id)  # named: its own commit, said
+    assert named.ref == s.manifest["git"]["commit"] and f"tag {s.tag} has moved" in named.ref_source
+
+
 @pytest.mark.long
 def test_a_continuous_writer_loses_no_row_over_ten_backups(docker_client, ledger):
     from scripts.compose import for_plan
