@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""How long a backup keeps the database stopped, measured from the engine's own events.
+
+    .venv/bin/python bench/downtime.py [--gib 1] [--repeat 1] [--skip-runbook]
+
+Builds a compose project of its own: Postgres (the kit's image) with a --gib volume of
+table data, and a writer that commits one row every ~100 ms through the shared socket,
+each row stamped by the server's clock. Then, in one run, while the writer goes on:
+  backup      `doit backup` (the writer's rows make every backup export the volume)
+  checkpoint  `doit checkpoint:db force=1`
+  rollback    `doit rollback:db yes=1` of the set the backup took
+  runbook     `docker compose stop db`, `docker run busybox tar czf` of the volume,
+              `docker compose start db` (the runbook's method)
+For each it prints, from the engine's events (subscribed before the command starts:
+the engine replays only its last 256), how long each service was stopped
+(kill/die/stop -> start) or paused (pause -> unpause), the command's wall time, and the
+longest gap between two of the writer's committed rows (what a client saw). For the
+backup it also proves that every row committed before the quiesce began is in the set:
+the rollback restores that set, and the rows stamped before the first stop event must
+all be there.
+Everything it creates carries the prefix `undoitbench` and is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+KIT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(KIT))
+
+from scripts import engine, images  # noqa: E402
+
+from common import busybox_image, remove_pins  # noqa: E402
+
+COMPOSE = """\
+services:
+  db:
+    image: {prefix}/postgres:15
+    pull_policy: never
+    network_mode: none
+    command: ["-c", "autovacuum=off", "-c", "fsync=on"]
+    environment: {{POSTGRES_DB: bench}}
+    volumes: [pgdata:/var/lib/postgresql/data, sock:/run/postgresql]
+    stop_grace_period: 30s
+    healthcheck:
+      test: ["CMD", "pg_isready", "-q", "-U", "postgres", "-d", "bench"]
+      interval: 1s
+      retries: 120
+  writer:
+    image: {prefix}/postgres:15
+    pull_policy: never
+    network_mode: none
+    entrypoint: ["bash", "-c"]
+    command:
+      - |
+        while true; do
+          psql -h /run/postgresql -U postgres -d bench -qAtc "insert into writes default values" 2>/dev/null
+          sleep 0.1
+        done
+    volumes: [sock:/run/postgresql]
+    stop_grace_period: 1s
+volumes:
+  pgdata: {{}}
+  sock: {{}}
+"""
+
+PLAN = """\
+[project]
+name = "{name}"
+root = "{root}"
+services = ["db", "writer"]
+log = "{work}/ROLLBACK-LOG.md"
+reports = "{work}/reports"
+
+[backup]
+snapshots = "{work}/snapshots"
+
+[volumes.pgdata]
+services = ["db"]
+quiesce = "stop"
+
+[[phase]]
+id = "db"
+title = "the database back"
+volumes = ["pgdata"]
+steps = [
+  {{ do = "stop", services = ["db"] }},
+  {{ do = "restore-volumes", volumes = ["pgdata"] }},
+  {{ do = "up", services = ["db"] }},
+]
+checks = [{{ check = "healthy", services = ["db"] }}]
+
+[full]
+title = "everything"
+steps = [{{ do = "stop" }}, {{ do = "restore-volumes", volumes = ["pgdata"] }}, {{ do = "up" }}]
+"""
+
+
+class Events:
+    """The engine's container events for one project, collected from before a command
+    starts until after it ends."""
+
+    def __init__(self, client, project: str):
+        self.client, self.project, self.seen = client, project, []
+
+    def __enter__(self):
+        self.since = time.time()
+        self.stream = self.client.events(decode=True, since=self.since, filters={
+            "type": "container", "label": f"com.docker.compose.project={self.project}"})
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        return self
+
+    def _read(self):
+        try:
+            for ev in self.stream:
+                attrs = (ev.get("Actor") or {}).get("Attributes") or {}
+                self.seen.append((ev.get("timeNano", 0) / 1e9, ev.get("Action") or ev.get("status"),
+                                  attrs.get("com.docker.compose.service")))
+        except Exception:  # the stream closed
+            pass
+
+    def __exit__(self, *exc):
+        time.sleep(0.5)  # the last start's event
+        self.stream.close()
+        self.thread.join(5)
+
+    def windows(self) -> dict[str, list[tuple[float, float]]]:
+        """service -> [(down from, down until)], stopped or paused."""
+        out: dict[str, list] = {}
+        down: dict[str, float] = {}
+        for t, action, svc in sorted(self.seen, key=lambda e: e[0]):
+            if svc is None:
+                continue
+            if action in ("kill", "stop", "die", "pause") and svc not in down:
+                down[svc] = t
+            elif action in ("start", "unpause", "restart") and svc in down:
+                out.setdefault(svc, []).append((down.pop(svc), t))
+        for svc, t in down.items():  # never came back while watched
+            out.setdefault(svc, []).append((t, float("inf")))
+        return out
+
+
+def sh(cmd: list[str], **kw) -> str:
+    res = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if res.returncode:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
+    return res.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gib", type=float, default=1.0)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--skip-runbook", action="store_true")
+    args = ap.parse_args()
+    client = engine.client()
+    if not images.up_to_date():
+        images.build()
+    name = f"undoitbench{uuid.uuid4().hex[:6]}"
+    work = Path(tempfile.mkdtemp(prefix=name, dir=os.environ.get("TMPDIR", "/var/tmp")))
+    root = work / "project"
+    root.mkdir()
+    (root / "docker-compose.yml").write_text(COMPOSE.format(prefix=images.prefix()))
+    sh(["git", "-C", str(root), "init", "-q", "-b", "main"])
+    sh(["git", "-C", str(root), "add", "-A"])
+    sh(["git", "-C", str(root), "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"])
+    (work / "phases.toml").write_text(PLAN.format(name=name, root=root, work=work))
+    env = dict(os.environ, UNDOIT_PLAN=str(work / "phases.toml"), CI="true")
+    compose = ["docker", "compose", "--project-name", name, "--project-directory", str(root)]
+    try:
+        run(client, name, root, work, env, compose, args)
+    finally:
+        subprocess.run([*compose, "down", "--volumes", "--remove-orphans"], capture_output=True)
+        remove_pins(client, name)
+        from scripts import restore
+
+        restore.discard_safety_sets(work / "snapshots")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def psql(compose, query: str) -> str:
+    return sh([*compose, "exec", "-T", "db", "psql", "-U", "postgres", "-d", "bench", "-qAtc", query]).strip()
+
+
+def run(client, name, root, work, env, compose, args) -> None:
+    sh([*compose, "up", "-d", "--wait", "db"], cwd=root)
+    psql(compose, "create table writes(id bigserial primary key, ts timestamptz not null default clock_timestamp());"
+                  "create table bulk(id bigserial primary key, payload text)")
+    print(f"filling {args.gib:g} GiB of table data ...", flush=True)
+    rows = int(args.gib * (1 << 30) / 1100)  # ~1.1 KB a row on disk
+    step = 200_000
+    for start in range(0, rows, step):
+        psql(compose, f"insert into bulk(payload) select repeat(md5(random()::text), 32) "
+                      f"from generate_series(1, {min(step, rows - start)})")
+    psql(compose, "checkpoint")
+    size = psql(compose, "select pg_size_pretty(pg_database_size('bench'))")
+    sh([*compose, "up", "-d", "writer"], cwd=root)
+    time.sleep(3)
+    print(f"database: {size}; the writer commits a row every ~100 ms", flush=True)
+    doit = [sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT)]
+    results = []
+    for _ in range(args.repeat):
+        set_before = set(os.listdir(work / "snapshots")) if (work / "snapshots").exists() else set()
+        r = measured(client, name, compose, "doit backup", lambda: sh([*doit, "backup"], env=env))
+        took = sorted(set(os.listdir(work / "snapshots")) - set_before - {"safety", "runs", "journal"})
+        results.append(r)
+        results.append(measured(client, name, compose, "doit checkpoint:db",
+                                lambda: sh([*doit, "checkpoint:db", "force=1"], env=env)))
+        # the rollback restores the backup's set: every row stamped before its quiesce is there
+        quiesced = min((w[0] for w in r["windows"].get("db", [])), default=None)
+        before = int(psql(compose, f"select count(*) from writes where ts < to_timestamp({quiesced})")) \
+            if quiesced else None
+        backup_set = [t for t in took if t[0].isdigit()]
+        results.append(measured(client, name, compose, "doit rollback:db",
+                                lambda: sh([*doit, "rollback:db", "yes=1", f"set={backup_set[-1]}"], env=env)))
+        if before is not None:
+            after = int(psql(compose, f"select count(*) from writes where ts < to_timestamp({quiesced})"))
+            print(f"rows committed before the backup's quiesce: {before}; in the restored set: {after}"
+                  + ("" if after == before else "  <-- ROWS MISSING"), flush=True)
+        if not args.skip_runbook:
+            results.append(runbook(client, name, compose, work))
+    print()
+    print(f"{'method':<22} {'wall s':>8} {'db down s':>10} {'longest gap s':>14}")
+    for r in results:
+        down = max((b - a for a, b in r["windows"].get("db", [])), default=0.0)
+        # a rollback takes the rows written since its set away by design: no gap to read
+        gap = "-" if "rollback" in r["what"] else f"{r['gap']:.2f}"
+        print(f"{r['what']:<22} {r['wall']:>8.2f} {down:>10.2f} {gap:>14}")
+    base = [r for r in results if r["what"] == "runbook stop/tar/start"]
+    if base:
+        ref = max((b - a for a, b in base[0]["windows"].get("db", [])), default=0.0)
+        for r in results:
+            down = max((b - a for a, b in r["windows"].get("db", [])), default=0.0)
+            if r is not base[0] and ref:
+                print(f"{r['what']}: db down {down / ref:.2f}x the runbook's")
+
+
+def runbook(client, name, compose, work) -> dict:
+    from common import busybox_image
+
+    bb = busybox_image(client)
+    out = work / "runbook"
+    out.mkdir(exist_ok=True)
+
+    def act():
+        sh([*compose, "stop", "db"])
+        sh(["docker", "run", "--rm", "--network", "none", "-v", f"{name}_pgdata:/data:ro", "-v", f"{out}:/backup",
+            bb, "tar", "czf", "/backup/pgdata.tgz", "-C", "/data", "."])
+        sh([*compose, "start", "db"])
+
+    return measured(client, name, compose, "runbook stop/tar/start", act)
+
+
+def measured(client, name, compose, what: str, act) -> dict:
+    with Events(client, name) as ev:
+        t0 = time.time()
+        act()
+        wall = time.time() - t0
+    # the longest gap between two committed rows around the command
+    gap = float(psql(compose, f"select coalesce(extract(epoch from max(d)), 0) from (select ts - lag(ts) over "
+                              f"(order by ts) d from writes where ts >= to_timestamp({t0 - 1}) "
+                              f"and ts <= to_timestamp({time.time()})) x"))
+    windows = ev.windows()
+    print(f"{what}: {wall:.2f} s; " + (", ".join(f"{svc} down " + " + ".join(f"{b - a:.2f} s" for a, b in w)
+                                                for svc, w in windows.items()) or "nothing stopped")
+          + ("" if "rollback" in what else f"; longest gap between rows {gap:.2f} s"), flush=True)
+    return {"what": what, "wall": wall, "windows": windows, "gap": gap,
+            "at": datetime.fromtimestamp(t0).isoformat(timespec="seconds")}
+
+
+if __name__ == "__main__":
+    main()
