@@ -247,8 +247,6 @@ def run(client, name, root, work, env, compose, args) -> None:
 
 
 def runbook(client, name, compose, work) -> dict:
-    from common import busybox_image
-
     bb = busybox_image(client)
     out = work / "runbook"
     out.mkdir(exist_ok=True)
