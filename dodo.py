@@ -33,6 +33,7 @@ try:
 except UndoitError as _err:
     print(f"undoit: {_err}", file=sys.stderr)
     sys.exit(_err.exit_code)
+_tasks.mask_output(PLAN)  # every task's output, masked by the plan's secrets
 
 
 def task_plan():

@@ -459,8 +459,26 @@ def verify(plan: Plan, set_id: str | None = None) -> list[str]:
     problems = snapshots.check_set(s, deep=True)
     if s.complete and records.problem(plan.root, s):
         problems.insert(0, records.problem(plan.root, s))
+    if not problems:  # read whole with device nodes let through: the plan's policy is judged here
+        problems = refused_devices(plan, s)
     if problems:
         raise UndoitError(f"set {s.id} is NOT valid: " + "; ".join(problems))
     size = sum(v["size"] for v in s.volumes.values())
     say(f"set {s.id}: valid ({len(s.volumes)} volume archive(s), {human(size)}, every checksum matches)")
     return []
+
+
+def refused_devices(plan: Plan, s: snapshots.SnapshotSet) -> list[str]:
+    """Device nodes in the archive of a volume the plan does not allow them in: every
+    restore refuses such an archive, so the set is not valid either (one verdict). The
+    listing says what the archive holds: the full read above proved them the same."""
+    found = []
+    for key in sorted(s.volumes):
+        vol = plan.volumes.get(key)
+        if vol is not None and vol.devices:
+            continue
+        nodes = [e.path.decode("utf-8", "replace") for e in s.listing(key) if e.type in ("c", "b")]
+        if nodes:
+            found.append(f"volume {key} holds {len(nodes)} device node(s) (first: {nodes[0]}), which every restore "
+                         f"refuses: set devices = true under [volumes.{key}] in the plan if they belong there")
+    return found

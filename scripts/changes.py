@@ -147,7 +147,7 @@ def stack_run(plan: Plan, phase: Procedure):
     return Run(plan=plan, proc=phase, client=engine.client(), compose=for_plan(plan), ref="HEAD",
                ref_source="the change", snapshot=None, snapshot_source="", volume_names={},
                run_id=f"change-{phase.id}", run_dir=runs_dir(plan) / f"change-{phase.id}", dry_run=False,
-               interactive=False, reason="change", redact=Redactor.for_plan(plan),
+               interactive=False, reason="change", redact=Redactor.shared(plan),
                env=dict(stack_env(), COMPOSE_PROJECT_NAME=plan.project_name),
                up_timeout=plan.timeouts["up"], command_timeout=plan.timeouts["command"])
 

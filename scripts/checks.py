@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from . import archive, gitstate, listings, volumes
 from .errors import UndoitError
 from .plan import Check
+from .redact import PLAIN, Redactor
 
 DEFAULT_LOG_PATTERN = r"(?i)\b(error|fatal|panic|exception)\b"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -55,7 +56,7 @@ def healthy(run, check: Check) -> tuple[bool, str]:
             if c is None:
                 bad.append(f"{svc}: no container")
                 continue
-            state, why = readiness(c)
+            state, why = readiness(c, run.redact)
             if state != READY:
                 bad.append(why)
         if not bad:
@@ -70,10 +71,11 @@ def healthy(run, check: Check) -> tuple[bool, str]:
 READY = "ready"
 
 
-def readiness(container) -> tuple[str, str]:
+def readiness(container, redact: Redactor = PLAIN) -> tuple[str, str]:
     """(READY, "") for a container that runs and is healthy or has no healthcheck; else
     its state (exited, created, ...) or, running, its health (starting, unhealthy), and
-    one line: "<service>: <state>" or "<service>: <health> (<its last health output>)"."""
+    one line: "<service>: <state>" or "<service>: <health> (<its last health output>)",
+    that output masked by redact before it is cut."""
     svc = container.labels.get(SERVICE_LABEL)
     state = container.attrs["State"]
     if state.get("Status") != "running":
@@ -81,16 +83,16 @@ def readiness(container) -> tuple[str, str]:
     health = (state.get("Health") or {}).get("Status")
     if health in (None, "healthy"):
         return READY, ""
-    return health, f"{svc}: {health} ({last_health_output(container)})"
+    return health, f"{svc}: {health} ({last_health_output(container, redact)})"
 
 
-def last_health_output(container) -> str:
+def last_health_output(container, redact: Redactor = PLAIN) -> str:
     """The last line the container's healthcheck printed: usually the reason it fails."""
     log = ((container.attrs.get("State") or {}).get("Health") or {}).get("Log") or []
     if not log:
         return "no health output yet"
     lines = (log[-1].get("Output") or "").strip().splitlines()
-    return lines[-1][:160] if lines else f"exit {log[-1].get('ExitCode')}"
+    return redact.clip(lines[-1], 160) if lines else f"exit {log[-1].get('ExitCode')}"
 
 
 def logs_clean(run, check: Check) -> tuple[bool, str]:
@@ -99,7 +101,7 @@ def logs_clean(run, check: Check) -> tuple[bool, str]:
     out = run.compose("logs", "--no-color", "--since", run.since_iso, *services)
     hits = [line for line in out.splitlines() if pattern.search(line)]
     if hits:
-        return False, f"{len(hits)} matching line(s) since the rollback began, first: {hits[0][:160]}"
+        return False, f"{len(hits)} matching line(s) since the rollback began, first: {run.redact.clip(hits[0], 160)}"
     return True, "no error lines in the logs since the rollback began"
 
 
@@ -174,13 +176,13 @@ def _run_host(run, argv, cwd=None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=run.command_timeout)
 
 
-def _expect(check: Check, out: str) -> tuple[bool, str]:
+def _expect(run, check: Check, out: str) -> tuple[bool, str]:
     want = check.args.get("expect")
     if want is None:
         return True, ""
     text = out.strip()
     ok = text == str(want) or (isinstance(want, str) and want in text.splitlines())
-    return ok, f"output {text[-80:]!r}, expected {want!r}"
+    return ok, f"output {run.redact.tail(text, 80)!r}, expected {want!r}"
 
 
 def command(run, check: Check) -> tuple[bool, str]:
@@ -190,8 +192,8 @@ def command(run, check: Check) -> tuple[bool, str]:
         return False, f"{check.args['argv'][0]}: {err}"
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
-        return False, f"exit {res.returncode}: {tail[0][:160]}"
-    ok, why = _expect(check, res.stdout)
+        return False, f"exit {res.returncode}: {run.redact.clip(tail[0], 160)}"
+    ok, why = _expect(run, check, res.stdout)
     return ok, why or f"{' '.join(check.args['argv'])} succeeded"
 
 
@@ -203,8 +205,8 @@ def exec_(run, check: Check) -> tuple[bool, str]:
         # the command as the plan wrote it, and how it failed: not compose's long prefix
         msg = str(err)
         how = msg[msg.index("failed (exit"):] if "failed (exit" in msg else msg
-        return False, f"{argv_line(check.args['argv'])} in {check.args['service']} {how}"[:600]
-    ok, why = _expect(check, out)
+        return False, run.redact.clip(f"{argv_line(check.args['argv'])} in {check.args['service']} {how}", 600)
+    ok, why = _expect(run, check, out)
     return ok, why or f"command in {check.args['service']} succeeded"
 
 
@@ -217,7 +219,7 @@ def test(run, check: Check) -> tuple[bool, str]:
     except (OSError, subprocess.TimeoutExpired) as err:
         return False, f"{argv[0]}: {err}"
     last = (res.stdout + res.stderr).strip().splitlines()[-1:] or [""]
-    return res.returncode == 0, f"{' '.join(argv)}: exit {res.returncode}: {last[0][:160]}"
+    return res.returncode == 0, f"{' '.join(argv)}: exit {res.returncode}: {run.redact.clip(last[0], 160)}"
 
 
 CHECKS = {

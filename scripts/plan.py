@@ -335,8 +335,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
             raise r.fail("backup", "include_ignored", f"{rel!r}: a file or folder of the project, relative to its root")
     for key in ("keep_last", "keep_days"):
         value = backup.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1
-                                  or (key == "keep_last" and not isinstance(value, int))):
+        if value is not None and (not _within(value, 1, 10 ** 9) or (key == "keep_last" and not isinstance(value, int))):
             raise r.fail("backup", key, "must be a whole number of sets, 1 or more" if key == "keep_last"
                          else "must be a number of days, 1 or more")
     snapshots_value = r.str_("backup", backup, "snapshots", "snapshots")
@@ -365,11 +364,11 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
             key=key,
             services=vol_services,
             quiesce=quiesce,
-            pre=r.strs(table, spec, "pre"),
-            post=r.strs(table, spec, "post"),
+            pre=_command(r, table, spec, "pre"),
+            post=_command(r, table, spec, "post"),
             hook_service=hook,
-            probe=r.strs(table, spec, "probe"),
-            bind=r.str_(table, spec, "bind") if "bind" in spec else None,
+            probe=_command(r, table, spec, "probe"),
+            bind=_bind(r, table, spec),
             devices=r.bool_(table, spec, "devices"),
         )
 
@@ -422,7 +421,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
     after = r.keys("after", top.get("after", {}), set(), {"next_steps"})
     limits = r.keys("timeouts", top.get("timeouts", {}), set(), set(TIMEOUTS))
     for key, value in limits.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86400:
+        if not _within(value, 1, 86400):
             raise r.fail("timeouts", key, "must be a number of seconds between 1 and 86400")
 
     return Plan(
@@ -520,6 +519,23 @@ def _ref_template(r: "_Reader", table: str, data: dict, key: str, default: str) 
     return template
 
 
+def _command(r: _Reader, table: str, data: dict, key: str) -> tuple[str, ...]:
+    """A command (argv) a volume's hooks or probe run: none, or one that names a program."""
+    argv = r.strs(table, data, key)
+    if argv and not argv[0]:
+        raise r.fail(table, key, "its first item must name the command to run")
+    return argv
+
+
+def _bind(r: _Reader, table: str, data: dict) -> str | None:
+    if "bind" not in data:
+        return None
+    bind = r.str_(table, data, "bind")
+    if not bind.strip():
+        raise r.fail(table, "bind", "must name a folder (an empty one would be the whole project)")
+    return bind
+
+
 def _beside(plan_path: Path, value: str) -> Path:
     p = Path(value)
     return p if p.is_absolute() else plan_path.parent / p
@@ -596,7 +612,7 @@ class _Context:
                                 or not all(_REVISION.fullmatch(part) for part in ref.split(".."))):
             raise r.fail(table, "ref", f"{ref!r}: a branch, tag or commit, or a range A..B")
         settle = spec.get("settle", 0)
-        if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not 0 <= settle <= 600:
+        if not _within(settle, 0, 600):
             raise r.fail(table, "settle", "must be a number of seconds between 0 and 600")
         steps = tuple(self.step(f"{table}.steps[{i}]", s, CHANGE_STEP_KEYS)
                       for i, s in enumerate(_array(r, f"{table}.steps", spec.get("steps", []))))
@@ -633,31 +649,60 @@ class _Context:
         return kind
 
     def _refs(self, table: str, args: dict) -> None:
+        """Every key of a step or check, to the leaf: its type, that it names something
+        the plan has, and the value a runner can use (a command, a path, a duration)."""
         r = self.r
         for key in ("services", "networks", "volumes", "paths", "argv", "ignore"):
             if key in args:
                 r.strs(table, args, key)
-        if "service" in args:
-            _known(r, table, "service", [r.str_(table, args, "service")], self.services, "service")
-        _known(r, table, "services", args.get("services", ()), self.services, "service")
-        _known(r, table, "networks", args.get("networks", ()), self.networks, "network")
-        _known(r, table, "volumes", args.get("volumes", ()), self.volumes, "volume")
-        if "timeout" in args and (isinstance(args["timeout"], bool) or not isinstance(args["timeout"], (int, float))
-                                  or args["timeout"] <= 0):
-            raise r.fail(table, "timeout", "must be a positive number of seconds")
-        if "expect" in args and (isinstance(args["expect"], bool) or not isinstance(args["expect"], (int, str))):
-            raise r.fail(table, "expect", "must be a number or a string")
         for key in ("cwd", "user", "text", "ref", "set", "pattern", "service"):
             if key in args and not isinstance(args[key], str):
                 raise r.fail(table, key, "must be a string")
-        if "cwd" in args and (args["cwd"].startswith("/") or ".." in args["cwd"].split("/")):
-            raise r.fail(table, "cwd", "a folder of the project, relative to its root")
-        if "pattern" in args:
-            try:
-                re.compile(args["pattern"])
-            except re.error as err:
-                raise r.fail(table, "pattern", f"not a regular expression ({err})") from None
-        if "env" in args and not (
-            isinstance(args["env"], dict) and all(isinstance(v, str) for v in args["env"].values())
-        ):
-            raise r.fail(table, "env", "must be a table of strings")
+        if "service" in args:
+            _known(r, table, "service", [args["service"]], self.services, "service")
+        _known(r, table, "services", args.get("services", ()), self.services, "service")
+        _known(r, table, "networks", args.get("networks", ()), self.networks, "network")
+        _known(r, table, "volumes", args.get("volumes", ()), self.volumes, "volume")
+        _leaves(r, table, args)
+
+
+# keys a step or check must name at least one of, and what each names
+AT_LEAST_ONE = {"argv": "a command", "paths": "a path", "volumes": "a volume", "networks": "a network"}
+# string keys whose empty value would stand for nothing (or, for ref, for the run's own ref)
+NOT_EMPTY = ("user", "text", "ref", "set", "pattern", "service")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _leaves(r: _Reader, table: str, args: dict) -> None:
+    for key, what in AT_LEAST_ONE.items():
+        if key in args and not args[key]:
+            raise r.fail(table, key, f"must name {what} (an empty list)")
+    if "argv" in args and not args["argv"][0]:
+        raise r.fail(table, "argv", "its first item must name the command to run")
+    for path in args.get("paths", ()):
+        if not path or path.startswith("/") or ".." in path.split("/"):
+            raise r.fail(table, "paths", f"{path!r}: a path of the project, relative to its root")
+    for key in NOT_EMPTY:
+        if args.get(key) == "":
+            raise r.fail(table, key, "must not be empty")
+    if "ref" in args and not _REVISION.fullmatch(args["ref"]):
+        raise r.fail(table, "ref", f"{args['ref']!r}: a branch, tag or commit")
+    if "timeout" in args and not _within(args["timeout"], 1, 86400):
+        raise r.fail(table, "timeout", "must be a number of seconds between 1 and 86400")
+    if "expect" in args and (isinstance(args["expect"], bool) or not isinstance(args["expect"], (int, str))):
+        raise r.fail(table, "expect", "must be a number or a string")
+    if "cwd" in args and (args["cwd"].startswith("/") or ".." in args["cwd"].split("/")):
+        raise r.fail(table, "cwd", "a folder of the project, relative to its root")
+    if "pattern" in args:
+        try:
+            re.compile(args["pattern"])
+        except re.error as err:
+            raise r.fail(table, "pattern", f"not a regular expression ({err})") from None
+    if "env" in args and not (isinstance(args["env"], dict) and all(
+            isinstance(v, str) and _ENV_NAME.fullmatch(k) for k, v in args["env"].items())):
+        raise r.fail(table, "env", "must be a table of strings, each under a variable's name (A-Z, 0-9, _)")
+
+
+def _within(value, low: float, high: float) -> bool:
+    """A number (not a boolean) from low to high: TOML's inf and nan are not."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and low <= value <= high

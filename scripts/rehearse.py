@@ -28,11 +28,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import changes, checks, cycles, junit, engine, gitstate, restore, rollback, snapshots, stackcheck, volumes
+from . import (changes, checks, cycles, junit, engine, gitstate, redact, restore, rollback, snapshots, stackcheck,
+               volumes)
 from .compose import discover, for_plan
 from .errors import NO_BACKUP, UndoitError
 from .plan import Plan, Procedure
 from .progress import Drills, interactive, say
+from .redact import Redactor
 from .report import change_cell
 
 Change = Callable[[Plan, Procedure], None]
@@ -45,10 +47,12 @@ def _compose_project_label(name: str) -> dict:
 class Sandbox:
     """The sandbox's worktree, compose project and volumes; `close()` removes all of it."""
 
-    def __init__(self, plan: Plan, source: snapshots.SnapshotSet, client):
+    def __init__(self, plan: Plan, source: snapshots.SnapshotSet, client, masker: Redactor | None = None):
         self.live = plan
         self.source = source
         self.client = client
+        # the live plan's secrets, and (learn_secrets) those the sandbox's own files hold
+        self.masker = masker if masker is not None else Redactor.shared(plan)
         self.id = uuid.uuid4().hex[:6]
         self.name = f"{plan.project_name}-rehearsal-{self.id}"
         self.work = Path(tempfile.mkdtemp(prefix=f"undoit-rehearsal-{self.id}-"))
@@ -75,7 +79,13 @@ class Sandbox:
         self.worktree_added = True
         self.tree.chmod(0o755)  # bind-mounted into containers that run as other users
         self.override.write_text(self._override_yaml())
+        self.learn_secrets()
         self._capture_live()
+
+    def learn_secrets(self) -> None:
+        """What the sandbox's worktree and compose files hold secret (a change may bring an
+        env file) is masked too, with the live values."""
+        self.masker.learn(Redactor.for_plan(self.plan).values)
 
     def _override_yaml(self) -> str:
         """What keeps the sandbox off the live stack: its own names, no published ports,
@@ -199,9 +209,46 @@ def procedures(plan: Plan, only: str | None) -> list[Procedure]:
 
 def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
              change: Change | None = None, up_timeout: int | None = None) -> dict:
-    """Drill every procedure (or `only`) in a sandbox; returns the report (also written)."""
+    """Drill every procedure (or `only`) in a sandbox; returns the report (also written).
+
+    Everything it writes (screen, log, JSON, JUnit) is masked by the live plan's secrets
+    and those the sandbox's own files hold: a drill's checks run on the sandbox, but print
+    what the live stack holds."""
     client = engine.client()
     stackcheck.check(plan)  # the live stack as compose sees it, before the sandbox copies it
+    source = _rehearsed_set(plan, set_id)
+    procs = procedures(plan, only)
+    started = time.monotonic()
+    began = datetime.now(timezone.utc)
+    masker = Redactor.shared(plan)
+    sandbox = Sandbox(plan, source, client, masker)
+    plan.reports_dir.mkdir(parents=True, exist_ok=True)
+    log_path = plan.reports_dir / f"rehearsal-{began.strftime('%Y%m%dT%H%M%SZ')}.log"
+    # the detail (every step, transfer and check) goes to the log; the screen gets a line per drill
+    with _private_log(log_path, masker) as log, redact.sharing(sandbox.plan, masker), \
+            Drills(redact.Masked(sys.stdout, lambda: masker), live=interactive()) as drills:
+        drills.line(f"rehearsal {sandbox.name}: {len(procs)} drill(s) of set {source.id}; detail: {log_path}")
+        rows, restored = _all_drills(sandbox, procs, change, up_timeout, drills, log)
+    report = masker.data({
+        "rehearsal": sandbox.name,
+        "set": source.id,
+        "started": began.isoformat(timespec="seconds"),
+        "log": str(log_path),
+        "seconds": round(time.monotonic() - started, 1),
+        "ok": all(r["ok"] for r in rows),
+        "rows": rows,
+        # what was actually restored and compared, by a drill or a proof
+        "archives_proven": sorted(restored),
+        "archives": sorted(source.volumes),
+    })
+    path = log_path.with_suffix(".json")
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    report["path"] = str(path)
+    report["junit"] = str(junit.write(report, path.with_suffix(".xml")))
+    return report
+
+
+def _rehearsed_set(plan: Plan, set_id: str | None) -> snapshots.SnapshotSet:
     if set_id:
         from . import offsite
 
@@ -214,60 +261,57 @@ def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
     if problems:
         raise UndoitError(f"the backup being rehearsed ({source.id}) is broken: {problems[0]}",
                           exit_code=NO_BACKUP)
-    procs = procedures(plan, only)
-    started = time.monotonic()
-    began = datetime.now(timezone.utc)
-    rows = []
-    restored: set[str] = set()
-    sandbox = Sandbox(plan, source, client)
-    plan.reports_dir.mkdir(parents=True, exist_ok=True)
-    log_path = plan.reports_dir / f"rehearsal-{began.strftime('%Y%m%dT%H%M%SZ')}.log"
-    real = sys.stdout
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    # the detail (every step, transfer and check) goes to the log; the screen gets a line per drill
-    with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as log, \
-            Drills(real, live=interactive()) as drills:
-        drills.line(f"rehearsal {sandbox.name}: {len(procs)} drill(s) of set {source.id}; detail: {log_path}")
+    return source
+
+
+@contextlib.contextmanager
+def _private_log(path: Path, masker: Redactor):
+    """The rehearsal's log (owner only), masked as it is written."""
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        log = redact.Masked(f, lambda: masker)
         try:
-            with contextlib.redirect_stdout(log):
-                sandbox.open()
-                for proc in procs:
-                    drills.start(proc.id)
-                    rows.append(_drill(sandbox, proc, change, restored, up_timeout, drills))
-                    drills.done(rows[-1]["ok"], change_cell(rows[-1]))
-                for key in sorted(set(source.volumes) - restored):
-                    t0 = time.monotonic()
-                    drills.start(f"archive {key}")
-                    drills.step("restore into a scratch volume and compare")
-                    try:
-                        sandbox.prove(key)
-                        restored.add(key)
-                        rows.append(_row(f"archive {key}", "proof", True, [], time.monotonic() - t0, None))
-                    except UndoitError as err:
-                        rows.append(_row(f"archive {key}", "proof", False, [str(err)], time.monotonic() - t0, None))
-                    drills.done(rows[-1]["ok"])
+            yield log
         finally:
-            signal.signal(signal.SIGTERM, previous)
-            drills.line(f"rehearsal {sandbox.name}: removing the sandbox")
-            with contextlib.redirect_stdout(log):
-                sandbox.close()
-    report = {
-        "rehearsal": sandbox.name,
-        "set": source.id,
-        "started": began.isoformat(timespec="seconds"),
-        "log": str(log_path),
-        "seconds": round(time.monotonic() - started, 1),
-        "ok": all(r["ok"] for r in rows),
-        "rows": rows,
-        # what was actually restored and compared, by a drill or a proof
-        "archives_proven": sorted(restored),
-        "archives": sorted(source.volumes),
-    }
-    path = log_path.with_suffix(".json")
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    report["path"] = str(path)
-    report["junit"] = str(junit.write(report, path.with_suffix(".xml")))
-    return report
+            log.flush()
+
+
+def _all_drills(sandbox: Sandbox, procs: list[Procedure], change: Change | None, up_timeout: int | None,
+                drills: Drills, log) -> tuple[list[dict], set[str]]:
+    """Every drill, then a proof of each archive no drill restored; the sandbox removed
+    whatever happens."""
+    rows: list[dict] = []
+    restored: set[str] = set()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with contextlib.redirect_stdout(log):
+            sandbox.open()
+            for proc in procs:
+                drills.start(proc.id)
+                rows.append(_drill(sandbox, proc, change, restored, up_timeout, drills))
+                drills.done(rows[-1]["ok"], change_cell(rows[-1]))
+            for key in sorted(set(sandbox.source.volumes) - restored):
+                rows.append(_proof(sandbox, key, drills))
+                if rows[-1]["ok"]:
+                    restored.add(key)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        drills.line(f"rehearsal {sandbox.name}: removing the sandbox")
+        with contextlib.redirect_stdout(log):
+            sandbox.close()
+    return rows, restored
+
+
+def _proof(sandbox: Sandbox, key: str, drills: Drills) -> dict:
+    t0 = time.monotonic()
+    drills.start(f"archive {key}")
+    drills.step("restore into a scratch volume and compare")
+    try:
+        sandbox.prove(key)
+        row = _row(f"archive {key}", "proof", True, [], time.monotonic() - t0, None)
+    except UndoitError as err:
+        row = _row(f"archive {key}", "proof", False, [str(err)], time.monotonic() - t0, None)
+    drills.done(row["ok"])
+    return row
 
 
 def _raise_interrupt(signum, frame):
@@ -293,6 +337,7 @@ def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: s
                 applied.append((phase, changes.apply(sandbox.tree, sandbox.live.root, run, phase)))
                 say(f"applied the change of {applied[-1][1].line()}")
             changes.settle(declared)
+            sandbox.learn_secrets()
             if change:  # a caller's own extra breakage (tests)
                 change(sandbox.plan, proc)
             drills.step("reading the checks on the changed stack")

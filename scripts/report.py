@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from .progress import human, interactive
+from .redact import current
+
+
+def _add_row(table, *cells) -> None:
+    """A row with every cell masked before rich lays it out: wrapped over two lines, a
+    secret would no longer be one string for the output's own masking to find."""
+    mask = current()
+    table.add_row(*(mask(c) for c in cells))
 
 
 def console():
@@ -30,9 +38,9 @@ def snapshot_table(rows: list[dict], why: str = "") -> None:
         marks = [m for m, on in (("baseline", r["baseline"]), ("fetched: restored only when named", r["fetched"]),
                                  ("<- a rollback restores this", r["restores"])) if on]
         kind = r["kind"] if r["kind"] != "backup" or r["cycle"].startswith(r["tag"]) else f"backup ({r['tag']})"
-        t.add_row(r["cycle"] if r["cycle"] != last else "", r["set"], kind, r["age"], human(r["size"]), vols,
-                  ", ".join(r.get("pins") or []) or "-", valid, *((r.get("copies", ""),) if copies else ()),
-                  ", ".join(marks))
+        _add_row(t, r["cycle"] if r["cycle"] != last else "", r["set"], kind, r["age"], human(r["size"]), vols,
+                 ", ".join(r.get("pins") or []) or "-", valid, *((r.get("copies", ""),) if copies else ()),
+                 ", ".join(marks))
         last = r["cycle"]
     console().print(t)
     if why:
@@ -56,11 +64,11 @@ def decision_table(result: dict) -> None:
 
     title = (f"decision matrix: rows matching {result['failure']!r}" if result["matched"]
              else "decision matrix (no row matched" + (f" {result['failure']!r}" if result["failure"] else "") + "; all rows)")
-    t = Table(title=title)
+    t = Table(title=current()(title))
     for col in ("failure type", "rollback scope", "risk", "duration", "run"):
         t.add_column(col)
     for r in result["rows"]:
-        t.add_row(r["failure"], r["scope"], r["risk"], r["duration"], r["command"])
+        _add_row(t, r["failure"], r["scope"], r["risk"], r["duration"], r["command"])
     console().print(t)
     for p in result["phases_with_matching_triggers"]:
         console().print(f"also matches the triggers of {p['id']} ({p['title']}, risk {p['risk']}, "
@@ -76,8 +84,8 @@ def rehearsal_table(report: dict) -> None:
     for r in report["rows"]:
         est = f"{r['runbook_minutes']} min" if r["runbook_minutes"] else "-"
         ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
-        t.add_row(r["procedure"], change_cell(r), "PASS" if r["ok"] else "FAIL",
-                  f"{len(r['failed'])} (below)" if r["failed"] else "-", f"{r['seconds']:.1f} s", est, ratio)
+        _add_row(t, r["procedure"], change_cell(r), "PASS" if r["ok"] else "FAIL",
+                 f"{len(r['failed'])} (below)" if r["failed"] else "-", f"{r['seconds']:.1f} s", est, ratio)
     console().print(t)
     # whole, never cut at a column's width: the reason is what the reader acts on
     for r in report["rows"]:

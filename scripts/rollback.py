@@ -274,7 +274,7 @@ def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
     return Run(plan=plan, proc=proc, client=client, compose=for_plan(plan), ref=ref, ref_source=ref_source,
                snapshot=snap, snapshot_source=set_source, volume_names=names, run_id=run_id,
                run_dir=runs_dir(plan) / run_id, dry_run=dry_run, interactive=interactive, reason=reason,
-               redact=Redactor.for_plan(plan), env=env, sandbox=sandbox,
+               redact=Redactor.shared(plan), env=env, sandbox=sandbox,
                up_timeout=plan.timeouts["up"], command_timeout=plan.timeouts["command"])
 
 

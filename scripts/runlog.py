@@ -91,7 +91,7 @@ def close_interrupted(plan: Plan, run_id: str, pid) -> bool:
                services=f"the process (pid {pid}) died mid-run; the next kit command repaired what it left",
                failed_step={"n": len(rec.get("steps") or []) + 1, "do": "?", "detail": "the process died"},
                seconds=rec.get("seconds", 0), next_steps=rec.get("next_steps") or [])
-    write(plan, rec, Redactor.for_plan(plan))
+    write(plan, rec, Redactor.shared(plan))
     return True
 
 

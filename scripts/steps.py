@@ -135,7 +135,8 @@ def execute(run, step: Step) -> str:
             raise UndoitError(f"{a['argv'][0]}: {err}") from None
         if res.returncode != 0:
             tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
-            raise UndoitError(run.redact(f"{' '.join(a['argv'])} failed (exit {res.returncode}): {tail[0][:200]}"))
+            raise UndoitError(run.redact(f"{' '.join(a['argv'])} failed (exit {res.returncode}): ")
+                              + run.redact.clip(tail[0], 200))
         return f"{' '.join(a['argv'])}: ok"
     if step.do == "exec":
         run.compose.exec(a["service"], *a["argv"], user=a.get("user"), timeout=run.command_timeout)
@@ -227,7 +228,7 @@ def _running_and_healthy(run, services, timeout: int) -> tuple[bool, str]:
                 continue
             if c.attrs["State"].get("Status") != "running":
                 return False, ""
-            state, why = checks.readiness(c)
+            state, why = checks.readiness(c, run.redact)
             if state != checks.READY:  # its health: starting, unhealthy
                 unhealthy |= state == "unhealthy"
                 waiting.append(why)

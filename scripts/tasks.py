@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from doit import get_var
-from doit.exceptions import TaskFailed
+from contextlib import contextmanager
 
-from . import errors, interrupts
+from doit import get_var
+from doit.exceptions import TaskError, TaskFailed
+
+from . import errors, interrupts, redact
 from .errors import UndoitError
 from .plan import Plan
 
@@ -58,10 +60,28 @@ def _alarm(signum, frame):
 
 
 _exit = interrupts.exit_with
+_masks: list[Plan] = []
+
+
+def mask_output(plan: Plan | None) -> None:
+    """From here on, every task's output (stdout, stderr, its failure's line) is masked by
+    plan's secrets (dodo.py, once the plan is loaded)."""
+    _masks[:] = [plan] if plan is not None else []
+
+
+@contextmanager
+def _masked():
+    """stdout and stderr masked for the block; yields the mask for the lines it ends with."""
+    if not _masks:
+        yield redact.PLAIN
+        return
+    with redact.masking(_masks[0]) as lazy:
+        yield lambda text: lazy()(text)
 
 
 def action(fn, *args, **kwargs):
     """A doit python-action calling fn; an UndoitError becomes TaskFailed with its one line.
+    Whatever it prints, and that line, is masked by the plan's secrets (mask_output).
 
     SIGTERM (a closed terminal, `docker stop`, systemd) ends it like Ctrl-C: through every
     finally that brings services back, not mid-step with them left stopped."""
@@ -77,13 +97,19 @@ def action(fn, *args, **kwargs):
         hook, sys.unraisablehook = sys.unraisablehook, _redeliver
         _pending.clear()
         try:
-            result = fn(*args, **kwargs)
-            if _pending:  # interrupted where it could not be raised, and done before the alarm
-                raise _interrupt()
-        except UndoitError as err:
-            if err.exit_code == errors.FAILED:
-                return TaskFailed(str(err))
-            _exit(str(err), err.exit_code)
+            with _masked() as mask:
+                try:
+                    result = fn(*args, **kwargs)
+                    if _pending:  # interrupted where it could not be raised, and done before the alarm
+                        raise _interrupt()
+                except UndoitError as err:
+                    if err.exit_code == errors.FAILED:
+                        return TaskFailed(mask(str(err)))
+                    _exit(mask(str(err)), err.exit_code)
+                except Exception:  # a bug: its traceback, masked (doit would print the message as it is)
+                    import traceback
+
+                    return TaskError(mask(traceback.format_exc()))
         except KeyboardInterrupt as err:
             # every finally on the way out has run: one line, no traceback
             how = "SIGTERM" if "signal" in str(err) else "Ctrl-C"

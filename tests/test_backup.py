@@ -157,6 +157,22 @@ def test_flipped_byte_fails_verify_and_restore_leaves_volume_alone(docker_client
     assert (files / "live.txt").read_text() == "live data"
 
 
+def test_verify_gives_the_verdict_a_restore_gives_on_device_nodes(docker_client, mini):
+    """A set whose archive holds a device node the plan does not allow is not valid: every
+    restore refuses it, so `doit verify` must not call it good."""
+    from dataclasses import replace
+
+    os.mknod(volume_path(docker_client, mini, "files") / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    s = backup.backup(mini)
+    with pytest.raises(UndoitError, match=r"volume files holds 1 device node\(s\) \(first: null\).*devices = true"):
+        backup.verify(mini, s.id)
+    with pytest.raises(UndoitError, match="device node"):  # the same answer as a restore's
+        restore.check_restorable(s, "files")
+    allowed = replace(mini, volumes={**mini.volumes, "files": replace(mini.volumes["files"], devices=True)})
+    assert backup.verify(allowed, s.id) == []
+    restore.check_restorable(s, "files", devices=True)
+
+
 def test_restore_refuses_volume_in_use(docker_client, mini):
     s = backup.backup(mini)
     with pytest.raises(UndoitError, match="in use by running container"):
