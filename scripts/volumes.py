@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import docker
+
 from . import archive
 from .archive import Entry
 from .listings import Listing, Writer
@@ -489,10 +491,23 @@ def set_root(client, volume: str, root: Entry) -> None:
 
 
 def users(client, volume: str) -> list:
-    """Containers (any state) that mount the volume (or the bind folder), helpers excluded."""
+    """Containers (any state) that mount the volume (or the bind folder), helpers excluded.
+
+    Found in the engine's list itself, then looked up one by one: the SDK's list looks
+    up every container it lists, and for a bind folder that is every container of the
+    engine, any of which another project may remove meanwhile (a 404 failed a rollback)."""
     if is_bind(volume):
         path = volume[len(BIND):]
-        return [c for c in client.containers.list(all=True) if HELPER_LABEL not in (c.labels or {})
-                and any(m.get("Type") == "bind" and m.get("Source") == path for m in c.attrs.get("Mounts") or [])]
-    return [c for c in client.containers.list(all=True, filters={"volume": volume})
-            if HELPER_LABEL not in (c.labels or {})]
+        ids = [c["Id"] for c in client.api.containers(all=True)
+               if any(m.get("Type") == "bind" and m.get("Source") == path for m in c.get("Mounts") or [])]
+    else:
+        ids = [c["Id"] for c in client.api.containers(all=True, filters={"volume": volume})]
+    found = []
+    for cid in ids:
+        try:
+            c = client.containers.get(cid)
+        except docker.errors.NotFound:
+            continue  # removed since the list: it mounts nothing any more
+        if HELPER_LABEL not in (c.labels or {}):
+            found.append(c)
+    return found
