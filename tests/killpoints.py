@@ -6,7 +6,8 @@ contents), a folder made (a set, a staging folder, a sandbox), a process started
 (compose, git, tar). Killing the run at each of them, in turn, reaches every state it
 can leave behind on disk, and needs no sleep to aim: the run is killed right before
 the event, in the thread that causes it. N=0 kills nothing; COUNT then holds how many
-events the whole run had, to spread the points over.
+events the whole run had, to spread the points over. N:INT sends SIGINT there instead
+(Ctrl-C: the run is asked to stop, and cleans up on its way out).
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ EVENTS = {"os.rename", "os.mkdir", "subprocess.Popen"}
 
 
 def main() -> int:
-    at, count, *args = sys.argv[1:]
-    at, seen = int(at), [0]
+    point, count, *args = sys.argv[1:]
+    at, _, name = point.partition(":")
+    at, sig, seen = int(at), getattr(signal, f"SIG{name or 'KILL'}"), [0]
 
     def hook(event: str, _args) -> None:
         if event in EVENTS:
             seen[0] += 1
             if seen[0] == at:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), sig)
 
     sys.addaudithook(hook)
     from doit.doit_cmd import DoitMain

@@ -4,9 +4,11 @@ next kit command starts them again and says so, never taking "stopped" for norma
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -528,16 +530,17 @@ def test_a_task_that_reads_sets_repairs_first_unless_another_run_holds_the_lock(
 # --- SIGKILL at each state change (tests/killpoints.py) -----------------------------------
 
 
-def killed(plan, point: int, *args) -> tuple[int, str, int]:
-    """`doit <args>` killed at its point-th state change (0: run whole): its exit code, its
-    output and how many state changes it had made."""
+def killed(plan, point: int, *args, sig: str = "KILL") -> tuple[int, str, int]:
+    """`doit <args>` killed at its point-th state change (0: run whole; sig="INT": a Ctrl-C
+    there instead): its exit code, its output and how many state changes it had made."""
     count = plan.path.parent / "killpoints.count"
     count.unlink(missing_ok=True)
     env = dict(os.environ, UNDOIT_PLAN=str(plan.path), CI="true")
-    res = subprocess.run([sys.executable, "-m", "tests.killpoints", str(point), str(count),
+    res = subprocess.run([sys.executable, "-m", "tests.killpoints", f"{point}:{sig}", str(count),
                           "-f", str(KIT / "dodo.py"), "-d", str(KIT), *args],
                          cwd=KIT, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == (-signal.SIGKILL if point else 0), (point, (res.stdout + res.stderr)[-3000:])
+    want = 0 if not point else -signal.SIGKILL if sig == "KILL" else errors.INTERRUPTED
+    assert res.returncode == want, (point, (res.stdout + res.stderr)[-3000:])
     return res.returncode, res.stdout + res.stderr, int(count.read_text()) if count.exists() else point
 
 
@@ -723,5 +726,18 @@ def test_a_rehearsal_killed_at_any_state_change_is_cleaned_up_by_the_next(docker
             assert live_of(docker_client, plan) == before, point
             assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
         assert cleaned >= 3, cleaned  # the points fell where a sandbox existed
+        parked = 0
+        for point in spread(total, 3):  # Ctrl-C: the rehearsal removes all of it on its way out
+            out = killed(plan, point, "rehearse", "only=vol", sig="INT")[1]
+            assert "removing the sandbox" in out and "Traceback" not in out, (point, out[-3000:])
+            sandbox = re.search(rf"rehearsal {plan.project_name}-rehearsal-(\w+): ", out).group(1)
+            log = max(plan.reports_dir.glob("rehearsal-*.log"), key=lambda p: p.stat().st_mtime).read_text()
+            rec = {"work": next(Path(tempfile.gettempdir()).glob(f"undoit-rehearsal-{sandbox}-*"), "/nonexistent"),
+                   "parked": re.findall(r"moved at the swap to (\S+), not copied", log)}
+            assert sandbox_left(docker_client, plan, rec) == [], (point, out[-3000:])
+            parked += bool(rec["parked"])
+            assert not [d for _, d in journal.unfinished(plan.snapshots_dir, plan.project_name)], point
+            assert live_of(docker_client, plan) == before, point
+        assert parked, "no Ctrl-C came after the drill parked a copy"
     finally:
         sweep(docker_client, name)
