@@ -11,6 +11,7 @@ from doit import get_var  # noqa: E402
 from scripts import params as _params  # noqa: E402
 from scripts import tasks as _tasks  # noqa: E402
 from scripts import plan as _plan  # noqa: E402
+from scripts import redact as _redact  # noqa: E402
 from scripts.errors import UndoitError  # noqa: E402
 
 DOIT_CONFIG = {
@@ -33,7 +34,7 @@ try:
 except UndoitError as _err:
     print(f"undoit: {_err}", file=sys.stderr)
     sys.exit(_err.exit_code)
-_tasks.mask_output(PLAN)  # every task's output, masked by the plan's secrets
+_redact.mask_tasks(PLAN)  # every task's output, masked by the plan's secrets
 
 
 def task_plan():

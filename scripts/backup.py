@@ -92,7 +92,8 @@ def up_to_date(plan: Plan) -> bool:
     latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name, kind="backup")
     if latest is None or not gitstate.in_repo(plan.root):
         return False
-    if journal.unfinished(plan.snapshots_dir, plan.project_name):
+    if journal.unfinished(plan.snapshots_dir, plan.project_name, live_rehearsals=False) or \
+            any(not s.complete for s in snapshots.all_sets(plan.snapshots_dir)):
         return False  # a dead run left something to repair: the backup runs, and repairs first
     git = latest.manifest.get("git") or {}
     if git.get("head") != gitstate.head(plan.root) or gitstate.dirty(plan.root, restored_paths(plan)):

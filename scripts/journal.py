@@ -6,7 +6,8 @@ backup would take "stopped" for the stack's normal state. So before it stops any
 it records which services it stops, and removes the record once they are back. The
 next kit command that takes the lock finds what a dead run left unfinished and puts it
 right first, saying what it did in one line each. Staging folders of a killed restore
-are swept the same way.
+are swept the same way, and so are a killed rehearsal's sandbox (recorded before its
+first part is made: sandboxes.py) and the sets a killed backup left without a manifest.
 """
 
 from __future__ import annotations
@@ -41,16 +42,47 @@ class Entry:
         write_json(self.path, self.data)
 
 
+def begin(snapshots_dir: Path, project: str, what: str, **details) -> Entry:
+    """A new record of intent, on the disk before the caller does anything it names."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    entry = Entry(_dir(snapshots_dir) / f"{stamp}-{os.getpid()}.json",
+                  {"project": project, "what": what, "pid": os.getpid(), "host": socket.gethostname(),
+                   "pid_started": _process_start(os.getpid()),
+                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), **details})
+    entry.update()
+    return entry
+
+
+def _process_start(pid: int) -> str | None:
+    """When the process started, in clock ticks since boot (/proc/<pid>/stat, field 22):
+    with the pid, it names one process, never a later one given the same pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def owner_alive(data: dict) -> bool:
+    """Whether the process that wrote a record still runs (one on another host: assumed so)."""
+    if data.get("host") != socket.gethostname():
+        return True
+    pid = data.get("pid")
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError):
+        return True
+    started = _process_start(int(pid))
+    return data.get("pid_started") is None or started == data["pid_started"]
+
+
 @contextmanager
 def intent(snapshots_dir: Path, project: str, what: str, **details):
     """Record the intent for the block; the record goes when the block completes. If the
     block fails or is interrupted (or the process is killed) the record stays, and the
     next run checks what is left to put right: repairs are idempotent."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    entry = Entry(_dir(snapshots_dir) / f"{stamp}-{os.getpid()}.json",
-                  {"project": project, "what": what, "pid": os.getpid(), "host": socket.gethostname(),
-                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), **details})
-    entry.update()
+    entry = begin(snapshots_dir, project, what, **details)
     yield entry
     if not entry.data.get("replacing"):  # a refill that failed midway: the next run finishes it
         entry.path.unlink(missing_ok=True)
@@ -86,8 +118,10 @@ def cleanup(fn, what: str, interrupted: bool = True):
         raise
 
 
-def unfinished(snapshots_dir: Path, project: str) -> list[tuple[Path, dict]]:
-    """Records a dead run left (the caller holds the lock: no living run owns them)."""
+def unfinished(snapshots_dir: Path, project: str, live_rehearsals: bool = True) -> list[tuple[Path, dict]]:
+    """Records a dead run left (the caller holds the lock: no living backup, rollback or
+    undo owns them; a rehearsal holds it shared, so its record may be a living one's:
+    live_rehearsals=False leaves those out)."""
     base = _dir(snapshots_dir)
     out = []
     for path in sorted(base.glob("*.json")) if base.is_dir() else []:
@@ -96,49 +130,102 @@ def unfinished(snapshots_dir: Path, project: str) -> list[tuple[Path, dict]]:
         except (OSError, ValueError):
             path.unlink(missing_ok=True)  # torn before its rename: it never took effect
             continue
-        if data.get("project") == project:
+        if data.get("project") == project and (live_rehearsals or not _live_rehearsal(data)):
             out.append((path, data))
     return out
 
 
 def repair(plan, client, compose) -> list[str]:
-    """Finish what dead runs left: services they stopped are started again; staging
-    folders of killed restores are removed. One line for each thing done."""
-    from . import volumes
-    from .errors import UndoitError
-
+    """Finish what dead runs left: services they stopped are started again, half-refilled
+    volumes refilled, a dead rehearsal's sandbox and partial sets removed, staging folders
+    of killed restores removed. One line for each thing done."""
     said = []
     for path, data in unfinished(plan.snapshots_dir, plan.project_name):
-        if data.get("replacing"):
-            said += _finish_replace(plan, client, compose, data)
-        if data.get("run"):
-            said += _close_run(plan, data)
-        if data.get("started"):  # a stop the dead run had asked for may still be under way
-            since = datetime.fromisoformat(data["started"]).timestamp()
-            stops_under_way(client, plan.project_name, since, plan.timeouts["stop"])
-        services = [svc for svc in (data.get("stopped") or []) + (data.get("running_before") or [])
-                    if not _running(client, plan.project_name, svc)]
-        if services:
-            try:
-                compose.up(services, options=("--no-recreate", "--no-deps"))
-                said.append(f"repaired: started {', '.join(services)} again, stopped by a {data.get('what')} that "
-                            f"died (pid {data.get('pid')}, {data.get('started')})")
-            except UndoitError as err:
-                raise UndoitError(f"a {data.get('what')} that died (pid {data.get('pid')}) left {', '.join(services)} "
-                                  f"stopped, and starting them failed: {err}") from None
-        paused = data.get("paused") or []
-        if paused:
-            try:
-                compose("unpause", *paused)
-                said.append(f"repaired: unpaused {', '.join(paused)}, paused by a {data.get('what')} that died")
-            except UndoitError:
-                pass  # no longer paused (restarted since): nothing to put right
+        if data.get("what") == "rehearsal":
+            said += _dead_sandbox(client, path, data)
+            continue
+        said += _repair_entry(plan, client, compose, data)
         path.unlink(missing_ok=True)
     from . import runlog
 
     for rec in runlog.records(plan):  # the caller holds the lock: no living run is "running"
         if rec.get("outcome") == "running" and runlog.close_interrupted(plan, rec["run"], None):
             said.append(f"repaired: recorded {rec.get('kind')} {rec['run']} as interrupted")
+    said += _partial_sets(plan, client)
+    return said + _beside_volumes(plan, client)
+
+
+def _repair_entry(plan, client, compose, data: dict) -> list[str]:
+    """What one dead backup, rollback or undo left, put right."""
+    from .errors import UndoitError
+
+    said = []
+    if data.get("replacing"):
+        said += _finish_replace(plan, client, compose, data)
+    if data.get("run"):
+        said += _close_run(plan, data)
+    if data.get("undoing"):
+        said += _dead_undo(plan, data)
+    if data.get("started"):  # a stop the dead run had asked for may still be under way
+        since = datetime.fromisoformat(data["started"]).timestamp()
+        stops_under_way(client, plan.project_name, since, plan.timeouts["stop"])
+    services = [svc for svc in (data.get("stopped") or []) + (data.get("running_before") or [])
+                if not _running(client, plan.project_name, svc)]
+    if services:
+        try:
+            compose.up(services, options=("--no-recreate", "--no-deps"))
+            said.append(f"repaired: started {', '.join(services)} again, stopped by a {data.get('what')} that "
+                        f"died (pid {data.get('pid')}, {data.get('started')})")
+        except UndoitError as err:
+            raise UndoitError(f"a {data.get('what')} that died (pid {data.get('pid')}) left {', '.join(services)} "
+                              f"stopped, and starting them failed: {err}") from None
+    paused = data.get("paused") or []
+    if paused:
+        try:
+            compose("unpause", *paused)
+            said.append(f"repaired: unpaused {', '.join(paused)}, paused by a {data.get('what')} that died")
+        except UndoitError:
+            pass  # no longer paused (restarted since): nothing to put right
+    return said
+
+
+def _live_rehearsal(data: dict) -> bool:
+    return data.get("what") == "rehearsal" and owner_alive(data)
+
+
+def _dead_sandbox(client, path: Path, data: dict) -> list[str]:
+    """The sandbox of a rehearsal whose process is gone, removed (one of a living one is
+    its own: rehearsals run side by side)."""
+    from . import sandboxes
+
+    if owner_alive(data):
+        return []
+    gone = sandboxes.remove(client, data["sandbox"])
+    path.unlink(missing_ok=True)
+    return [f"repaired: removed {part}, left by a rehearsal that died (pid {data.get('pid')}, {data.get('started')})"
+            for part in gone]
+
+
+def remove_dead_sandboxes(plan) -> list[str]:
+    """What rehearsals that died left of their sandboxes, removed: for a rehearsal, which
+    holds the lock only shared, so it leaves a living one's alone. One line each."""
+    from . import engine
+    from .progress import say
+
+    said = []
+    for path, data in unfinished(plan.snapshots_dir, plan.project_name):
+        if data.get("what") == "rehearsal":
+            said += _dead_sandbox(engine.client(), path, data)
+    for line in said:
+        say(line)
+    return said
+
+
+def _beside_volumes(plan, client) -> list[str]:
+    """Helper containers left on the plan's volumes, and staging folders beside them."""
+    from . import volumes
+
+    said = []
     for key, ref in _refs(plan, client).items():
         if not volumes.is_bind(ref.name):
             # a run killed while a helper container had the volume mounted left it there
@@ -157,6 +244,49 @@ def repair(plan, client, compose) -> list[str]:
         for replaced in live.parent.glob(f"{volumes.DISCARD_PREFIX}*"):
             volumes.discard(replaced)  # contents a restore replaced; its deleting process may still run
     return said
+
+
+def _partial_sets(plan, client) -> list[str]:
+    """Set folders a dead backup, checkpoint or safety copy left without a manifest (they
+    count for nothing, but take room), and what a dead fetch or prune left in scratch
+    folders. The caller holds the lock: no living run is writing any of them."""
+    import shutil
+
+    from . import snapshots
+
+    base = Path(plan.snapshots_dir)
+    said = []
+    for folder in (base, base / snapshots.SAFETY):
+        for p in sorted(folder.iterdir()) if folder.is_dir() else ():
+            if not p.is_dir():
+                continue
+            if p.name.startswith((".fetch-", ".prune-")):
+                what = f"{p.name}, the scratch folder of a {p.name[1:6]} that died"
+            elif snapshots.SET_ID.fullmatch(p.name) and not (p / snapshots.MANIFEST).exists():
+                what = f"{'safety ' if folder != base else ''}set {p.name}, left without its manifest by a run that died"
+                _unpark(client, p.name)
+            else:
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            said.append(f"repaired: removed {what}")
+    for tmp in (base / snapshots.JOURNAL).glob("*.tmp") if (base / snapshots.JOURNAL).is_dir() else ():
+        tmp.unlink(missing_ok=True)  # a record torn before its rename: it never took effect
+    return said
+
+
+def _unpark(client, set_id: str) -> None:
+    """The folder a safety set that never got its manifest was to park volumes in: empty,
+    since a swap moves anything there only after the manifest is written."""
+    import contextlib
+
+    from . import sandboxes, volumes
+
+    root = sandboxes.parked_root(client)
+    folder = root / set_id if root is not None else None
+    if folder is not None and folder.is_dir():
+        for empty in [*folder.glob(f"{volumes.STAGING_PREFIX}probe-*"), folder]:  # park_folder's own probe too
+            with contextlib.suppress(OSError):
+                empty.rmdir()  # never anything in them: left alone if there is
 
 
 def _finish_replace(plan, client, compose, data) -> list[str]:
@@ -232,8 +362,26 @@ def _close_run(plan, data) -> list[str]:
     from . import runlog
 
     if runlog.close_interrupted(plan, data["run"], data.get("pid")):
-        return [f"repaired: recorded {data.get('what')} {data['run']} as interrupted (pid {data.get('pid')})"]
+        nothing = not runlog.changed_anything(runlog.record(plan, data["run"]) or {})
+        return [f"repaired: recorded {data.get('what')} {data['run']} as interrupted (pid {data.get('pid')})"
+                + (" before it changed anything" if nothing else "")]
     return []
+
+
+def _dead_undo(plan, data) -> list[str]:
+    """An undo that died says so: its progress is in the rollback's record, from which
+    `doit undo` finishes it."""
+    from . import runlog
+
+    rec = runlog.record(plan, data["undoing"])
+    if rec is None:
+        return []
+    who = f"(pid {data.get('pid')}, {data.get('started')})"
+    if rec.get("undone"):
+        return [f"repaired: the undo of {rec['run']} that died {who} had finished its work"]
+    done = rec.get("undo") or {}
+    return [f"repaired: an undo of {rec['run']} died midway {who} with {len(done.get('volumes') or [])} volume(s) "
+            f"and {len(done.get('files') or [])} file restore(s) put back: `doit undo` finishes it"]
 
 
 IN_FLIGHT = 0.5  # seconds
@@ -279,6 +427,26 @@ def _refs(plan, client) -> dict:
         return stackcheck.refs(plan, client)
     except UndoitError:
         return {}
+
+
+def repair_if_free(plan) -> list[str]:
+    """repair_for, for a task that only reads sets: under the lock when no one holds it;
+    else one line, and the repair is left to the next command."""
+    from . import lock
+    from .errors import UndoitError
+    from .progress import say
+
+    if not Path(plan.snapshots_dir).is_dir():
+        return []  # the kit never wrote anything here: nothing a dead run could have left
+    with lock.held_if_free(lock.path_of(plan.snapshots_dir), "repair") as busy:
+        if busy:
+            say(f"not repaired now: {busy.split('; wait')[0]}")
+            return []
+        try:
+            return repair_for(plan)
+        except UndoitError as err:  # this task's own work does not depend on it
+            say(f"not repaired: {err}")
+            return []
 
 
 def repair_for(plan) -> list[str]:

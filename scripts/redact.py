@@ -198,6 +198,26 @@ def masking(plan):
             sys.stdout, sys.stderr = out, err
 
 
+_tasks: list = []  # the plan whose secrets every task's output is masked with (mask_tasks)
+
+
+def mask_tasks(plan) -> None:
+    """From here on, every task's output (stdout, stderr, its failure's line) is masked by
+    plan's secrets (dodo.py, once the plan is loaded; None: no plan, nothing to mask)."""
+    _tasks[:] = [plan] if plan is not None else []
+
+
+@contextmanager
+def task_output():
+    """A task's action: its stdout and stderr masked (mask_tasks) for the block; yields the
+    mask for the line it ends with."""
+    if not _tasks:
+        yield PLAIN
+        return
+    with masking(_tasks[0]) as lazy:
+        yield lambda text: lazy()(text)
+
+
 def current() -> Redactor:
     """The redactor of the task whose output is being masked (PLAIN outside any): for text
     that is laid out before it is written (a table wraps its cells)."""

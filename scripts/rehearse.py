@@ -9,7 +9,9 @@ for it, changes.py), the checks that now fail are recorded (felt), it is rolled 
 the same code as the real task, restoring from the live snapshot set, its checks must
 pass, and the change must apply again. Every archive of the set is restored at least
 once and its listing compared. The sandbox is removed at the end, also on failure and
-on Ctrl-C. On screen a line per drill; every step goes to a log beside the reports.
+on Ctrl-C; killed outright, by the next rehearsal or `doit repair`, from its journal
+record (sandboxes.py). On screen a line per drill; every step goes to a log beside the
+reports.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -28,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import (changes, checks, cycles, junit, engine, gitstate, redact, restore, rollback, snapshots, stackcheck,
-               volumes)
+from . import (changes, checks, cycles, junit, engine, gitstate, journal, redact, restore, rollback, sandboxes,
+               snapshots, stackcheck, volumes)
 from .compose import discover, for_plan
 from .errors import NO_BACKUP, UndoitError
 from .plan import Plan, Procedure
@@ -38,10 +39,6 @@ from .redact import Redactor
 from .report import change_cell
 
 Change = Callable[[Plan, Procedure], None]
-
-
-def _compose_project_label(name: str) -> dict:
-    return {"label": f"com.docker.compose.project={name}"}
 
 
 class Sandbox:
@@ -55,13 +52,14 @@ class Sandbox:
         self.masker = masker if masker is not None else Redactor.shared(plan)
         self.id = uuid.uuid4().hex[:6]
         self.name = f"{plan.project_name}-rehearsal-{self.id}"
-        self.work = Path(tempfile.mkdtemp(prefix=f"undoit-rehearsal-{self.id}-"))
+        # named now, made by open() once the journal knows of it
+        self.work = Path(tempfile.gettempdir()) / f"undoit-rehearsal-{self.id}-{uuid.uuid4().hex[:8]}"
         self.tree = self.work / "tree"
         # a project in a folder of a larger repository: the same folder of the worktree
         prefix = gitstate.run(plan.root, "rev-parse", "--show-prefix")
         self.override = self.work / "sandbox-override.yml"
         self.start: snapshots.SnapshotSet | None = None
-        self.worktree_added = False
+        self.entry: journal.Entry | None = None
         self.plan = replace(
             plan, root=self.tree / prefix, project_name=self.name,
             compose_files=(*(plan.compose_files or discover(plan.root)), str(self.override)),
@@ -75,8 +73,12 @@ class Sandbox:
             if not Path(path).is_relative_to(Path(self.live.root).resolve()):
                 raise UndoitError(f"[volumes.{key}] bind = {path} lies outside the project: a sandbox cannot "
                                   "have its own copy of it, so it is not rehearsed")
+        # on record before any of it exists: killed outright, the rehearsal leaves the
+        # record, and the next rehearsal or `doit repair` removes what it names
+        self.entry = journal.begin(self.live.snapshots_dir, self.live.project_name, "rehearsal",
+                                   sandbox=sandboxes.record(self.name, self.work, self.tree, self.live.root))
+        self.work.mkdir(mode=0o700)
         gitstate.run(self.live.root, "worktree", "add", "--detach", "--quiet", str(self.tree), "HEAD")
-        self.worktree_added = True
         self.tree.chmod(0o755)  # bind-mounted into containers that run as other users
         self.override.write_text(self._override_yaml())
         self.learn_secrets()
@@ -151,38 +153,20 @@ class Sandbox:
             for_plan(self.plan).down(volumes=True)
         except UndoitError:
             pass
-        self._sweep()
-
-    def _sweep(self) -> None:
-        label = _compose_project_label(self.name)
-        for c in self.client.containers.list(all=True, filters=label):
-            c.remove(force=True)
-        for v in self.client.volumes.list(filters=label) + [
-                v for v in self.client.volumes.list() if v.name.startswith(self.name)]:
-            try:
-                v.remove(force=True)
-            except Exception:  # already gone
-                pass
-        for n in self.client.networks.list(filters=label):
-            try:
-                n.remove()
-            except Exception:
-                pass
+        sandboxes.sweep(self.client, self.name)
 
     def close(self) -> None:
-        """Remove everything the sandbox made; safe to call twice, and after any failure."""
+        """Remove everything the sandbox made (what its journal record names, as a repair
+        would); safe to call twice, and after any failure."""
+        if self.entry is None:
+            return  # nothing was made
         try:
-            self._down()
+            if self.override.exists():
+                self._down()
         finally:
-            if self.worktree_added:
-                try:
-                    gitstate.run(self.live.root, "worktree", "remove", "--force", str(self.tree))
-                except UndoitError:
-                    pass
-                gitstate.run(self.live.root, "worktree", "prune")
-                self.worktree_added = False
-            restore.discard_safety_sets(self.plan.snapshots_dir)
-            shutil.rmtree(self.work, ignore_errors=True)
+            sandboxes.remove(self.client, self.entry.data["sandbox"])
+            self.entry.path.unlink(missing_ok=True)
+            self.entry = None
 
     # --- proving the archives ------------------------------------------------------
     def prove(self, key: str) -> None:
@@ -215,6 +199,7 @@ def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
     and those the sandbox's own files hold: a drill's checks run on the sandbox, but print
     what the live stack holds."""
     client = engine.client()
+    journal.remove_dead_sandboxes(plan)  # rehearsals killed outright (a living one's are its own)
     stackcheck.check(plan)  # the live stack as compose sees it, before the sandbox copies it
     source = _rehearsed_set(plan, set_id)
     procs = procedures(plan, only)

@@ -9,6 +9,7 @@ run every check; bring services back if a step failed; write the log and the rep
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 import traceback
@@ -33,7 +34,7 @@ def checkpoint_tag(pid: str) -> str:
 
 
 def lock_path(plan: Plan) -> Path:
-    return plan.snapshots_dir / ".lock"
+    return lock.path_of(plan.snapshots_dir)
 
 
 def runs_dir(plan: Plan) -> Path:
@@ -336,22 +337,42 @@ def _confirm(run: Run) -> None:
 
 
 def _execute(run: Run, stop_after_step: int | None) -> dict:
-    from .backup import hide_kit_state
-
+    """The run, on record (its journal entry, its run record) before anything of it may
+    change the stack: killed while it builds ahead, it is found by the next command as a
+    run that changed nothing, and `doit undo` says so instead of undoing an older one."""
     _confirm(run)
     if run.interactive:
         run.file_plans.clear()  # the files may have changed while the question waited
+    running_before = running_services(run)
+    record = _open_record(run, running_before)
+    intent = nullcontext() if run.sandbox else journal.intent(
+        run.plan.snapshots_dir, run.plan.project_name, "rollback", run=run.run_id, running_before=running_before)
+    with intent as run.journal:
+        run.persist()
+        try:
+            _before_steps(run)
+        except UndoitError as err:  # refused before its first step: no run to record, repair or undo
+            refused = err
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+        else:
+            return _run_steps(run, record, running_before, stop_after_step)
+        finally:
+            for staged in run.staged.values():  # not swapped in: the run failed before their step
+                volumes.discard(staged.path)
+    raise refused
+
+
+def _before_steps(run: Run) -> None:
+    """What a run does before its first step, changing nothing of the stack: the kit's
+    files hidden from git, the set's images loaded, the volumes built ahead."""
+    from .backup import hide_kit_state
+
     if not run.sandbox:
         hide_kit_state(run.plan)
         loaded = pins.ensure(run.client, run.snapshot, run.plan.project_name) if run.snapshot else []
         if loaded:
             say(f"images of set {run.snapshot.id} loaded from the set: {', '.join(loaded)}")
-    try:
-        prestage(run)
-        return _run_steps(run, stop_after_step)
-    finally:
-        for staged in run.staged.values():  # not swapped in: the run failed before their step
-            volumes.discard(staged.path)
+    prestage(run)
 
 
 def prestage(run: Run) -> None:
@@ -398,36 +419,42 @@ def _refusing(run: Run, prove):
                           exit_code=errors.NO_BACKUP) from None
 
 
-def _run_steps(run: Run, stop_after_step: int | None) -> dict:
-    run.run_dir.mkdir(parents=True, mode=0o700)
-    t0 = time.monotonic()
-    started = datetime.now(timezone.utc)
-    run.since_iso = started.isoformat(timespec="seconds")
-    run.started_at = started.timestamp()
-    head = gitstate.head(run.plan.root)
-    pre_tag = f"undoit/pre-rollback/{started.strftime('%Y%m%dT%H%M%SZ')}"
-    if run.sandbox:
-        pre_tag = None  # the worktree shares the live repository's tags
-    else:
-        gitstate.tag(run.plan.root, pre_tag, head)
-    running_before = running_services(run)
-    record = {
+def _open_record(run: Run, running_before: list[str]) -> dict:
+    """The run's folder and record, "running" and at no step yet (at_step: the step begun)."""
+    run.run_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    base, n = run.run_id, 1
+    while True:  # a run in the same second as the one before (its id is its second)
+        try:
+            run.run_dir.mkdir(mode=0o700)
+            break
+        except FileExistsError:
+            n += 1
+            run.run_id = f"{base}-{n}"
+            run.run_dir = run.run_dir.with_name(run.run_id)
+    run.record = {
         "run": run.run_id, "kind": run.proc.kind, "procedure": run.proc.id, "title": run.proc.title,
         "reason": run.redact(run.reason), "host": socket.gethostname(), "user": _user(),
-        "started": run.since_iso, "project": run.plan.project_name, "engine": engine.endpoint().host, "ref": run.ref, "ref_source": run.ref_source,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "project": run.plan.project_name,
+        "engine": engine.endpoint().host, "ref": run.ref, "ref_source": run.ref_source,
         "snapshot_set": run.snapshot.id if run.snapshot else None, "snapshot_source": run.snapshot_source,
-        "head_before": head, "pre_rollback_tag": pre_tag, "running_before": running_before,
+        "head_before": gitstate.head(run.plan.root), "pre_rollback_tag": None, "running_before": running_before,
         "rolls_back": list(run.proc.rolls_back) or ([run.proc.id] if run.proc.kind == "phase" else ["all"]),
-        "keeps": list(run.proc.keeps), "steps": [], "checks": [], "safety_sets": run.safety_sets,
+        "keeps": list(run.proc.keeps), "steps": [], "at_step": 0, "checks": [], "safety_sets": run.safety_sets,
         "file_restores": run.file_restores, "prestaged": run.prestaged, "runbook_minutes": run.proc.minutes,
         "outcome": "running",
     }
-    run.record = record
-    intent = nullcontext() if run.sandbox else journal.intent(
-        run.plan.snapshots_dir, run.plan.project_name, "rollback", run=run.run_id, running_before=running_before)
-    with intent as run.journal:
-        run.persist()
-        return _steps_and_checks(run, record, running_before, stop_after_step, t0)
+    return run.record
+
+
+def _run_steps(run: Run, record: dict, running_before: list[str], stop_after_step: int | None) -> dict:
+    t0 = time.monotonic()
+    started = datetime.now(timezone.utc)
+    run.since_iso = record["started"] = started.isoformat(timespec="seconds")
+    run.started_at = started.timestamp()
+    if not run.sandbox:  # the worktree shares the live repository's tags
+        record["pre_rollback_tag"] = f"undoit/pre-rollback/{started.strftime('%Y%m%dT%H%M%SZ')}"
+        gitstate.tag(run.plan.root, record["pre_rollback_tag"], record["head_before"])
+    return _steps_and_checks(run, record, running_before, stop_after_step, t0)
 
 
 def _steps_and_checks(run: Run, record: dict, running_before: list[str], stop_after_step: int | None,
@@ -477,6 +504,8 @@ def _steps(run: Run, record: dict, stop_after_step: int | None) -> tuple[dict | 
         try:
             if stop_after_step is not None and i > stop_after_step:
                 raise UndoitError(f"injected failure at step {i}")
+            record["at_step"] = i
+            run.persist()  # a run killed from here on may have changed something: undo looks
             detail = steps.execute(run, step)
             ok = True
             if step.do in steps.CHANGE_FILES:
@@ -535,150 +564,3 @@ def bring_back(run: Run, running_before: list[str]) -> str:
         return f"brought back {', '.join(missing)} (stopped by the failed rollback){note}"
     except UndoitError as err:
         return f"could NOT bring back {', '.join(missing)}: {run.redact(err)}{note}"
-
-
-# --- undo ---------------------------------------------------------------------
-
-
-def last_record(plan: Plan) -> dict | None:
-    return runlog.last_record(plan, kinds=("phase", "full", "scenario"))
-
-
-def undo(plan: Plan) -> dict:
-    """Put back the state from before the last rollback: its volumes from the safety
-    snapshots, its files from the safety copies, its services as they were. A rollback
-    that died midway is undone too, from the safety copies it had made: its record is
-    kept from its first step. Killed itself, undo leaves a journal; the next kit command
-    finishes the volume it was refilling, and `doit undo` again completes it."""
-    with lock.held(lock_path(plan), "undo"):
-        journal.repair_for(plan)  # first: it closes the record of a rollback that died
-        rec = last_record(plan)
-        if rec is None:
-            raise UndoitError("no rollback to undo")
-        if rec.get("undone"):
-            raise UndoitError(f"the last rollback ({rec['run']}) was already undone")
-        since = time.time()
-        with journal.intent(plan.snapshots_dir, plan.project_name, "undo", undoing=rec["run"],
-                            running_before=rec.get("running_before") or []) as entry:
-            try:
-                return _undo(plan, rec, entry)
-            except KeyboardInterrupt:
-                journal.cleanup(lambda: say(_services_back(plan, entry, since)), "bringing services back")
-                raise
-
-
-def _services_back(plan: Plan, entry: journal.Entry, since: float) -> str:
-    """An interrupted undo: the services that ran before the rollback run again, except
-    on a volume left half refilled (the next kit command refills it, then starts them)."""
-    client, compose = engine.client(), for_plan(plan)
-    journal.stops_under_way(client, plan.project_name, since, plan.timeouts["stop"])
-    half = entry.data.get("replacing") or {}
-    held = {c.labels.get(checks.SERVICE_LABEL) for c in volumes.users(client, half["name"])} if half else set()
-    running = {c.labels.get(checks.SERVICE_LABEL) for c in client.containers.list(
-        filters={"label": f"com.docker.compose.project={plan.project_name}"})}
-    missing = [s for s in entry.data.get("running_before") or [] if s not in running and s not in held]
-    if missing:
-        compose("up", "--detach", "--no-recreate", *missing)
-    return (f"interrupted: brought back {', '.join(missing) or 'nothing (all running)'}"
-            + (f"; {', '.join(sorted(held - {None}))} wait for {half['name']} to be refilled by the next kit command"
-               if held else ""))
-
-
-def _undo(plan: Plan, rec: dict, entry: journal.Entry) -> dict:
-    client = engine.client()
-    compose = for_plan(plan)
-    say(f"undoing {rec['kind']} {rec['procedure']} of {rec['started']} ({rec['run']}, {rec['outcome']})")
-    restored = []
-    for set_id in reversed(rec.get("safety_sets") or []):
-        s = snapshots.get_set(plan.snapshots_dir, set_id)
-        for key, vol in s.volumes.items():
-            parked = s.parked_path(key)
-            if parked is not None and not parked.exists():
-                say(f"{key}: {vol['name']} left as it is: the rollback died before it swapped the volume's "
-                    "contents out")
-                continue
-            users = [c for c in volumes.users(client, vol["name"]) if c.status in ("running", "paused")]
-            services = sorted({c.labels.get(checks.SERVICE_LABEL) for c in users} - {None})
-            if services:
-                compose.stop(services)
-            # what the rollback restored is replaced in turn: keep a copy of it too
-            snapshots.note_restored(plan.snapshots_dir, vol["name"])
-            restore.restore_volume(client, s, key, target=vol["name"], safety_dir=plan.snapshots_dir,
-                                   project=plan.project_name, devices=allows_devices(plan, key), intent=entry)
-            restored.append(key)
-    files = 0
-    for fr in reversed(rec.get("file_restores") or []):
-        files += _undo_files(plan.root, fr)
-    before = rec.get("running_before") or []
-    if before:
-        recreate(compose, before)
-    now = sorted({c.labels.get(checks.SERVICE_LABEL) for c in client.containers.list(
-        filters={"label": f"com.docker.compose.project={plan.project_name}"})} - {None})
-    extra = [s for s in now if s not in before]
-    if extra:
-        compose.stop(extra)
-    runlog.mark_undone(plan, rec["run"])
-    summary = (f"undone: {len(restored)} volume(s) restored from safety snapshots, {files} file(s) put back, "
-               f"services as before ({', '.join(before) or 'none running'})")
-    say(summary)
-    return {"undone": rec["run"], "volumes": restored, "files": files}
-
-
-def recreate(compose: Compose, services: list[str]) -> None:
-    """Bring services up as the compose file now on disk describes them: containers whose
-    configuration differs are recreated and missing networks made (undo has just put an
-    older compose file back; --no-recreate would leave the rollback's containers).
-    A network compose refuses to reuse as it is gets the project taken down (volumes
-    kept) and brought up again."""
-    try:
-        compose.up(services, options=("--remove-orphans",))
-    except UndoitError as err:
-        if "network" not in str(err).lower():
-            raise
-        say(f"networks differ from the compose file ({err}): recreating the project's containers and networks")
-        compose.down(volumes=False)
-        compose.up(services)
-
-
-def _undo_files(root: Path, fr: dict) -> int:
-    import shutil
-
-    step_dir = Path(fr["dir"])
-    n = 0
-    for rel in fr.get("missing", []):  # files the rollback created: they did not exist before
-        p = root / rel
-        if p.exists() or p.is_symlink():
-            p.unlink()
-            n += 1
-    saved = step_dir / gitstate.SAVED
-    if saved.exists():
-        n += gitstate.put_back(root, fr.get("changed", []), saved)
-    # no archive (or only its .part): the rollback was killed before git overwrote anything
-    for rel in fr.get("changed", []) if (step_dir / "files").is_dir() else ():
-        # a safety folder of a kit before files.tar: one copy per file
-        src, dst = step_dir / "files" / rel, root / rel
-        if not (src.exists() or src.is_symlink()):
-            continue  # a rollback killed before it copied this file never overwrote it
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.exists() or dst.is_symlink():
-            dst.unlink()
-        if src.is_symlink():
-            dst.symlink_to(src.readlink())
-        else:
-            shutil.copy2(src, dst)
-        n += 1
-    for rel in fr.get("move", []):
-        src, dst = step_dir / "moved" / rel, root / rel
-        if not (src.exists() or src.is_symlink()):
-            continue  # never moved: the rollback died first
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.exists():
-            dst.unlink()
-        shutil.move(str(src), dst)
-        n += 1
-    touched = sorted(set(fr.get("missing", [])) | set(fr.get("changed", [])) | set(fr.get("remove", [])))
-    if touched:
-        # the index goes back to HEAD for these paths, as it was before the rollback staged them
-        for i in range(0, len(touched), 200):
-            gitstate.run(root, "reset", "-q", "HEAD", "--", *touched[i:i + 200])
-    return n

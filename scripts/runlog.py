@@ -59,7 +59,7 @@ def write(plan: Plan, rec: dict, redact) -> None:
     _private_write(plan.log_path, redact(markdown(clean)), append=True)
     _private_write(plan.reports_dir / f"{rec['run']}.json", text + "\n")
     try:
-        _private_write(plan.snapshots_dir / RUNS / rec["run"] / RECORD, text + "\n")
+        save(plan, clean)  # whole or not at all: undo reads it
     except OSError as err:  # a full snapshots disk: the log and the report above still tell
         print(f"could not keep the run's record for undo in {plan.snapshots_dir}: {err.strerror}", flush=True)
 
@@ -67,10 +67,20 @@ def write(plan: Plan, rec: dict, redact) -> None:
 def keep(plan: Plan, rec: dict, redact) -> None:
     """The run's own record as it stands, durably (renamed into place, synced): what a
     run killed at any moment has done so far, for `doit undo`."""
+    save(plan, redact.data(json.loads(json.dumps(rec, default=str))))
+
+
+def save(plan: Plan, rec: dict) -> None:
+    """A run record, already masked, in place durably: a kill leaves the old or the new."""
     from .durable import write_json
 
-    write_json(plan.snapshots_dir / RUNS / rec["run"] / RECORD,
-                   redact.data(json.loads(json.dumps(rec, default=str))))
+    write_json(plan.snapshots_dir / RUNS / rec["run"] / RECORD, rec)
+
+
+def changed_anything(rec: dict) -> bool:
+    """Whether a run began a step, or made a safety copy (a run killed before its first
+    step left everything as it was)."""
+    return bool(rec.get("at_step") or rec.get("steps") or rec.get("safety_sets") or rec.get("file_restores"))
 
 
 def close_interrupted(plan: Plan, run_id: str, pid) -> bool:
@@ -80,19 +90,24 @@ def close_interrupted(plan: Plan, run_id: str, pid) -> bool:
 
     from .redact import Redactor
 
-    p = plan.snapshots_dir / RUNS / run_id / RECORD
-    try:
-        rec = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return False
-    if rec.get("outcome") != "running":
+    rec = record(plan, run_id)
+    if rec is None or rec.get("outcome") != "running":
         return False
     rec.update(outcome="interrupted", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                services=f"the process (pid {pid}) died mid-run; the next kit command repaired what it left",
-               failed_step={"n": len(rec.get("steps") or []) + 1, "do": "?", "detail": "the process died"},
+               failed_step={"n": len(rec.get("steps") or []) + 1, "do": "?", "detail": "the process died" + (
+                   "" if changed_anything(rec) else " before its first step: nothing was changed")},
                seconds=rec.get("seconds", 0), next_steps=rec.get("next_steps") or [])
     write(plan, rec, Redactor.shared(plan))
     return True
+
+
+def record(plan: Plan, run_id: str) -> dict | None:
+    """One run's record (None: there is none, or it is unreadable)."""
+    try:
+        return json.loads((plan.snapshots_dir / RUNS / run_id / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def records(plan: Plan) -> list[dict]:
@@ -119,4 +134,4 @@ def mark_undone(plan: Plan, run_id: str) -> None:
     p = plan.snapshots_dir / RUNS / run_id / RECORD
     rec = json.loads(p.read_text())
     rec["undone"] = True
-    _private_write(p, json.dumps(rec, indent=2, sort_keys=True) + "\n")
+    save(plan, rec)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import time
 from contextlib import contextmanager
@@ -37,6 +38,10 @@ JOURNAL = "journal"  # what unfinished runs meant to do (journal.py)
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# the name new_set gives a set: its UTC time to the microsecond, then 4 random hex digits
+SET_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{4}")
 
 
 def new_set(root: Path, kind: str = "backup") -> tuple[str, Path]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from doit import get_var
 from doit.exceptions import TaskError, TaskFailed
 
@@ -60,28 +58,11 @@ def _alarm(signum, frame):
 
 
 _exit = interrupts.exit_with
-_masks: list[Plan] = []
-
-
-def mask_output(plan: Plan | None) -> None:
-    """From here on, every task's output (stdout, stderr, its failure's line) is masked by
-    plan's secrets (dodo.py, once the plan is loaded)."""
-    _masks[:] = [plan] if plan is not None else []
-
-
-@contextmanager
-def _masked():
-    """stdout and stderr masked for the block; yields the mask for the lines it ends with."""
-    if not _masks:
-        yield redact.PLAIN
-        return
-    with redact.masking(_masks[0]) as lazy:
-        yield lambda text: lazy()(text)
 
 
 def action(fn, *args, **kwargs):
     """A doit python-action calling fn; an UndoitError becomes TaskFailed with its one line.
-    Whatever it prints, and that line, is masked by the plan's secrets (mask_output).
+    Whatever it prints, and that line, is masked by the plan's secrets (redact.mask_tasks).
 
     SIGTERM (a closed terminal, `docker stop`, systemd) ends it like Ctrl-C: through every
     finally that brings services back, not mid-step with them left stopped."""
@@ -97,7 +78,7 @@ def action(fn, *args, **kwargs):
         hook, sys.unraisablehook = sys.unraisablehook, _redeliver
         _pending.clear()
         try:
-            with _masked() as mask:
+            with redact.task_output() as mask:
                 try:
                     result = fn(*args, **kwargs)
                     if _pending:  # interrupted where it could not be raised, and done before the alarm
@@ -222,8 +203,9 @@ def status_task(plan: Plan) -> dict:
     """What a bare `doit` shows: the plan, and what a rollback would restore. Changes nothing."""
 
     def run():
-        from . import cycles, gitstate
+        from . import cycles, gitstate, journal
 
+        journal.repair_if_free(plan)
         print(f"plan {plan.path}: project {plan.project_name} at {plan.root}")
         print(f"  {len(plan.phases)} phase(s), a full rollback, {len(plan.scenarios)} scenario(s); "
               f"volumes: {', '.join(plan.volumes) or 'none'}")
@@ -239,7 +221,8 @@ def status_task(plan: Plan) -> dict:
 
     return {
         "basename": "status",
-        "doc": "the plan, and which set a rollback would restore (what a bare `doit` runs; changes nothing)",
+        "doc": "the plan, and which set a rollback would restore (what a bare `doit` runs; changes nothing "
+               "but what a killed run left)",
         "actions": [action(run)],
         "uptodate": [False],
         "verbosity": 2,
@@ -358,7 +341,7 @@ def scenario_tasks(plan: Plan):
 
 
 def safety_tasks(plan: Plan):
-    from . import backup, journal, lock, rollback
+    from . import backup, journal, lock, rollback, undo
 
     yield {"basename": "verified", "name": None, "doc": "verification of the set each rollback restores"}
     for proc in (*plan.phases, plan.full, *plan.scenarios):
@@ -397,7 +380,7 @@ def safety_tasks(plan: Plan):
     yield {
         "basename": "undo",
         "doc": "put back the state from before the last rollback (volumes, files, services)",
-        "actions": [action(rollback.undo, plan)],
+        "actions": [action(undo.undo, plan)],
         "uptodate": [False],
         "verbosity": 2,
     }
@@ -424,12 +407,16 @@ def backup_tasks(plan: Plan):
                 offsite.send(plan)
 
     def run_verify():
+        from . import journal
+
+        journal.repair_if_free(plan)
         backup.verify(plan, get_var("set", None) or None)
 
     def show_snapshots():
-        from . import cycles, prune
+        from . import cycles, journal, prune
         from .report import safety_lines, snapshot_table
 
+        journal.repair_if_free(plan)
         try:
             cycle, why = cycles.current(plan)
             restores = cycle.baseline.id
@@ -534,8 +521,9 @@ def rehearse_task(plan: Plan) -> dict:
             if not backup.up_to_date(plan):
                 with lock.held(rollback.lock_path(plan), "backup"):
                     backup.backup(plan)
-        from . import lock, rollback
+        from . import journal, lock, rollback
 
+        journal.repair_if_free(plan)
         # shared: no live backup or rollback may change what the sandbox copies meanwhile
         with lock.held(rollback.lock_path(plan), "rehearse", shared=True):
             report = rehearse.rehearse(plan, only=get_var("only", None) or None,
@@ -565,8 +553,9 @@ def offsite_tasks(plan: Plan):
     from . import offsite
 
     def run_offsite():
-        from . import lock, rollback
+        from . import journal, lock, rollback
 
+        journal.repair_if_free(plan)
         # shared: a prune (exclusive) must not remove a set while restic reads it; a
         # rehearsal may run alongside
         with lock.held(rollback.lock_path(plan), "offsite", shared=True):
@@ -575,16 +564,17 @@ def offsite_tasks(plan: Plan):
             offsite.send(plan, get_var("set", None) or None)
 
     def run_fetch():
-        from . import lock, rollback
+        from . import journal, lock, rollback
 
         wanted = get_var("set", None)
         if not wanted:
             raise UndoitError("fetch needs set=ID or set=latest")
         with lock.held(rollback.lock_path(plan), "fetch"):
+            journal.repair_for(plan)
             offsite.fetch(plan, wanted)
 
     def run_prune():
-        from . import lock, prune, rollback
+        from . import journal, lock, prune, rollback
 
         def number(name, default, kind):
             raw = get_var(name, None)
@@ -599,12 +589,14 @@ def offsite_tasks(plan: Plan):
         keep_days = number("keep_days", plan.keep_days, float)
         offsite_too = plan.offsite is not None and str(get_var("offsite", "1")).lower() not in ("0", "no", "false")
         with lock.held(rollback.lock_path(plan), "prune"):
+            journal.repair_for(plan)
             prune.prune(plan, keep_last, keep_days, _flag("dry_run"), offsite_too)
 
     def run_release():
-        from . import lock, prune, rollback
+        from . import journal, lock, prune, rollback
 
         with lock.held(rollback.lock_path(plan), "release"):
+            journal.repair_for(plan)
             prune.release(plan, yes=_flag("yes"))
 
     def run_recover():

@@ -4,14 +4,17 @@ next kit command starts them again and says so, never taking "stopped" for norma
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
-from scripts import archive, backup, errors, journal, lock, rollback, runlog, snapshots, volumes
+from scripts import archive, backup, errors, gitstate, journal, lock, rollback, runlog, snapshots, volumes
 
 from .conftest import KIT, MINI_COMPOSE, MINI_PLAN, make_stack, sweep, unique, volume_path, wait_health
 
@@ -219,10 +222,10 @@ def test_a_rollback_interrupted_between_two_steps_brings_the_app_back(docker_cli
         saved = rollback.Run.persist
         calls = []
 
-        def persist(run):  # the record kept after step 1 (`stop app`): then the signal
+        def persist(run):  # kept at the start, as step 1 begins, after step 1 (`stop app`): then the signal
             calls.append(1)
             saved(run)
-            if len(calls) == 2:
+            if len(calls) == 3:
                 raise KeyboardInterrupt(f"signal {signal.SIGTERM}")
 
         monkeypatch.setattr(rollback.Run, "persist", persist)
@@ -275,7 +278,8 @@ def test_a_rollback_killed_anywhere_leaves_old_or_new_never_a_mix(docker_client,
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("sig", SIGNALS, **BY_NAME)
+# SIGKILL: test_an_undo_killed_at_any_state_change_is_finished_and_said_so, at each state change
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], **BY_NAME)
 def test_an_undo_killed_anywhere_is_finished_by_the_next(docker_client, filled, sig):
     plan, client = filled, docker_client
     new = state(client, plan)
@@ -497,3 +501,243 @@ def test_replaced_contents_left_by_a_dead_deleter_go_with_the_next_command(docke
 def state_of(client, plan):
     name = volumes.resolve(client, plan.project_name, ["files"])["files"].name
     return volumes.listing(client, name)
+
+
+def test_a_task_that_reads_sets_repairs_first_unless_another_run_holds_the_lock(docker_client, mini):
+    """`doit snapshots` (like `doit verify` and a bare `doit`) repairs first; while another
+    run holds the lock it says so in one line and lists the sets all the same."""
+    from scripts.compose import for_plan
+
+    journal.begin(mini.snapshots_dir, mini.project_name, "backup", stopped=["store"])  # a backup that died
+    for_plan(mini).stop(["store"])
+    left = {name: mini.snapshots_dir / name for name in (  # by a dead backup, safety copy, fetch and prune
+        "20261207T060000123456Z-0a1b", "safety/20261207T060001123456Z-2c3d", ".fetch-20261101T000000000000Z-4e5f",
+        ".prune-20261001T000000000000Z-6a7b", "not-a-set")}
+    for folder in left.values():
+        (folder / "part").mkdir(parents=True)
+    with lock.held(rollback.lock_path(mini), "backup"):
+        out = finish(mini, "snapshots")
+        assert "not repaired now: another backup holds the lock" in out and "a rollback restores nothing" in out, out
+        assert status(docker_client, mini, "store") == "exited"
+    out = finish(mini, "snapshots")
+    assert "repaired: started store again, stopped by a backup that died" in out, out
+    everything_runs(docker_client, mini, out)
+    assert [name for name, folder in left.items() if folder.exists()] == ["not-a-set"]  # never a folder of the user's
+    assert out.count("repaired: removed ") == 4, out
+    assert journal.unfinished(mini.snapshots_dir, mini.project_name) == []
+
+
+# --- SIGKILL at each state change (tests/killpoints.py) -----------------------------------
+
+
+def killed(plan, point: int, *args, sig: str = "KILL") -> tuple[int, str, int]:
+    """`doit <args>` killed at its point-th state change (0: run whole; sig="INT": a Ctrl-C
+    there instead): its exit code, its output and how many state changes it had made."""
+    count = plan.path.parent / "killpoints.count"
+    count.unlink(missing_ok=True)
+    env = dict(os.environ, UNDOIT_PLAN=str(plan.path), CI="true")
+    res = subprocess.run([sys.executable, "-m", "tests.killpoints", f"{point}:{sig}", str(count),
+                          "-f", str(KIT / "dodo.py"), "-d", str(KIT), *args],
+                         cwd=KIT, env=env, capture_output=True, text=True, timeout=600)
+    want = 0 if not point else -signal.SIGKILL if sig == "KILL" else errors.INTERRUPTED
+    assert res.returncode == want, (point, (res.stdout + res.stderr)[-3000:])
+    return res.returncode, res.stdout + res.stderr, int(count.read_text()) if count.exists() else point
+
+
+def spread(total: int, n: int) -> list[int]:
+    """n kill points spread over a run of total state changes, early and late alike."""
+    return sorted({max(1, round(total * (i - 0.5) / n)) for i in range(1, n + 1)})
+
+
+def ran(plan, *args) -> tuple[int, str]:
+    proc = doit(plan, *args)
+    out, _ = proc.communicate(timeout=600)
+    return proc.returncode, out
+
+
+def partial_sets(plan) -> list[str]:
+    """What no set may leave on disk: a set folder without its manifest, a scratch folder."""
+    base = plan.snapshots_dir
+    return [p.name for folder in (base, base / snapshots.SAFETY) if folder.is_dir() for p in folder.iterdir()
+            if p.name.startswith((".fetch-", ".prune-"))
+            or (snapshots.SET_ID.fullmatch(p.name) and not (p / snapshots.MANIFEST).exists())]
+
+
+@pytest.mark.long
+def test_a_backup_killed_at_any_state_change_is_repaired_by_doit_snapshots(docker_client, filled):
+    """SIGKILL at 10 points of `doit backup`, then `doit snapshots` (which only reads sets):
+    every service runs again and no partial set is left on disk."""
+    plan, client = filled, docker_client
+    data = volume_path(client, plan, "data")
+
+    def change(i: int) -> None:
+        (data / "bulk.bin").write_bytes(os.urandom(4 << 20))
+        diverge(client, plan, i)
+
+    change(0)
+    total = killed(plan, 0, "backup")[2]
+    seen = {"stopped": 0, "partial": 0}
+    for i, point in enumerate(spread(total, POINTS), 1):
+        change(i)
+        killed(plan, point, "backup")
+        stopped, partial = status(client, plan, "store") != "running", partial_sets(plan)
+        seen["stopped"] += stopped
+        seen["partial"] += bool(partial)
+        code, out = ran(plan, "snapshots")
+        assert code == 0, out[-3000:]
+        everything_runs(client, plan, out)
+        assert partial_sets(plan) == [], (point, out[-3000:])
+        for name in partial:
+            assert f"repaired: removed set {name}, left without its manifest" in out, (point, out[-3000:])
+        if stopped:
+            assert "repaired: started store again" in out, (point, out[-3000:])
+        assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
+    assert seen["stopped"] and seen["partial"], seen  # the points reached both states
+
+
+@pytest.mark.long(2)
+def test_a_rollback_killed_at_any_state_change_is_undone_by_doit_undo(docker_client, filled):
+    """SIGKILL at 10 points of a rollback, then `doit undo` (no repair first): the volume as
+    it was before the killed run, every service running, and a first line that says what
+    undo found: the killed run undone, a run that changed nothing, or no run at all (the
+    earlier rollback, undone already, is never undone twice)."""
+    plan, client = filled, docker_client
+    new = state(client, plan)
+    diverge(client, plan, 0)
+    total = killed(plan, 0, "rollback:vol", "yes=1")[2]
+    assert state(client, plan) == new
+    finish(plan, "undo")
+    seen = {"undone": 0, "nothing": 0, "no record": 0}
+    for i, point in enumerate(spread(total, POINTS), 1):
+        old = diverge(client, plan, i)
+        before = {r["run"] for r in runlog.records(plan)}
+        killed(plan, point, "rollback:vol", "yes=1")
+        mine = [r for r in runlog.records(plan) if r["run"] not in before]
+        code, out = ran(plan, "undo")
+        if not mine:  # killed before its record existed: before it could change anything
+            assert code == errors.FAILED and "was already undone" in out, (point, out[-3000:])
+            seen["no record"] += 1
+        elif not runlog.changed_anything(mine[0]):
+            assert code == 0 and "nothing to undo" in out and "before it changed anything" in out, out[-3000:]
+            seen["nothing"] += 1
+        else:
+            assert code == 0 and f"undoing phase vol of {mine[0]['started']} ({mine[0]['run']}" in out, out[-3000:]
+            assert "interrupted at step" in out or "success" in out, out[-3000:]
+            seen["undone"] += 1
+        assert state(client, plan) == old, (point, out[-3000:])
+        everything_runs(client, plan, out)
+        assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
+    assert seen["undone"] and seen["nothing"], seen
+
+
+@pytest.mark.long(2)
+def test_an_undo_killed_at_any_state_change_is_finished_and_said_so(docker_client, filled):
+    """SIGKILL at 10 points of `doit undo`: `doit repair` says what the dead undo left (never
+    "nothing to repair"), and `doit undo` finishes it, skipping what it had put back and
+    saying so, to the state from before the rollback."""
+    plan, client = filled, docker_client
+    new = state(client, plan)
+    diverge(client, plan, 0)
+    rollback.execute(plan, "vol", yes=True)
+    total = killed(plan, 0, "undo")[2]
+    seen = {"finished": 0, "midway": 0, "done": 0}
+    for i, point in enumerate(spread(total, POINTS), 1):
+        old = diverge(client, plan, i)
+        run = rollback.execute(plan, "vol", yes=True)["run"]  # in this process: only the undo is killed
+        assert state(client, plan) == new
+        _, story, _ = killed(plan, point, "undo")
+        entry = [d for _, d in journal.unfinished(plan.snapshots_dir, plan.project_name) if d.get("undoing") == run]
+        story = f"POINT {point}/{total} KILLED:\n{story}\nREC {runlog.record(plan, run).get('undo')}\nJOURNAL {entry}\n"
+        out = finish(plan, "repair")
+        story += f"REPAIR:\n{out}\n"
+        rec = runlog.record(plan, run)
+        if entry:
+            said = (f"the undo of {run} that died (pid {entry[0]['pid']}" if rec.get("undone")
+                    else f"an undo of {run} died midway (pid {entry[0]['pid']}")
+            assert said in out and "nothing to repair" not in out, (point, out[-3000:])
+        code, out = ran(plan, "undo")
+        if rec.get("undone"):  # killed once its work was done
+            assert code == errors.FAILED and f"the last rollback ({run}) was already undone" in out, out[-3000:]
+            seen["done"] += 1
+        elif rec.get("undo"):
+            assert code == 0 and f"finishing the undo of phase vol of {rec['started']} ({run}) that died" in out
+            seen["midway"] += 1
+        else:  # killed before it began
+            assert code == 0 and f"undoing phase vol of {rec['started']} ({run}, success)" in out, out[-3000:]
+            seen["finished"] += 1
+        assert "left as it is: the rollback died before" not in out, story + out[-3000:]
+        assert state(client, plan) == old, (point, out[-3000:])
+        everything_runs(client, plan, out)
+        assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
+    assert seen["midway"], seen
+
+
+def sandbox_left(client, plan, rec: dict | None) -> list[str]:
+    """What is left of a rehearsal's sandbox: any engine object of the project's sandboxes,
+    and the worktree, scratch folder and parked copies its journal record names."""
+    prefix = f"{plan.project_name}-rehearsal-"
+    left = [c.name for c in client.containers.list(all=True, filters={"name": prefix}) if c.name.startswith(prefix)]
+    left += [v.name for v in client.volumes.list() if v.name.startswith(prefix)]
+    left += [n.name for n in client.networks.list() if n.name.startswith(prefix)]
+    left += [line for line in gitstate.run(plan.root, "worktree", "list", "--porcelain").splitlines()
+             if line.startswith("worktree ") and line != f"worktree {os.path.realpath(plan.root)}"]
+    if rec is not None:
+        left += [p for p in (rec["work"], *rec.get("parked", ())) if Path(p).exists()]
+    return left
+
+
+def live_of(client, plan) -> tuple:
+    label = {"label": f"com.docker.compose.project={plan.project_name}"}
+    return (sorted((c.id, c.status) for c in client.containers.list(all=True, filters=label)),
+            state(client, plan), gitstate.head(plan.root))
+
+
+@pytest.mark.long(3)
+def test_a_rehearsal_killed_at_any_state_change_is_cleaned_up_by_the_next(docker_client, kit_images, tmp_path):
+    """SIGKILL at 5 points of `doit rehearse`, then `doit rehearse`: nothing of the killed
+    sandbox is left (containers, volumes, networks, the worktree, the scratch folder, the
+    copies its drill parked), the live stack untouched, and the next says what it removed."""
+    from scripts import sandboxes
+
+    name = unique()
+    try:
+        plan = make_stack(name, tmp_path, MINI_COMPOSE, VOL_PLAN)
+        (volume_path(docker_client, plan, "files") / "f.txt").write_text("backed up\n")
+        backup.backup(plan)
+        (volume_path(docker_client, plan, "files") / "f.txt").write_text("changed since\n")
+        before = live_of(docker_client, plan)
+        total = killed(plan, 0, "rehearse", "only=vol")[2]
+        cleaned = 0
+        for point in spread(total, 5):
+            killed(plan, point, "rehearse", "only=vol")
+            recs = [d["sandbox"] for _, d in journal.unfinished(plan.snapshots_dir, plan.project_name)
+                    if d.get("what") == "rehearsal"]
+            rec = dict(recs[0]) if recs else None
+            if rec is not None:  # the copies its drill's swap parked, beside the engine's volumes
+                safety, root = Path(rec["work"]) / "snapshots" / snapshots.SAFETY, sandboxes.parked_root(docker_client)
+                rec["parked"] = [str(root / s.name) for s in safety.iterdir()] if safety.is_dir() else []
+                assert sandbox_left(docker_client, plan, rec), point  # the kill left something to clean
+            code, out = ran(plan, "rehearse", "only=vol")
+            assert code == 0, (point, out[-3000:])
+            if rec is not None:
+                assert "left by a rehearsal that died" in out, (point, out[-3000:])
+                cleaned += 1
+            assert sandbox_left(docker_client, plan, rec) == [], (point, out[-3000:])
+            assert live_of(docker_client, plan) == before, point
+            assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
+        assert cleaned >= 3, cleaned  # the points fell where a sandbox existed
+        parked = 0
+        for point in spread(total, 3):  # Ctrl-C: the rehearsal removes all of it on its way out
+            out = killed(plan, point, "rehearse", "only=vol", sig="INT")[1]
+            assert "removing the sandbox" in out and "Traceback" not in out, (point, out[-3000:])
+            sandbox = re.search(rf"rehearsal {plan.project_name}-rehearsal-(\w+): ", out).group(1)
+            log = max(plan.reports_dir.glob("rehearsal-*.log"), key=lambda p: p.stat().st_mtime).read_text()
+            rec = {"work": next(Path(tempfile.gettempdir()).glob(f"undoit-rehearsal-{sandbox}-*"), "/nonexistent"),
+                   "parked": re.findall(r"moved at the swap to (\S+), not copied", log)}
+            assert sandbox_left(docker_client, plan, rec) == [], (point, out[-3000:])
+            parked += bool(rec["parked"])
+            assert not [d for _, d in journal.unfinished(plan.snapshots_dir, plan.project_name)], point
+            assert live_of(docker_client, plan) == before, point
+        assert parked, "no Ctrl-C came after the drill parked a copy"
+    finally:
+        sweep(docker_client, name)

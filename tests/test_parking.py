@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from scripts import backup, journal, restore, rollback, snapshots, volumes
+from scripts import backup, journal, restore, rollback, snapshots, undo, volumes
 from scripts.plan import Procedure, Step
 
 from .conftest import volume_path
@@ -57,7 +57,7 @@ def test_the_replaced_contents_are_moved_into_the_safety_set_and_undo_puts_them_
     assert snapshots.check_set(safety) == []  # its listing matches the folder
     assert not list(files.parent.glob(f"{volumes.STAGING_PREFIX}*"))
 
-    undone = rollback.undo(plan)
+    undone = undo.undo(plan)
     assert undone["volumes"] == ["files"]
     assert contents(files) == before
     assert not parked.exists()  # moved back in, not copied
@@ -85,11 +85,11 @@ def test_a_run_killed_between_the_swap_and_the_move_leaves_the_contents_to_the_n
     assert len(stranded) == 1 and contents(stranded[0]) == before  # still there, in the volume's folder
     said = journal.repair_for(plan)
     assert any("as its safety copy" in line for line in said), said
-    safety = snapshots.get_set(plan.snapshots_dir, rollback.last_record(plan)["safety_sets"][0])
+    safety = snapshots.get_set(plan.snapshots_dir, undo.last_record(plan)["safety_sets"][0])
     assert contents(safety.parked_path("files")) == before
     assert (files / "doc.txt").read_text() == "v1\n"
     assert not list(files.parent.glob(f"{volumes.STAGING_PREFIX}*"))
-    rollback.undo(plan)
+    undo.undo(plan)
     assert contents(files) == before
 
 
@@ -107,7 +107,7 @@ def test_a_run_killed_before_the_swap_leaves_the_volume_as_it_was(docker_client,
     assert any("keeps its contents" in line for line in said), said
     assert contents(files) == before
     assert not list(files.parent.glob(f"{volumes.STAGING_PREFIX}*"))  # the build that was never swapped in
-    safety = snapshots.get_set(plan.snapshots_dir, rollback.last_record(plan)["safety_sets"][0])
+    safety = snapshots.get_set(plan.snapshots_dir, undo.last_record(plan)["safety_sets"][0])
     assert not safety.parked_path("files").exists()
-    undone = rollback.undo(plan)
+    undone = undo.undo(plan)
     assert undone["volumes"] == [] and contents(files) == before

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from scripts import backup, cycles, gitstate, restore, rollback, snapshots
+from scripts import backup, cycles, gitstate, restore, rollback, snapshots, undo
 
 from .conftest import KIT, make_stack, sweep, unique
 
@@ -348,7 +348,7 @@ def test_undo_recreates_what_the_compose_file_describes_and_counts_agree(docker_
         report = json.loads((plan.reports_dir / f"{rec['run']}.json").read_text())
         assert "1 overwritten or removed" in report["steps"][0]["what"]
         assert "Running" in dry_run(compose) and "Recreate" not in dry_run(compose)
-        rollback.undo(plan)
+        undo.undo(plan)
         assert (plan.root / "docker-compose.yml").read_text() == changed
         dry = dry_run(compose)
         assert "Running" in dry and "Recreate" not in dry and "Creat" not in dry, dry
