@@ -449,13 +449,33 @@ def repair_if_free(plan) -> list[str]:
             return []
 
 
+class _Compose:
+    """The plan's compose, made when a repair first needs it: most find nothing to do, and
+    a project that is not there yet (a fetch before the clone) has no compose file."""
+
+    def __init__(self, plan):
+        self.plan, self.made = plan, None
+
+    def _get(self):
+        from .compose import for_plan
+
+        if self.made is None:
+            self.made = for_plan(self.plan)
+        return self.made
+
+    def __call__(self, *args, **kw):
+        return self._get()(*args, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._get(), name)
+
+
 def repair_for(plan) -> list[str]:
     """repair(), for a task that holds the lock: what it did, one line each."""
     from . import engine
-    from .compose import for_plan
     from .progress import say
 
-    said = repair(plan, engine.client(), for_plan(plan))
+    said = repair(plan, engine.client(), _Compose(plan))
     for line in said:
         say(line)
     return said
