@@ -2,16 +2,16 @@
 
 import sys
 
-from scripts import interrupts as _interrupts
+from scripts.cli import interrupts as _interrupts
 
 _interrupts.quiet()  # before the rest of the kit loads: a Ctrl-C while loading is one line, not a traceback
 
 from doit import get_var  # noqa: E402
 
-from scripts import params as _params  # noqa: E402
-from scripts import tasks as _tasks  # noqa: E402
-from scripts import plan as _plan  # noqa: E402
-from scripts import redact as _redact  # noqa: E402
+from scripts.cli import params as _params  # noqa: E402
+from scripts.cli import tasks as _tasks  # noqa: E402
+from scripts.plan import plan as _plan  # noqa: E402
+from scripts.output import redact as _redact  # noqa: E402
 from scripts.errors import UndoitError  # noqa: E402
 
 DOIT_CONFIG = {

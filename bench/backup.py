@@ -29,7 +29,7 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
-from scripts import engine, images  # noqa: E402
+from scripts.stack import engine, images  # noqa: E402
 
 from common import busybox_image, empty, fill, journal_less_ext4, timed  # noqa: E402
 
@@ -131,7 +131,7 @@ def run(client, bb, tag, vol_name, work: Path, args) -> None:
 
 def make_project(work: Path, tag: str, vol_name: str) -> Path:
     """A compose project whose one (never started) service mounts the bench volume, in a git repo."""
-    from scripts import gitstate
+    from scripts.repo import gitstate
 
     root = work / "project"
     root.mkdir()
@@ -149,7 +149,8 @@ def make_project(work: Path, tag: str, vol_name: str) -> Path:
 
 
 def restore_child(snap: str, vol_name: str) -> None:
-    from scripts import restore, snapshots
+    from scripts.rollback import restore
+    from scripts.store import snapshots
 
     sets = [s for s in snapshots.all_sets(Path(snap)) if s.complete]
     restore.restore_volume(engine.client(), sets[-1], "data", target=vol_name)

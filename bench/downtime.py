@@ -38,7 +38,7 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
-from scripts import engine, images  # noqa: E402
+from scripts.stack import engine, images  # noqa: E402
 
 from common import busybox_image, remove_pins  # noqa: E402
 
@@ -183,7 +183,7 @@ def main() -> None:
     finally:
         subprocess.run([*compose, "down", "--volumes", "--remove-orphans"], capture_output=True)
         remove_pins(client, name)
-        from scripts import restore
+        from scripts.rollback import restore
 
         restore.discard_safety_sets(work / "snapshots")
         shutil.rmtree(work, ignore_errors=True)

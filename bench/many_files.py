@@ -27,7 +27,9 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
-from scripts import engine, gitstate, images, restore  # noqa: E402
+from scripts.repo import gitstate  # noqa: E402
+from scripts.rollback import restore
+from scripts.stack import engine, images
 
 from common import remove_pins, timed  # noqa: E402
 

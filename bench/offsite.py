@@ -29,9 +29,12 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
-from scripts import backup, engine, gitstate, images, offsite  # noqa: E402
-from scripts import plan as planmod  # noqa: E402
-from scripts.compose import Compose  # noqa: E402
+from scripts.backup import backup  # noqa: E402
+from scripts.offsite import offsite
+from scripts.repo import gitstate
+from scripts.stack import engine, images
+from scripts.plan import plan as planmod  # noqa: E402
+from scripts.stack.compose import Compose  # noqa: E402
 
 sys.path.insert(0, str(KIT / "bench"))
 from common import fill, remove_pins  # noqa: E402

@@ -21,9 +21,12 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
-from scripts import backup, demo, engine, rehearse  # noqa: E402
-from scripts import plan as planmod  # noqa: E402
-from scripts.compose import for_plan  # noqa: E402
+from scripts import demo  # noqa: E402
+from scripts.backup import backup
+from scripts.rehearse import rehearse
+from scripts.stack import engine
+from scripts.plan import plan as planmod  # noqa: E402
+from scripts.stack.compose import for_plan  # noqa: E402
 
 sys.path.insert(0, str(KIT / "bench"))
 from common import remove_pins  # noqa: E402

@@ -41,7 +41,8 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
-from scripts import engine, images, restore  # noqa: E402
+from scripts.rollback import restore  # noqa: E402
+from scripts.stack import engine, images
 
 from common import busybox_image, drop_caches, fill, journal_less_ext4, remove_pins, timed  # noqa: E402
 
@@ -174,7 +175,7 @@ def main() -> None:
 
 
 def run(client, bb, name: str, work: Path, args) -> None:
-    from scripts import gitstate
+    from scripts.repo import gitstate
 
     rng = random.Random(11)
     root = work / "project"

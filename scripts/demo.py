@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from . import gitstate
-from .compose import for_plan
+from .repo import gitstate
+from .stack.compose import for_plan
 from .errors import UndoitError
-from .plan import KIT_ROOT, Plan
+from .plan.plan import KIT_ROOT, Plan
 
 DEMO_SOURCE = KIT_ROOT / "demo"
 DEMO_ROOT = KIT_ROOT / ".undoit" / "demo"  # where phases.toml's [project] root points

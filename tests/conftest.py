@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts import demo, engine, gitstate, images
-from scripts import plan as planmod
-from scripts.compose import Compose, for_plan
+from scripts import demo
+from scripts.repo import gitstate
+from scripts.stack import engine, images
+from scripts.plan import plan as planmod
+from scripts.stack.compose import Compose, for_plan
 
 KIT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +39,7 @@ def pytest_collection_modifyitems(items):
 def _parked_folders() -> set[Path]:
     """The folders safety sets keep swapped-out volumes in, under the engine's data root
     (scripts/volumes.park_folder)."""
-    from scripts import volumes
+    from scripts.stack import volumes
 
     try:
         root = Path(engine.client().info()["DockerRootDir"]) / volumes.PARKED
@@ -259,7 +261,7 @@ def mini(docker_client, kit_images, tmp_path):
 
 def volume_path(client, plan, key) -> Path:
     """Host directory of a plan volume (tests write into volumes directly)."""
-    from scripts import volumes
+    from scripts.stack import volumes
 
     ref = volumes.resolve(client, plan.project_name, [key])[key]
     return Path(client.api.inspect_volume(ref.name)["Mountpoint"])
@@ -290,7 +292,7 @@ def demo_plan_file(tmp: Path, name: str) -> Path:
 @contextlib.contextmanager
 def live_demo(client, tmp: Path, prefix: str):
     """A demo of its own, up, seeded, settled and backed up; swept afterwards."""
-    from scripts import backup
+    from scripts.backup import backup
 
     name = unique(prefix)
     demo.materialize(tmp / "demo")

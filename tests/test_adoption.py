@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from scripts import gitstate
+from scripts.repo import gitstate
 
 from .conftest import KIT, sweep, unique
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts import backup, gitstate, rollback
-from scripts import plan as planmod
-from scripts.compose import discover, for_plan
+from scripts.backup import backup
+from scripts.repo import gitstate
+from scripts.rollback import rollback
+from scripts.plan import plan as planmod
+from scripts.stack.compose import discover, for_plan
 from scripts.errors import UndoitError
 
 from .conftest import sweep, unique
@@ -258,7 +260,7 @@ def test_a_bind_mounted_data_folder_is_backed_up_and_restored_like_a_volume(dock
         safety = rec["safety_sets"]
         assert safety, rec  # what the restore replaced was kept first
         # rehearsed like a volume: the sandbox gets its own copy of the folder, the live one is left
-        from scripts import rehearse
+        from scripts.rehearse import rehearse
 
         (root / "data" / "live-only.txt").write_text("live\n")
         report = rehearse.rehearse(plan)

@@ -7,7 +7,7 @@ import tarfile
 import pytest
 import zstandard
 
-from scripts import archive
+from scripts.store import archive, entries, listings
 from scripts.errors import UndoitError
 
 
@@ -66,36 +66,36 @@ def test_host_archive_listing_round_trip(tmp_path):
     assert {e.path for e in written} >= {b".", b"d", b"d/f", b"hl", b"sl", b"p", b"n\xff"}
     entry = {e.path: e for e in written}[b"d/f"]
     assert entry.mtime_ns == 1_600_000_000_000_000_007
-    assert archive.Entry.from_line(entry.line()) == entry
+    assert entries.Entry.from_line(entry.line()) == entry
 
 
 def test_diff_names_a_content_change_with_the_same_size_and_mtime():
-    a = [archive.Entry(b"x", "f", 1, 0o644, 0, 0, 5, b"", "aa")]
-    assert archive.diff(a, [archive.Entry(b"x", "f", 1, 0o644, 0, 0, 5, b"", "bb")]) == \
+    a = [entries.Entry(b"x", "f", 1, 0o644, 0, 0, 5, b"", "aa")]
+    assert listings.diff(a, [entries.Entry(b"x", "f", 1, 0o644, 0, 0, 5, b"", "bb")]) == \
         ["x: content differs (same size and mtime)"]
-    assert archive.diff(a, [archive.Entry(b"x", "f", 1, 0o644, 0, 0, 5)]) == []  # a walk: no digest
+    assert listings.diff(a, [entries.Entry(b"x", "f", 1, 0o644, 0, 0, 5)]) == []  # a walk: no digest
 
 
 def test_listing_lines_without_digests_still_read():
-    old = archive.Entry.from_line('["a", "f", 1, "0o644", 0, 0, 5, ""]')
-    assert old.digest == "" and archive.Entry.from_line(old.line()) == old
+    old = entries.Entry.from_line('["a", "f", 1, "0o644", 0, 0, 5, ""]')
+    assert old.digest == "" and entries.Entry.from_line(old.line()) == old
 
 
 def test_diff_names_what_differs():
-    a = [archive.Entry(b"x", "f", 1, 0o644, 0, 0, 5)]
-    b = [archive.Entry(b"x", "f", 2, 0o644, 0, 0, 5), archive.Entry(b"y", "f", 1, 0o644, 0, 0, 5)]
-    out = archive.diff(a, b)
+    a = [entries.Entry(b"x", "f", 1, 0o644, 0, 0, 5)]
+    b = [entries.Entry(b"x", "f", 2, 0o644, 0, 0, 5), entries.Entry(b"y", "f", 1, 0o644, 0, 0, 5)]
+    out = listings.diff(a, b)
     assert out[0].startswith("x: size 1->2") and out[1] == "unexpected y"
 
 
 def test_parse_ns():
-    assert archive.parse_ns("1700000000.5") == 1_700_000_000_500_000_000
-    assert archive.parse_ns("12") == 12_000_000_000
+    assert entries.parse_ns("1700000000.5") == 1_700_000_000_500_000_000
+    assert entries.parse_ns("12") == 12_000_000_000
 
 
 def test_scanner_is_blind_to_chunk_boundaries_and_long_names(tmp_path):
     """GNU long names and pax names, fed whole or a few bytes at a time: one listing."""
-    from scripts.tarscan import TarScanner
+    from scripts.store.tarscan import TarScanner
 
     long_dir = "./" + "d" * 120
     for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
@@ -118,7 +118,7 @@ def test_scanner_is_blind_to_chunk_boundaries_and_long_names(tmp_path):
 
 
 def test_scanner_refuses_truncated_and_damaged_archives():
-    from scripts.tarscan import TarScanner
+    from scripts.store.tarscan import TarScanner
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:

@@ -14,8 +14,12 @@ from unittest import mock
 
 import pytest
 
-from scripts import archive, backup, cycles, gitstate, listings, restore, snapshots, volumes
-from scripts.compose import for_plan
+from scripts.backup import backup, cycles
+from scripts.repo import gitstate
+from scripts.rollback import restore
+from scripts.stack import volumes
+from scripts.store import archive, listings, snapshots
+from scripts.stack.compose import for_plan
 from scripts.errors import UndoitError
 
 from .conftest import KIT, replaced_contents_gone, volume_path
@@ -67,7 +71,7 @@ def test_special_files_round_trip(docker_client, mini, use_host, monkeypatch):
     original = volumes.listing(docker_client, name)
     with mock.patch.object(volumes, "host_path", volumes.host_path if use_host else (lambda *a: None)):
         s = backup.backup(mini)
-        assert archive.diff(original, s.listing("files")) == []
+        assert listings.diff(original, s.listing("files")) == []
         compose(mini).stop(["app"])
         files = volume_path(docker_client, mini, "files")
         (files / "db" / "page").write_bytes(b"damaged")
@@ -79,7 +83,7 @@ def test_special_files_round_trip(docker_client, mini, use_host, monkeypatch):
     assert done["staged"] is use_host
     assert replaced_contents_gone(volume_path(docker_client, mini, "files").parent) == ["_data"]
     restored = volumes.listing(docker_client, name)
-    assert archive.diff(original, restored) == []
+    assert listings.diff(original, restored) == []
     assert restored == original
     page = volume_path(docker_client, mini, "files") / "db" / "page"
     assert os.stat(page).st_mtime_ns == 1_700_000_000_987_654_321
@@ -187,7 +191,8 @@ def test_sigkill_midway_leaves_no_valid_set(docker_client, mini, tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(KIT)!r})
-        from scripts import plan, backup
+        from scripts.backup import backup
+        from scripts.plan import plan
         p = plan.load({str(mini.path)!r}, env={{}})
         def slow(key):
             if key == "files":

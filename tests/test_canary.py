@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts import errors, gitstate, snapshots
-from scripts import plan as planmod
-from scripts.compose import for_plan
+from scripts import errors
+from scripts.repo import gitstate
+from scripts.store import snapshots
+from scripts.plan import plan as planmod
+from scripts.stack.compose import for_plan
 
 from .conftest import KIT, MINI_COMPOSE, sweep, unique, volume_path
 from .test_redact import written_forms

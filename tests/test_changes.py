@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts import changes, gitstate
-from scripts import plan as planmod
-from scripts.compose import for_plan
+from scripts.rehearse import changes
+from scripts.repo import gitstate
+from scripts.plan import plan as planmod
+from scripts.stack.compose import for_plan
 from scripts.errors import DRILL_FAILED, UndoitError
 
 from .conftest import KIT, make_stack, sweep, unique

@@ -8,7 +8,10 @@ import shutil
 
 import pytest
 
-from scripts import backup, gitstate, rollback, volumes
+from scripts.backup import backup
+from scripts.repo import gitstate
+from scripts.rollback import rollback
+from scripts.stack import volumes
 from scripts.errors import UndoitError
 
 from .conftest import volume_path
@@ -39,7 +42,7 @@ def _swap(a, b):
 
 
 def _sha(p):
-    from scripts import archive
+    from scripts.store import archive
 
     return archive.sha256_file(p)
 
@@ -91,7 +94,7 @@ def test_every_damage_is_refused_before_any_live_change(docker_client, mini):
     # a full rollback that restores both volumes (mini's own restores files only)
     from dataclasses import replace
 
-    from scripts.plan import Procedure, Step
+    from scripts.plan.plan import Procedure, Step
 
     full = Procedure(id="full", title="everything", kind="full", steps=(
         Step("stop", {"services": ["store", "app"]}), Step("restore-volumes", {"volumes": ["data", "files"]}),

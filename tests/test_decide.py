@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scripts import plan as planmod
-from scripts.decide import decide
+from scripts.plan import plan as planmod
+from scripts.plan.decide import decide
 
 KIT = Path(__file__).resolve().parent.parent
 PLAN = planmod.load(KIT / "phases.toml", env={})

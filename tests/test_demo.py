@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from scripts import demo
-from scripts.compose import for_plan
+from scripts.stack.compose import for_plan
 
 from .conftest import health, wait_health
 

@@ -8,8 +8,10 @@ import subprocess
 
 import pytest
 
-from scripts import changes, demo, gitstate
-from scripts.compose import for_plan
+from scripts import demo
+from scripts.rehearse import changes
+from scripts.repo import gitstate
+from scripts.stack.compose import for_plan
 from scripts.errors import UndoitError
 
 PHASES = [f"phase{i}" for i in range(1, 12)]

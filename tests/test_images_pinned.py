@@ -8,9 +8,12 @@ import subprocess
 
 import pytest
 
-from scripts import backup, gitstate, pins, rollback
-from scripts import plan as planmod
-from scripts.compose import for_plan
+from scripts.backup import backup
+from scripts.repo import gitstate
+from scripts.rollback import rollback
+from scripts.stack import pins
+from scripts.plan import plan as planmod
+from scripts.stack.compose import for_plan
 from scripts.errors import UndoitError
 
 from .conftest import sweep, unique
@@ -52,7 +55,7 @@ steps = [{{ do = "up" }}]
 
 def build(client, tag: str, release: str) -> str:
     """A tiny image of the test's own (one label on the kit's app image), built offline."""
-    from scripts.images import names
+    from scripts.stack.images import names
 
     dockerfile = f"FROM {names()['app']}\nLABEL release={release}\n"
     image, _ = client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="none", rm=True)

@@ -14,10 +14,10 @@ from dataclasses import replace
 
 import pytest
 
-from scripts import archive, listings, snapshots
-from scripts.archive import Entry
+from scripts.store import archive, listings, snapshots
+from scripts.store.entries import BY_PATH, Entry, listing_bytes, shown
 from scripts.errors import UndoitError
-from scripts.tarscan import TarScanner
+from scripts.store.tarscan import TarScanner
 
 
 @pytest.fixture(autouse=True)
@@ -41,12 +41,12 @@ def entries(n: int, seed: int = 3) -> list[Entry]:
 def test_a_spilled_listing_is_the_sorted_listing_with_its_digests():
     es = entries(100)
     got = listings.build(es)
-    assert got.path.read_bytes() == archive.listing_bytes(es)
-    assert got.digest == hashlib.sha256(archive.listing_bytes(es)).hexdigest()
-    assert got.fingerprint == archive.fingerprint(es)  # computed while merging, without parsing
+    assert got.path.read_bytes() == listing_bytes(es)
+    assert got.digest == hashlib.sha256(listing_bytes(es)).hexdigest()
+    assert got.fingerprint == listings.fingerprint(es)  # computed while merging, without parsing
     assert (len(got), got.total, got.root) == (101, sum(e.size for e in es), es[[e.path for e in es].index(b".")])
-    assert list(got) == sorted(es, key=archive.BY_PATH)
-    assert got == es and archive.diff(es, got) == []
+    assert list(got) == sorted(es, key=BY_PATH)
+    assert got == es and listings.diff(es, got) == []
 
 
 def test_no_file_is_left_behind_even_by_a_killed_run():
@@ -68,9 +68,9 @@ def test_a_set_listing_file_reads_back_with_the_same_digest(tmp_path):
     es = entries(40)
     digest = snapshots.write_listing(tmp_path / "v.listing", listings.build(es))
     back = snapshots.read_listing_file(tmp_path / "v.listing")
-    assert back.digest == digest == archive.listing_digest(es)
+    assert back.digest == digest == listings.listing_digest(es)
     assert back.root.path == b"." and len(back) == 41 and back.total == sum(e.size for e in es)
-    assert back.fingerprint == archive.fingerprint(es)
+    assert back.fingerprint == listings.fingerprint(es)
 
 
 def test_hard_links_get_their_targets_size_and_digest_across_runs():
@@ -89,14 +89,14 @@ def test_hard_links_get_their_targets_size_and_digest_across_runs():
 
 
 def test_diff_walks_both_sides_and_names_each_difference():
-    es = sorted(entries(20), key=archive.BY_PATH)
+    es = sorted(entries(20), key=BY_PATH)
     changed = [replace(es[3], size=es[3].size + 1), *es[5:]] + [Entry(b"zz-new", "f", 0, 0o644, 0, 0, 1)]
-    out = archive.diff(listings.build(es), listings.build(changed), limit=10)
-    shown = [archive._show(e.path) for e in es]
+    out = listings.diff(listings.build(es), listings.build(changed), limit=10)
+    shown = [shown(e.path) for e in es]
     assert out[0] == f"missing {shown[0]}"
     assert f"{shown[3]}: size {es[3].size}->{es[3].size + 1}" in out
     assert len(out) == 6 and out[-1] == "unexpected zz-new"  # 4 missing, 1 changed, 1 new
-    assert archive.diff(es, listings.build(es)) == []
+    assert listings.diff(es, listings.build(es)) == []
 
 
 def tar_of(members: list[tuple[str, bytes | None, str | None]]) -> bytes:
@@ -142,13 +142,13 @@ def test_lines_compared_unparsed_agree_with_entries_compared():
     """The fast path (lines alike skipped unparsed) finds what comparing entries finds:
     a digest on one side only is no difference, a different digest or mtime is one, and a
     symlink whose target looks like a digest is not taken for a file with one."""
-    base = sorted(entries(30), key=archive.BY_PATH)
+    base = sorted(entries(30), key=BY_PATH)
     link = Entry(b"ln", "l", 0, 0, 0, 0, 5, b"ab" * 32)
     walked = [replace(e, digest="") for e in base] + [link]
     other = [replace(e, digest="cd" * 32) if e.digest else e for e in base] + [replace(link, target=b"cd" * 32)]
     for a, b in [(base + [link], walked), (base + [link], other), (walked, other),
                  (base, [replace(e, mtime_ns=e.mtime_ns + 1) if i % 7 == 0 else e for i, e in enumerate(base)])]:
-        assert archive.diff(listings.build(a), listings.build(b), limit=100) == archive.diff(a, b, limit=100)
-    assert archive.diff(listings.build(base + [link]), listings.build(walked)) == []
-    assert len(archive.diff(listings.build(base + [link]), listings.build(other), limit=100)) == 1 + sum(
+        assert listings.diff(listings.build(a), listings.build(b), limit=100) == listings.diff(a, b, limit=100)
+    assert listings.diff(listings.build(base + [link]), listings.build(walked)) == []
+    assert len(listings.diff(listings.build(base + [link]), listings.build(other), limit=100)) == 1 + sum(
         1 for e in base if e.digest)

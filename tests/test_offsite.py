@@ -18,9 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from scripts import backup, gitstate, offsite
-from scripts import plan as planmod
-from scripts.compose import Compose
+from scripts.backup import backup
+from scripts.offsite import offsite
+from scripts.store import restic
+from scripts.repo import gitstate
+from scripts.plan import plan as planmod
+from scripts.stack.compose import Compose
 
 from .conftest import KIT, ssh_server, sweep, unique
 
@@ -221,7 +224,7 @@ def test_a_second_cycle_sends_little_more_than_what_changed(docker_client, kit_i
     # would pass 5%
     plan, compose, folder = vault_stack(docker_client, tmp_path, rest_server, mib=128)
     try:
-        offsite.Repo(plan).init()
+        restic.Repo(plan).init()
         backup.backup(plan)
         first = offsite.send(plan)
         assert len(first["sent"]) == 1 and first["bytes_added"] > 120 << 20
@@ -306,7 +309,7 @@ def test_a_full_repository_is_one_line(docker_client, kit_images, tmp_path):
 
 
 def test_prune_here_and_offsite_keeps_what_rollbacks_need(docker_client, kit_images, tmp_path):
-    from scripts import snapshots
+    from scripts.store import snapshots
 
     plan, _compose, folder = vault_stack(docker_client, tmp_path, str(tmp_path / "repo"))
 
@@ -340,7 +343,7 @@ def test_prune_here_and_offsite_keeps_what_rollbacks_need(docker_client, kit_ima
         assert f"keep   {n1}" in out and f"holds archives set {b2} uses" in out
         assert "removed 1 set(s)" in out and "1 forgotten offsite" in out
         assert set(sets()) == {n1, b2, b3}
-        assert set(offsite.Repo(plan).sets()) == {n1, b2, b3}
+        assert set(restic.Repo(plan).sets()) == {n1, b2, b3}
         doit(plan.path, "verify", f"set={b2}")  # its archive, in n1, is whole (exit 0)
         out = doit(plan.path, "rollback:blobs", "yes=1", f"set={b2}")
         assert "outcome: success" in out

@@ -9,8 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from scripts import backup, journal, restore, rollback, snapshots, undo, volumes
-from scripts.plan import Procedure, Step
+from scripts.backup import backup
+from scripts.rollback import repair, restore, rollback, undo
+from scripts.stack import volumes
+from scripts.store import snapshots
+from scripts.plan.plan import Procedure, Step
 
 from .conftest import volume_path
 
@@ -83,7 +86,7 @@ def test_a_run_killed_between_the_swap_and_the_move_leaves_the_contents_to_the_n
     monkeypatch.undo()
     stranded = list(files.parent.glob(f"{volumes.STAGING_PREFIX}*"))
     assert len(stranded) == 1 and contents(stranded[0]) == before  # still there, in the volume's folder
-    said = journal.repair_for(plan)
+    said = repair.repair_for(plan)
     assert any("as its safety copy" in line for line in said), said
     safety = snapshots.get_set(plan.snapshots_dir, undo.last_record(plan)["safety_sets"][0])
     assert contents(safety.parked_path("files")) == before
@@ -103,7 +106,7 @@ def test_a_run_killed_before_the_swap_leaves_the_volume_as_it_was(docker_client,
     with pytest.raises(KeyboardInterrupt):
         rollback.execute(plan, "files", yes=True)
     monkeypatch.undo()
-    said = journal.repair_for(plan)
+    said = repair.repair_for(plan)
     assert any("keeps its contents" in line for line in said), said
     assert contents(files) == before
     assert not list(files.parent.glob(f"{volumes.STAGING_PREFIX}*"))  # the build that was never swapped in

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import plan as planmod
+from scripts.plan import plan as planmod
 from scripts.errors import UndoitError
 
 KIT = Path(__file__).resolve().parent.parent

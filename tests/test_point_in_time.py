@@ -11,7 +11,10 @@ import time
 
 import pytest
 
-from scripts import backup, cycles, gitstate, restore, rollback, snapshots, undo
+from scripts.backup import backup, cycles
+from scripts.repo import gitstate
+from scripts.rollback import restore, rollback, undo
+from scripts.store import snapshots
 
 from .conftest import KIT, make_stack, sweep, unique
 
@@ -120,7 +123,7 @@ def ledger(docker_client, kit_images, tmp_path):
 
 
 def sql(plan, query: str, service: str = "books") -> str:
-    from scripts.compose import for_plan
+    from scripts.stack.compose import for_plan
 
     return for_plan(plan).exec(service, "psql", "-U", "postgres", "-d", "ledger", "-Atc", query).strip()
 
@@ -217,7 +220,7 @@ def test_a_backup_tag_that_moved_stops_the_run_naming_both_commits(docker_client
 
 @pytest.mark.long
 def test_a_continuous_writer_loses_no_row_over_ten_backups(docker_client, ledger):
-    from scripts.compose import for_plan
+    from scripts.stack.compose import for_plan
 
     compose = for_plan(ledger)
 
@@ -310,7 +313,7 @@ steps = [{{ do = "restore-files", paths = ["."] }}]
 
 def dry_run(compose) -> str:
     """What `docker compose up --dry-run` would do (it reports on stderr)."""
-    from scripts.compose import compose_argv
+    from scripts.stack.compose import compose_argv
 
     argv = [*compose_argv(), "--project-name", compose.project, "--project-directory", str(compose.root),
             "up", "--dry-run", "--detach"]
@@ -322,7 +325,7 @@ def test_undo_recreates_what_the_compose_file_describes_and_counts_agree(docker_
                                                                          capsys):
     import json
 
-    from scripts.compose import for_plan
+    from scripts.stack.compose import for_plan
 
     name = unique("und")
     try:
@@ -357,8 +360,8 @@ def test_undo_recreates_what_the_compose_file_describes_and_counts_agree(docker_
 
 
 def test_volume_matches_fails_on_same_size_content_changes_and_extra_files(docker_client, mini):
-    from scripts import checks
-    from scripts.plan import Check
+    from scripts.rollback import checks
+    from scripts.plan.plan import Check
 
     from .conftest import volume_path
 

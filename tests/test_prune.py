@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from scripts.prune import decide
-from scripts.snapshots import SnapshotSet
+from scripts.offsite.prune import decide
+from scripts.store.snapshots import SnapshotSet
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 

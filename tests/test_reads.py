@@ -9,8 +9,10 @@ from dataclasses import replace
 
 import pytest
 
-from scripts import archive, backup, restore, rollback
-from scripts.plan import Procedure, Step
+from scripts.backup import backup
+from scripts.rollback import restore, rollback
+from scripts.store import archive
+from scripts.plan.plan import Procedure, Step
 
 from .conftest import volume_path
 
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.docker
 
 @pytest.mark.parametrize("path", ["staged", "in place"])
 def test_archive_reads_per_rollback(docker_client, mini, monkeypatch, capsys, path):
-    from scripts import volumes
+    from scripts.stack import volumes
 
     if path == "in place":
         monkeypatch.setattr(volumes, "stage", lambda *a, **k: None)

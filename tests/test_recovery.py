@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts import gitstate, offsite, snapshots
-from scripts import plan as planmod
-from scripts.compose import for_plan
+from scripts.store import restic
+from scripts.repo import gitstate
+from scripts.store import snapshots
+from scripts.plan import plan as planmod
+from scripts.stack.compose import for_plan
 
 from .conftest import KIT, sweep, unique
 
@@ -133,7 +135,7 @@ def git(root, *args):
 def image(client, tag: str, label: str) -> str:
     """A web image of the test's own, built offline from the kit's app image (another id
     per label: each cycle's set pins its own)."""
-    from scripts import images
+    from scripts.stack import images
 
     dockerfile = f"FROM {images.prefix()}/app:latest\nLABEL atelier.cycle={label}\n"
     subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, text=True, check=True,
@@ -280,7 +282,7 @@ def test_a_lost_machine_recovers_the_newest_point_in_time_in_a_fresh_clone(docke
     assert f"keep   {newest.id}" in out and "in the current cycle" in out
     left = {s.id for s in snapshots.all_sets(cplan.snapshots_dir, name) if s.complete}
     assert left == {newest.id}
-    assert set(offsite.Repo(cplan).sets()) == {newest.id}
+    assert set(restic.Repo(cplan).sets()) == {newest.id}
     assert len(snapshots.safety_sets(cplan.snapshots_dir)) == 1  # the last rollback's: undo needs it
     assert not [t for t in docker_client.images.get(ids[0]).tags if t.startswith("undoit-pin/")]
     assert [t for t in docker_client.images.get(ids[1]).tags if t.startswith(f"undoit-pin/{name}:")]

@@ -9,7 +9,7 @@ import json
 from urllib.parse import quote, quote_plus
 from xml.sax.saxutils import escape
 
-from scripts.redact import MASK, Masked, Redactor
+from scripts.output.redact import MASK, Masked, Redactor
 
 # a value every escaping changes: quotes, &, <, >, /, +, %, a space, non-ASCII
 VALUE = 'Sm7P"q&w<x> Y/z+K%e9\u00e9'

@@ -11,8 +11,11 @@ import time
 
 import pytest
 
-from scripts import backup, cycles, gitstate, rehearse, volumes
-from scripts.compose import for_plan
+from scripts.backup import backup, cycles
+from scripts.rehearse import rehearse
+from scripts.repo import gitstate
+from scripts.stack import volumes
+from scripts.stack.compose import for_plan
 from scripts.errors import INTERRUPTED, UndoitError
 
 from .conftest import KIT, live_demo

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import compose, engine
+from scripts.stack import compose, engine
 from scripts.errors import UndoitError
 
 KIT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts import archive, backup, gitstate, lock, rollback, runlog, snapshots, volumes
+from scripts.backup import backup
+from scripts.repo import gitstate
+from scripts.rollback import rollback, runlog
+from scripts.stack import volumes
+from scripts.store import listings, lock, snapshots
 from scripts.errors import NO_BACKUP, ROLLBACK_FAILED, UndoitError
 
 from .conftest import KIT, make_stack, sweep, unique, volume_path
@@ -179,7 +183,7 @@ def commit(root: Path, message: str) -> None:
 def fingerprint(docker_client, plan) -> dict:
     """Everything a rollback could change: volumes, containers, repo."""
     label = {"label": f"com.docker.compose.project={plan.project_name}"}
-    vols = {v.name: archive.fingerprint(volumes.listing(docker_client, v.name))
+    vols = {v.name: listings.fingerprint(volumes.listing(docker_client, v.name))
             for v in docker_client.volumes.list(filters=label)}
     cons = sorted((c.name, c.id, c.status) for c in docker_client.containers.list(all=True, filters=label))
     nets = sorted(n.id for n in docker_client.networks.list(filters=label))

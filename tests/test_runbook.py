@@ -12,9 +12,11 @@ import hashlib
 
 import pytest
 
-from scripts import changes, checks, gitstate, rollback
-from scripts import plan as planmod
-from scripts.compose import for_plan
+from scripts.rehearse import changes
+from scripts.repo import gitstate
+from scripts.rollback import checks, rollback
+from scripts.plan import plan as planmod
+from scripts.stack.compose import for_plan
 
 from .conftest import KIT, live_demo
 

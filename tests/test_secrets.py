@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from scripts import gitstate
-from scripts import plan as planmod
-from scripts.compose import for_plan
+from scripts.repo import gitstate
+from scripts.plan import plan as planmod
+from scripts.stack.compose import for_plan
 
 from .conftest import KIT, sweep, unique
 

@@ -1,0 +1,188 @@
+"""A phase's change, applied in a rehearsal's sandbox: its commits, then its steps.
+
+The commits are cherry-picked onto the sandbox's HEAD as they are (a phase of two
+commits stays two, so a plan that assumed one, the runbook's `HEAD~1`, fails its drill
+as it would fail for real); a range holding merges is applied as one three-way diff
+instead. A change that no longer fits HEAD fails with the files in conflict, and the
+worktree is put back as it was. The steps then bring the sandbox's stack in line, as
+the team would after merging.
+
+The kit runs this only in a sandbox (tests also apply it to throwaway demos).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..repo import gitstate
+from ..rollback import steps
+from ..errors import UndoitError
+from ..plan.plan import Plan, Procedure, Step
+
+
+@dataclass
+class Applied:
+    """What applying one phase's change did: its commit in the sandbox (to re-apply)."""
+
+    phase: str
+    tip: str  # the sandbox's HEAD once the change's files are in
+    files: int
+    steps: int
+
+    def line(self) -> str:
+        return f"{self.phase}: {self.files} file(s), {self.steps} step(s)"
+
+
+def phases_of(plan: Plan, proc: Procedure) -> list[Procedure]:
+    """The phases whose changes a drill of proc applies: the phase itself; for a scenario
+    the phases it rolls back (or its `rehearse_changes`); for the full rollback every
+    phase; in plan order."""
+    if proc.kind == "phase":
+        return [proc] if proc.change else []
+    if proc.kind == "scenario":
+        wanted = set(proc.rolls_back if proc.rehearse_changes is None else proc.rehearse_changes)
+    else:
+        wanted = {p.id for p in plan.phases}
+    return [p for p in plan.phases if p.change and p.id in wanted]
+
+
+def _range(root: Path, ref: str) -> tuple[str, str]:
+    """(base, tip) commits: for a plain ref the base is where it forked from HEAD, so
+    commits HEAD gained since are not undone by the change."""
+    base, tip = ref.split("..", 1) if ".." in ref else ("HEAD", ref)
+    for r in (base, tip):
+        if not gitstate.ref_exists(root, r):
+            raise UndoitError(f"ref {r} does not exist in the project's repository")
+    tip = gitstate.run(root, "rev-parse", "--verify", tip + "^{commit}")
+    if ".." not in ref:
+        return gitstate.run(root, "merge-base", "HEAD", tip), tip
+    return gitstate.run(root, "rev-parse", "--verify", base + "^{commit}"), tip
+
+
+def _git(root: Path, *args: str, stdin: bytes | None = None) -> bytes:
+    res = subprocess.run(["git", "-C", str(root), *args], input=stdin, capture_output=True)
+    if res.returncode != 0:
+        lines = res.stderr.decode(errors="replace").strip().splitlines()
+        raise UndoitError(lines[-1] if lines else f"git {args[0]} exit {res.returncode}")
+    return res.stdout
+
+
+def apply_files(tree: Path, root: Path, phase: Procedure) -> tuple[str, int]:
+    """The change's commits on the worktree's HEAD; (new HEAD, files changed)."""
+    before = gitstate.head(tree)
+    if not phase.change.ref:
+        return before, 0
+    base, tip = _range(root, phase.change.ref)
+    span = f"{base}..{tip}"
+    if gitstate.run(tree, "rev-list", "--count", span) == "0":
+        return before, 0
+    try:
+        if gitstate.run(tree, "rev-list", "--merges", span):
+            _git(tree, "apply", "--3way", "--index", "--whitespace=nowarn",
+                 stdin=_git(tree, "diff", "--binary", "--full-index", base, tip))
+            if gitstate.run(tree, "diff", "--cached", "--name-only"):
+                gitstate.run(tree, "commit", "--quiet", "--no-verify", "-m",
+                             f"{phase.id}: change {phase.change.ref} (as one diff: it holds merges)")
+        else:
+            gitstate.run(tree, "cherry-pick", "--allow-empty", "--keep-redundant-commits", span)
+    except UndoitError as err:
+        conflicts = gitstate.run(tree, "diff", "--name-only", "--diff-filter=U").split()
+        try:
+            gitstate.run(tree, "cherry-pick", "--abort")
+        except UndoitError:
+            pass  # it was the diff, or nothing was started
+        gitstate.run(tree, "reset", "--hard", "--quiet", before)
+        why = f"conflict in {', '.join(conflicts)}" if conflicts else str(err)
+        raise UndoitError(f"change of {phase.id} ({phase.change.ref}) does not apply to HEAD: {why}") from None
+    return gitstate.head(tree), len(gitstate.run(tree, "diff", "--name-only", before, "HEAD").splitlines())
+
+
+def run_steps(run, phase: Procedure) -> None:
+    """The change's steps on the sandbox's stack. `up` and `restart` do not wait for health:
+    breaking it may be the change, and the checks read afterwards are how that shows."""
+    for i, step in enumerate(phase.change.steps, 1):
+        try:
+            _step(run, step)
+        except UndoitError as err:
+            raise UndoitError(f"change of {phase.id}, step {i} ({step.do}): {err}") from None
+
+
+def settle(phases: list[Procedure]) -> None:
+    """Once all changes are in: the longest settle any of them asks for, so healthchecks
+    that read files live have noticed before the checks are read."""
+    longest = max((p.change.settle for p in phases), default=0)
+    if longest:
+        time.sleep(longest)
+
+
+def _step(run, step: Step) -> None:
+    svcs = list(step.args.get("services") or [])
+    if step.do == "up":
+        # --remove-orphans: a change that removes a service takes its container away
+        run.compose("up", "--detach", "--remove-orphans", *svcs, timeout=int(step.args.get("timeout", run.up_timeout)))
+    elif step.do == "restart":
+        run.compose.restart(svcs)
+    elif step.do == "remove-volumes":
+        for key in step.args["volumes"]:
+            for v in run.client.volumes.list(filters={"label": [f"com.docker.compose.project={run.plan.project_name}",
+                                                                  f"com.docker.compose.volume={key}"]}):
+                try:
+                    v.remove(force=True)
+                except Exception as err:  # docker.errors.APIError: in use
+                    raise UndoitError(f"removing volume {v.name}: {err}") from None
+    else:
+        steps.execute(run, step)
+
+
+def stack_run(plan: Plan, phase: Procedure):
+    """What a change's steps run with: the plan's compose, engine and timeouts; no
+    snapshot (a change restores nothing), so no backup is needed to apply one."""
+    from ..stack import engine
+    from ..stack.compose import for_plan, stack_env
+    from ..output.redact import Redactor
+    from ..rollback.rollback import Run, runs_dir
+
+    return Run(plan=plan, proc=phase, client=engine.client(), compose=for_plan(plan), ref="HEAD",
+               ref_source="the change", snapshot=None, snapshot_source="", volume_names={},
+               run_id=f"change-{phase.id}", run_dir=runs_dir(plan) / f"change-{phase.id}", dry_run=False,
+               interactive=False, reason="change", redact=Redactor.shared(plan),
+               env=dict(stack_env(), COMPOSE_PROJECT_NAME=plan.project_name),
+               up_timeout=plan.timeouts["up"], command_timeout=plan.timeouts["command"])
+
+
+def apply_all(plan: Plan, phases: list[Procedure]) -> list[Applied]:
+    """Apply the changes of phases to plan's project (its worktree and stack), in order,
+    then settle once."""
+    done = [apply(plan.root, plan.root, stack_run(plan, phase), phase) for phase in phases]
+    settle(phases)
+    return done
+
+
+def apply(tree: Path, root: Path, run, phase: Procedure) -> Applied:
+    """Apply one phase's change in the sandbox (files, then steps)."""
+    tip, files = apply_files(tree, root, phase)
+    run_steps(run, phase)
+    return Applied(phase.id, tip, files, len(phase.change.steps))
+
+
+def reapply(tree: Path, run, phase: Procedure, applied: Applied) -> None:
+    """After the rollback: the change's files as they were applied, and its steps again.
+    What fails here is something the rollback left that blocks going forward."""
+    gitstate.run(tree, "reset", "--hard", "--quiet", applied.tip)
+    run_steps(run, phase)
+
+
+def change_cell(row: dict) -> str:
+    """What the drill showed of the change: felt (checks failing once applied), re-applied."""
+    if row.get("kind") == "proof":
+        return "-"
+    if not row.get("change"):
+        return "no change rehearsed"
+    felt = row.get("felt")
+    parts = [f"felt by {len(felt)} check(s)" if felt else ("NOT felt by any check" if felt is not None else "not applied")]
+    if row.get("reapplied") is not None:
+        parts.append("re-applied" if row["reapplied"] else "re-apply FAILED")
+    return ", ".join(parts)
