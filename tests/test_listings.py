@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from scripts.store import archive, listings, snapshots
-from scripts.store.entries import BY_PATH, Entry, listing_bytes, shown
+from scripts.store.entries import BY_PATH, Entry, listing_bytes, show_path
 from scripts.errors import UndoitError
 from scripts.store.tarscan import TarScanner
 
@@ -92,7 +92,7 @@ def test_diff_walks_both_sides_and_names_each_difference():
     es = sorted(entries(20), key=BY_PATH)
     changed = [replace(es[3], size=es[3].size + 1), *es[5:]] + [Entry(b"zz-new", "f", 0, 0o644, 0, 0, 1)]
     out = listings.diff(listings.build(es), listings.build(changed), limit=10)
-    shown = [shown(e.path) for e in es]
+    shown = [show_path(e.path) for e in es]
     assert out[0] == f"missing {shown[0]}"
     assert f"{shown[3]}: size {es[3].size}->{es[3].size + 1}" in out
     assert len(out) == 6 and out[-1] == "unexpected zz-new"  # 4 missing, 1 changed, 1 new

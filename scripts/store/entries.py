@@ -74,7 +74,7 @@ class Entry:
             return b'["%s", "%s", %d, "%s", %d, %d, %d, "%s"%s' % (
                 p, self.type.encode(), self.size, oct(self.mode).encode(), self.uid, self.gid,
                 self.mtime_ns, t, tail)
-        fields = [shown(p), self.type, self.size, oct(self.mode), self.uid, self.gid, self.mtime_ns, shown(t)]
+        fields = [show_path(p), self.type, self.size, oct(self.mode), self.uid, self.gid, self.mtime_ns, show_path(t)]
         return json.dumps(fields + ([self.digest] if self.digest else [])).encode("utf-8", "surrogatepass")
 
     @_cached
@@ -86,7 +86,7 @@ class Entry:
     @classmethod
     def from_line(cls, line: str) -> "Entry":
         p, t, size, mode, uid, gid, mtime, target, *digest = json.loads(line)
-        return cls(unshown(p), t, size, int(mode, 8), uid, gid, mtime, unshown(target), *digest[:1])
+        return cls(unshow_path(p), t, size, int(mode, 8), uid, gid, mtime, unshow_path(target), *digest[:1])
 
 
 _PLAIN = re.compile(rb'[ !#-\[\]-~]*').fullmatch  # printable ASCII without '"' and '\\'
@@ -95,14 +95,14 @@ _PLAIN = re.compile(rb'[ !#-\[\]-~]*').fullmatch  # printable ASCII without '"' 
 BY_PATH = attrgetter("path")  # paths are unique in a listing: sorting by them is enough
 
 
-def shown(raw: bytes) -> str:
+def show_path(raw: bytes) -> str:
     # surrogateescape keeps non-UTF-8 bytes invertible through JSON
     return raw.decode("utf-8", "surrogateescape").encode("utf-8", "surrogatepass").decode(
         "utf-8", "surrogatepass"
     )
 
 
-def unshown(text: str) -> bytes:
+def unshow_path(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 

@@ -19,7 +19,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
-from .entries import BY_PATH, Entry, listing_bytes, shown
+from .entries import BY_PATH, Entry, listing_bytes, show_path
 
 RUN = 50_000  # entries sorted in memory before they go to disk (~15 MiB)
 _RECORD = struct.Struct(">IIqH")  # path length, line length, file size, digest tail length
@@ -327,7 +327,7 @@ def diff(expected: Iterable[Entry], actual: Iterable[Entry], limit: int = 5) -> 
         if ea is not None and eb is not None and ea.meta == eb.meta and \
                 (not ea.digest or not eb.digest or ea.digest == eb.digest):
             continue
-        name = shown((ea or eb).path)
+        name = show_path((ea or eb).path)
         if ea is None:
             out.append(f"unexpected {name}")
         elif eb is None:
