@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 
-from scripts.store import archive, listings, snapshots
+from scripts.store import listings, snapshots
 from scripts.store.entries import BY_PATH, Entry, listing_bytes, show_path
 from scripts.errors import UndoitError
 from scripts.store.tarscan import TarScanner
