@@ -201,6 +201,11 @@ class Plan:
     keep_days: float | None = None
     include_ignored: tuple[str, ...] = ()  # git-ignored files kept in every set ([backup])
 
+    def allows_devices(self, key: str) -> bool:
+        """Whether this volume's archives may hold device nodes ([volumes.X] devices)."""
+        vol = self.volumes.get(key)
+        return bool(vol and vol.devices)
+
     def kit_paths(self) -> tuple[Path, ...]:
         """The kit's own files and folders: the plan, its snapshots, reports and log, and
         the bind-mounted data folders (restored as volumes). Wherever they lie inside the

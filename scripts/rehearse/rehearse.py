@@ -151,7 +151,7 @@ class Sandbox:
                 self.client.volumes.create(name, labels={"com.docker.compose.project": self.name,
                                                          "com.docker.compose.volume": key})
             restore.restore_volume(self.client, self.start, key, target=name,
-                                   devices=rollback.allows_devices(self.live, key))
+                                   devices=self.live.allows_devices(key))
         for_plan(self.plan).up(wait_timeout=180)
 
     def _down(self) -> None:
@@ -181,7 +181,7 @@ class Sandbox:
         self.client.volumes.create(name, labels={"com.docker.compose.project": self.name})
         try:
             restore.restore_volume(self.client, self.source, key, target=name,
-                                   devices=rollback.allows_devices(self.live, key))
+                                   devices=self.live.allows_devices(key))
         finally:
             self.client.volumes.get(name).remove(force=True)
 

@@ -193,12 +193,6 @@ def same_volume(plan: Plan, key: str, entry: dict, name: str) -> bool:
     return entry["name"].endswith("/" + rel)  # a set from before binds were recorded relatively
 
 
-def allows_devices(plan: Plan, key: str) -> bool:
-    """Whether the plan lets this volume's archives hold device nodes ([volumes.X] devices)."""
-    vol = plan.volumes.get(key)
-    return bool(vol and vol.devices)
-
-
 def restored_volumes(proc: Procedure) -> list[str]:
     keys = []
     for step in proc.steps:
@@ -395,7 +389,7 @@ def prestage(run: Run) -> None:
         t0 = time.monotonic()
         try:
             staged = _refusing(run, lambda: restore.stage_volume(run.client, run.snapshot, key, name,
-                                                                      allows_devices(run.plan, key)))
+                                                                      run.plan.allows_devices(key)))
         except OSError as err:  # a full disk, say: restored at its step, which says so if it fails too
             say(f"{key}: not staged ahead ({err.strerror or err}); restored at its step")
             continue
@@ -412,7 +406,7 @@ def prove_restored(run: Run, keys) -> None:
     `verified:*` checked everything but these, and a bad one is refused here, before any
     step. Each is read once in this process (restore.check_restorable)."""
     for key in keys if run.snapshot is not None else ():
-        _refusing(run, lambda: restore.check_restorable(run.snapshot, key, allows_devices(run.plan, key)))
+        _refusing(run, lambda: restore.check_restorable(run.snapshot, key, run.plan.allows_devices(key)))
 
 
 def _refusing(run: Run, prove):

@@ -279,9 +279,7 @@ def restore_volumes(run, keys) -> str:
     for key, name in targets.items():
         # before the act: a later backup must never skip this volume as unchanged
         snapshots.note_restored(run.plan.snapshots_dir, name)
-        from .rollback import allows_devices
-
-        r = restore.restore_volume(run.client, run.snapshot, key, target=name, devices=allows_devices(run.plan, key),
+        r = restore.restore_volume(run.client, run.snapshot, key, target=name, devices=run.plan.allows_devices(key),
                                    # the run's own cleanup no longer has it: after the swap, that
                                    # folder holds what was swapped out (restore_volume cleans up before)
                                    intent=run.journal, staged=run.staged.pop(key, None),

@@ -22,7 +22,7 @@ from ..stack.compose import Compose, for_plan
 from ..errors import UndoitError
 from ..plan.plan import Plan
 from ..output.progress import say
-from .rollback import allows_devices, lock_path
+from .rollback import lock_path
 from ..stack import events
 from . import repair
 
@@ -159,7 +159,7 @@ def _put_back(plan: Plan, client, compose: Compose, rec: dict, s: snapshots.Snap
     # what the rollback restored is replaced in turn: keep a copy of it too
     snapshots.note_restored(plan.snapshots_dir, vol["name"])
     restore.restore_volume(client, s, key, target=vol["name"], safety_dir=plan.snapshots_dir,
-                           project=plan.project_name, devices=allows_devices(plan, key), intent=entry)
+                           project=plan.project_name, devices=plan.allows_devices(key), intent=entry)
     progress["volumes"].append(done)
     progress["putting"] = None
     runlog.save(plan, rec)
