@@ -8,7 +8,8 @@ from pathlib import Path
 from .repo import gitstate
 from .stack.compose import for_plan
 from .errors import UndoitError
-from .plan.plan import KIT_ROOT, Plan
+from .plan.plan import Plan
+from .plan.settings import KIT_ROOT
 
 DEMO_SOURCE = KIT_ROOT / "demo"
 DEMO_ROOT = KIT_ROOT / ".undoit" / "demo"  # where phases.toml's [project] root points

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.plan import plan as planmod
+from scripts.plan import plan as planmod, settings
 from scripts.errors import UndoitError
 
 KIT = Path(__file__).resolve().parent.parent
@@ -86,7 +86,7 @@ def test_not_toml(tmp_path):
 def test_env_file_read_and_environment_wins(tmp_path, monkeypatch):
     (tmp_path / ".env").write_text("UNDOIT_PROJECT_NAME=fromfile\nUNDOIT_GIT_REMOTE=origin\n")
     monkeypatch.setenv("UNDOIT_PROJECT_NAME", "fromenv")
-    env = planmod.read_env(tmp_path)
+    env = settings.read(tmp_path)
     assert env["UNDOIT_PROJECT_NAME"] == "fromenv"
     assert env["UNDOIT_GIT_REMOTE"] == "origin"
     assert load_text(tmp_path, GOOD, env=env).project_name == "fromenv"
@@ -98,7 +98,7 @@ def test_env_example_lists_every_key_the_code_reads():
     for path in (KIT / "scripts").rglob("*.py"):
         read |= set(re.findall(r"""(?:environ|env)(?:\.get)?[\[(]\s*["']((?:UNDOIT|DOCKER)_[A-Z0-9_]+)""",
                                path.read_text()))
-    read |= set(planmod.ENV_KEYS)
+    read |= set(settings.KEYS)
     assert read <= listed, f"missing from .env.example: {sorted(read - listed)}"
 
 
@@ -118,3 +118,23 @@ def test_doit_list_shows_the_runbook():
                          capture_output=True, text=True, check=True)
     assert "rollback:phase3" in res.stdout and "Filesystem storage rollback" in res.stdout
     assert "scenario:storage-only" in res.stdout
+
+
+def test_the_image_prefix_in_the_kits_env_file_is_the_one_used(tmp_path, monkeypatch):
+    """Settings are read once, the environment first, then the kit's .env: the images'
+    prefix is read the same way as every other key (it once read the environment only)."""
+    from scripts.plan import settings
+    from scripts.stack import images
+
+    (tmp_path / ".env").write_text("UNDOIT_IMAGE_PREFIX=fromdotenv\n")
+    monkeypatch.delenv("UNDOIT_IMAGE_PREFIX", raising=False)
+    monkeypatch.setattr(settings, "KIT_ROOT", tmp_path)
+    settings.current.cache_clear()
+    try:
+        assert images.prefix() == "fromdotenv"
+        assert images.names()["postgres"] == "fromdotenv/postgres:15"
+        monkeypatch.setenv("UNDOIT_IMAGE_PREFIX", "fromenv")  # the environment wins
+        settings.current.cache_clear()
+        assert images.prefix() == "fromenv"
+    finally:
+        settings.current.cache_clear()

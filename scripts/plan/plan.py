@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dotenv import dotenv_values
-
 from ..errors import UndoitError
+from . import settings
+from .settings import Settings
 
-KIT_ROOT = Path(__file__).resolve().parents[2]
 
 # step type -> (required keys, optional keys)
 STEP_KEYS: dict[str, tuple[set[str], set[str]]] = {
@@ -55,16 +54,6 @@ CHECK_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "test": (set(), set()),
 }
 QUIESCE = ("stop", "pause", "none")
-# The kit's own settings, read from .env and the environment (environment wins).
-ENV_KEYS = {
-    "UNDOIT_PLAN": "path of the plan file",
-    "UNDOIT_PROJECT_DIR": "the project the plan is about (overrides [project] root)",
-    "UNDOIT_PROJECT_NAME": "compose project name (overrides [project] name)",
-    "UNDOIT_IMAGE_PREFIX": "prefix of the images the kit builds",
-    "UNDOIT_GIT_REMOTE": "git remote that backups are pushed to; unset = never push",
-    "DOCKER_HOST": "the Docker engine to talk to (docker's own variable)",
-    "DOCKER_CONTEXT": "the docker context to talk to, when DOCKER_HOST is not set (docker's own variable)",
-}
 
 
 @dataclass(frozen=True)
@@ -231,13 +220,6 @@ def duration_minutes(text: str) -> int | None:
     return int(m.group(2) or m.group(1))
 
 
-def read_env(kit_root: Path = KIT_ROOT) -> dict[str, str]:
-    """The kit's settings: .env read (never loaded into os.environ), environment wins."""
-    values = {k: v for k, v in dotenv_values(kit_root / ".env").items() if v is not None}
-    values.update({k: v for k, v in os.environ.items() if k in ENV_KEYS})
-    return values
-
-
 class _Reader:
     """Walks the parsed TOML, checking keys and types; errors name file, table and key."""
 
@@ -280,8 +262,7 @@ class _Reader:
 
 
 def plan_path(env: dict[str, str] | None = None) -> Path:
-    env = read_env() if env is None else env
-    return Path(env.get("UNDOIT_PLAN") or KIT_ROOT / "phases.toml")
+    return Settings(settings.current() if env is None else env).plan_path
 
 
 def load_for(argv) -> Plan | None:
@@ -293,8 +274,8 @@ def load_for(argv) -> Plan | None:
 
 def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
     """Read and check the plan; raise UndoitError (exit 2) naming file, table and key."""
-    env = read_env() if env is None else env
-    path = Path(path or env.get("UNDOIT_PLAN") or KIT_ROOT / "phases.toml")
+    env = Settings(settings.current() if env is None else env)
+    path = Path(path or env.plan_path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

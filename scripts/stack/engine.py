@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import UndoitError
+from ..plan import settings
 
 HOW_TO_START = "start one with `bash .ci/docker-engine.sh` (installs and starts dockerd)"
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -33,7 +34,7 @@ class Endpoint:
         return f"{self.host} ({self.via})"
 
 
-def settings(env: dict | None = None) -> dict[str, str]:
+def docker_settings(env: dict | None = None) -> dict[str, str]:
     """DOCKER_HOST / DOCKER_CONTEXT as the kit uses them: env's (default: the process
     environment's) when it names either, else the kit's .env's. Compose v2 ignores a
     DOCKER_HOST in a .env file, so `environment()` hands them to every process."""
@@ -41,9 +42,7 @@ def settings(env: dict | None = None) -> dict[str, str]:
     chosen = {k: env[k] for k in ENGINE_KEYS if env.get(k)}
     if chosen:
         return chosen
-    from ..plan.plan import read_env
-
-    dot = read_env()
+    dot = settings.current()
     return {k: dot[k] for k in ENGINE_KEYS if dot.get(k)}
 
 
@@ -52,7 +51,7 @@ def environment(base: dict | None = None) -> dict[str, str]:
     for every compose and docker CLI process the kit starts, so they reach the engine
     the SDK reaches."""
     env = dict(os.environ if base is None else base)
-    env.update(settings(env))
+    env.update(docker_settings(env))
     return env
 
 
@@ -93,7 +92,7 @@ def _context(name: str) -> _Context | None:
 def endpoint(env: dict | None = None) -> Endpoint:
     """The engine the kit talks to, resolved as the docker CLI does; UndoitError for a
     context that does not exist (the SDK would quietly fall back to the local socket)."""
-    picked = settings(env)
+    picked = docker_settings(env)
     if picked.get("DOCKER_HOST"):
         return Endpoint(picked["DOCKER_HOST"], "DOCKER_HOST")
     name = picked.get("DOCKER_CONTEXT") or _current_context()
@@ -191,7 +190,7 @@ def on_this_host() -> bool:
     engine all say no, and then every volume goes through the engine. A path the engine
     reports is otherwise a guess that can land on a same-named volume of this host.
     UNDOIT_ENGINE=remote says no for a local engine (the fault suite forces it so)."""
-    if os.environ.get("UNDOIT_ENGINE") == "remote":
+    if os.environ.get("UNDOIT_ENGINE", settings.current().get("UNDOIT_ENGINE")) == "remote":
         return False
     return _socket_is_local(endpoint().host)
 

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 from pathlib import Path
 
 from .engine import environment
 from ..errors import UndoitError
+from ..plan import settings
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 LABEL = "undoit.recipe"
 
 
 def prefix() -> str:
-    return os.environ.get("UNDOIT_IMAGE_PREFIX", "undoit")
+    """The images' name prefix (UNDOIT_IMAGE_PREFIX, from the environment or the kit's .env)."""
+    return settings.current().image_prefix
 
 
 def names(pfx: str | None = None) -> dict[str, str]:
