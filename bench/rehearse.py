@@ -21,7 +21,7 @@ from pathlib import Path
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
-from scripts import demo  # noqa: E402
+from demo import kit as demo  # noqa: E402
 from scripts.backup import backup
 from scripts.rehearse import rehearse
 from scripts.stack import engine

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import demo
+from demo import kit as demo
 from scripts.repo import gitstate
 from scripts.stack import engine, images
 from scripts.plan import plan as planmod

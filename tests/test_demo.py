@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from scripts import demo
+from demo import kit as demo
 from scripts.stack.compose import for_plan
 
 from .conftest import health, wait_health

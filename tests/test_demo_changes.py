@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from scripts import demo
+from demo import kit as demo
 from scripts.rehearse import changes
 from scripts.repo import gitstate
 from scripts.stack.compose import for_plan

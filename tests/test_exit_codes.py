@@ -11,7 +11,7 @@ import pytest
 from doit.exceptions import TaskFailed
 
 from scripts import errors
-from scripts.cli import tasks
+from scripts.cli.action import action
 from scripts.errors import UndoitError
 
 from .conftest import KIT
@@ -22,7 +22,7 @@ def test_an_error_with_its_own_code_ends_doit_with_it(capsys):
         raise UndoitError("no verified backup: run `doit backup` before the change", exit_code=errors.NO_BACKUP)
 
     with pytest.raises(SystemExit) as info:
-        tasks.action(refuse)()
+        action(refuse)()
     assert info.value.code == errors.NO_BACKUP == 4
     assert "undoit: no verified backup" in capsys.readouterr().err
 
@@ -31,7 +31,7 @@ def test_a_plain_failure_stays_a_failed_task():
     def fail():
         raise UndoitError("the step failed")
 
-    assert isinstance(tasks.action(fail)(), TaskFailed)
+    assert isinstance(action(fail)(), TaskFailed)
 
 
 class _Finaliser:
@@ -73,7 +73,7 @@ def _interrupted_not_lost(capsys):
         reached.append("finished")
 
     with pytest.raises(SystemExit) as info:
-        tasks.action(work)()
+        action(work)()
     assert info.value.code == errors.INTERRUPTED
     assert "finished" not in reached
     err = capsys.readouterr().err
@@ -89,9 +89,9 @@ import runpy, signal, sys
 late = []
 class Watch:
     def find_spec(self, name, path=None, target=None):
-        if name.startswith("scripts.") and name not in ("scripts.interrupts", "scripts.errors"):
+        if name.startswith("scripts.") and name not in ("scripts.cli", "scripts.cli.interrupts", "scripts.errors"):
             handler = signal.getsignal(signal.SIGINT)
-            if getattr(handler, "__module__", "") != "scripts.interrupts":
+            if getattr(handler, "__module__", "") != "scripts.cli.interrupts":
                 late.append(name)
         return None
 sys.meta_path.insert(0, Watch())

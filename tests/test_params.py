@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from scripts.cli import params
+from scripts.cli import options as params
 from scripts.errors import UndoitError
 
 from .conftest import KIT

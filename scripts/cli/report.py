@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..output.progress import human, interactive
-from ..rehearse.changes import change_cell
+from ..rehearse.junit import change_cell
 from ..output.redact import current
 
 

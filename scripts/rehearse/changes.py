@@ -175,14 +175,3 @@ def reapply(tree: Path, run, phase: Procedure, applied: Applied) -> None:
     run_steps(run, phase)
 
 
-def change_cell(row: dict) -> str:
-    """What the drill showed of the change: felt (checks failing once applied), re-applied."""
-    if row.get("kind") == "proof":
-        return "-"
-    if not row.get("change"):
-        return "no change rehearsed"
-    felt = row.get("felt")
-    parts = [f"felt by {len(felt)} check(s)" if felt else ("NOT felt by any check" if felt is not None else "not applied")]
-    if row.get("reapplied") is not None:
-        parts.append("re-applied" if row["reapplied"] else "re-apply FAILED")
-    return ", ".join(parts)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .changes import change_cell
-
 
 def write(report: dict, path: Path) -> Path:
     rows = report["rows"]
@@ -32,3 +30,16 @@ def write(report: dict, path: Path) -> Path:
     ET.indent(suites)
     path.write_bytes(ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n")
     return path
+
+
+def change_cell(row: dict) -> str:
+    """What the drill showed of the change: felt (checks failing once applied), re-applied."""
+    if row.get("kind") == "proof":
+        return "-"
+    if not row.get("change"):
+        return "no change rehearsed"
+    felt = row.get("felt")
+    parts = [f"felt by {len(felt)} check(s)" if felt else ("NOT felt by any check" if felt is not None else "not applied")]
+    if row.get("reapplied") is not None:
+        parts.append("re-applied" if row["reapplied"] else "re-apply FAILED")
+    return ", ".join(parts)

@@ -41,7 +41,7 @@ from ..errors import NO_BACKUP, UndoitError
 from ..plan.plan import Plan, Procedure
 from ..output.progress import Drills, interactive, say
 from ..output.redact import Redactor
-from .changes import change_cell
+from .junit import change_cell
 from ..store import restic
 
 Change = Callable[[Plan, Procedure], None]

@@ -1,19 +1,26 @@
-"""The bundled demo stack: materialized from demo/ into a scratch repository, brought up, seeded."""
+"""The bundled demo: its stack materialized from demo/stack into a scratch repository,
+brought up and seeded; its tasks (demo:init, demo:up, demo:down, demo:ready); and its
+helpers for the tests and benches (copy_plan). The kit (scripts/) knows nothing of it:
+dodo.py adds these tasks, and the demo's plan (phases.toml) is loaded like any user's.
+"""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from .repo import gitstate
-from .stack.compose import for_plan
-from .errors import UndoitError
-from .plan.plan import Plan
-from .plan.settings import KIT_ROOT
+from scripts.cli.action import action
+from scripts.errors import UndoitError
+from scripts.plan.plan import Plan
+from scripts.plan.settings import KIT_ROOT
+from scripts.repo import gitstate
+from scripts.stack.compose import for_plan
 
-DEMO_SOURCE = KIT_ROOT / "demo"
+HERE = Path(__file__).resolve().parent
+DEMO_SOURCE = HERE / "stack"
+CHANGES = HERE / "changes"
 DEMO_ROOT = KIT_ROOT / ".undoit" / "demo"  # where phases.toml's [project] root points
-MARKER = ".undoit-demo"  # in demo/, so every materialized copy carries it
+MARKER = ".undoit-demo"  # in demo/stack, so every materialized copy carries it
 
 
 def is_demo(plan: Plan) -> bool:
@@ -29,6 +36,12 @@ def require_demo(plan: Plan, task: str) -> None:
                           f"(compose project {plan.project_name}): nothing was done")
 
 
+def is_bundled(plan: Plan) -> bool:
+    """Whether the plan is the kit's own demo in its own place: only there does `doit
+    rehearse` bring it up and back it up first (a copy is rehearsed as it is)."""
+    return Path(plan.root).resolve() == DEMO_ROOT.resolve()
+
+
 def materialize(dest: Path, source: Path = DEMO_SOURCE) -> bool:
     """Copy demo/ into dest as a fresh git repository; False when it is already there.
 
@@ -38,17 +51,15 @@ def materialize(dest: Path, source: Path = DEMO_SOURCE) -> bool:
     dest = Path(dest)
     if gitstate.is_repo(dest):
         if not gitstate.ref_exists(dest, "undoit-demo/phase0"):  # made by an older kit
-            change_refs(dest, source / "changes")
+            change_refs(dest, CHANGES)
         return False
     if dest.exists() and any(dest.iterdir()):
         raise UndoitError(f"{dest} exists and is not a git repository; move it away first")
-    # demo/changes holds the phases' changes as patches: history, not part of the tree
-    shutil.copytree(source, dest, symlinks=True, dirs_exist_ok=True,
-                    ignore=lambda folder, names: ["changes"] if Path(folder) == Path(source) else [])
+    shutil.copytree(source, dest, symlinks=True, dirs_exist_ok=True)
     # the stand-ins run as uid 1000 and read the repository through a bind mount
     dest.chmod(0o755)
     gitstate.init(dest, "demo: the stack before the simplification")
-    change_refs(dest, source / "changes")
+    change_refs(dest, CHANGES)  # demo/changes: the phases' changes as patches, history not tree
     return True
 
 
@@ -108,3 +119,43 @@ def copy_plan(tmp: Path, name: str) -> Path:
     (tmp / "phases.toml").write_text(text)
     return tmp / "phases.toml"
 
+
+def ready(plan: Plan) -> None:
+    """The bundled demo up and backed up, for `doit rehearse` (task_dep cannot order
+    demo:up before backup, and backup must not depend on demo:up: it stays fast)."""
+    # here, not at the top: creating the demo's tasks (`doit list`) must not load the engine's SDK
+    from scripts.backup import backup
+    from scripts.rollback import rollback
+    from scripts.store import lock
+
+    up(plan)
+    if not backup.up_to_date(plan):
+        with lock.held(rollback.lock_path(plan), "backup"):
+            backup.backup(plan)
+
+
+def tasks(plan: Plan):
+    """demo:init, demo:up, demo:down (refused on any plan but the demo's: demo:down
+    removes volumes without a safety copy) and demo:ready."""
+
+    def only_demo(fn, task):
+        def run(*args):
+            require_demo(plan, task)
+            return fn(*args)
+
+        run.__name__ = fn.__name__
+        return run
+
+    yield {"basename": "demo", "name": None,
+           "doc": "the bundled demo stack (a miniature of the runbook's system); refuses on any other plan"}
+    yield {"basename": "demo", "name": "init", "actions": [action(only_demo(materialize, "demo:init"), plan.root)],
+           "doc": f"materialize demo/stack as a scratch git repository in {plan.root}",
+           "uptodate": [lambda: (plan.root / ".git").exists()]}
+    yield {"basename": "demo", "name": "up", "actions": [action(only_demo(up, "demo:up"), plan)],
+           "doc": "bring the demo stack up healthy and seed its data", "task_dep": ["images", "demo:init"],
+           "uptodate": [False], "verbosity": 2}
+    yield {"basename": "demo", "name": "down", "actions": [action(only_demo(down, "demo:down"), plan)],
+           "doc": "remove the demo's containers, networks and volumes", "uptodate": [False], "verbosity": 2}
+    yield {"basename": "demo", "name": "ready", "actions": [action(only_demo(ready, "demo:ready"), plan)],
+           "doc": "the demo up, seeded and backed up (what `doit rehearse` of the bundled demo starts from)",
+           "task_dep": ["images", "demo:init"], "uptodate": [False], "verbosity": 2}
