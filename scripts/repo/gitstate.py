@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from ..store import durable
-from ..errors import UndoitError
+from ..errors import PLAN, UndoitError
 
 # an identity, so commits and tags work on a bare machine; no signing prompt
 _IDENTITY = ("-c", "user.name=undoit", "-c", "user.email=undoit@localhost",
@@ -38,7 +38,7 @@ def run(root: Path, *args: str) -> str:
 
 
 def is_repo(root: Path) -> bool:
-    """Whether root is the top of a repository of its own (the demo's scratch repo)."""
+    """Whether root is the top of a repository of its own (not a folder inside one)."""
     return (Path(root) / ".git").exists()
 
 
@@ -189,7 +189,7 @@ def in_repo(root: Path) -> bool:
 def require_repo(root: Path) -> None:
     if not Path(root).is_dir() or not in_repo(root):
         raise UndoitError(f"{root} is not in a git repository: undoit backs up and restores the project's files "
-                          "with git (git init && git add -A && git commit)", exit_code=2)
+                          "with git (git init && git add -A && git commit)", exit_code=PLAN)
 
 
 def _specs(paths) -> list[str]:

@@ -20,7 +20,7 @@ def prefix() -> str:
 
 
 def names(pfx: str | None = None) -> dict[str, str]:
-    """Role -> image reference; the demo's compose file and the tests use these names."""
+    """Role -> image reference; compose files (`${UNDOIT_IMAGE_PREFIX}/postgres:15`) and the tests use these names."""
     p = pfx or prefix()
     return {
         "base": f"{p}/base:bookworm",

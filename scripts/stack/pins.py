@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import docker
+
 from ..store import archive
 from ..errors import UndoitError
 
@@ -41,7 +43,7 @@ def pin(client, project: str, images: dict[str, dict]) -> list[str]:
         repo, tag = name.rsplit(":", 1)
         try:
             client.api.tag(info["id"], repo, tag)
-        except Exception as err:  # the image vanished between recording and pinning
+        except docker.errors.APIError as err:  # the image vanished between recording and pinning
             raise UndoitError(f"cannot pin image {info['image']} ({info['id'][:19]}): {err}") from None
         names.append(name)
     return sorted(set(names))
@@ -73,9 +75,10 @@ def release(project: str, tags, client=None) -> None:
             # force: the tag goes even while a container runs the image (which then stays,
             # untagged, until nothing uses it); another tag of the image keeps it
             client.images.remove(tag, force=True)
-        except Exception as err:  # docker.errors.NotFound: gone already
-            if "no such image" not in str(err).lower():
-                raise UndoitError(f"cannot release pin {tag}: {err}") from None
+        except docker.errors.ImageNotFound:
+            continue  # gone already
+        except docker.errors.APIError as err:
+            raise UndoitError(f"cannot release pin {tag}: {err}") from None
 
 
 def save(client, images: dict[str, dict], set_path: Path) -> list[dict]:
@@ -132,7 +135,7 @@ def image_id(client, ref: str | None) -> str | None:
         return None
     try:
         return client.images.get(ref).id
-    except Exception:  # docker.errors.ImageNotFound
+    except docker.errors.ImageNotFound:
         return None
 
 
@@ -140,7 +143,7 @@ def _present(client, image_id: str) -> bool:
     try:
         client.images.get(image_id)
         return True
-    except Exception:  # docker.errors.ImageNotFound
+    except docker.errors.ImageNotFound:
         return False
 
 

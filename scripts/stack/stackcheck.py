@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .compose import for_plan, own_config
-from ..errors import UndoitError
+from ..errors import PLAN, UndoitError
 
 
 def check(plan, client=None) -> dict:
@@ -20,7 +20,7 @@ def check(plan, client=None) -> dict:
         if svc not in known["services"]:
             raise UndoitError(f"{where}: [project] services: compose has no service {svc!r} "
                               f"(it has: {', '.join(known['services']) or 'none'}; a service in a profile "
-                              "counts only when [project] profiles names it)", exit_code=2)
+                              "counts only when [project] profiles names it)", exit_code=PLAN)
     binds = plan.bind_paths()
     mounted = {m.get("source") for spec in (config.get("services") or {}).values()
                for m in spec.get("volumes") or [] if m.get("type") == "bind"}
@@ -28,17 +28,17 @@ def check(plan, client=None) -> dict:
         if path not in mounted:
             raise UndoitError(f"{where}: [volumes.{key}] bind = {plan.volumes[key].bind!r}: no service mounts "
                               f"{path} (compose's bind mounts: {', '.join(sorted(mounted - {None})) or 'none'})",
-                              exit_code=2)
+                              exit_code=PLAN)
     for key in plan.volumes:
         if key in binds:
             continue
         if key not in known["volumes"]:
             raise UndoitError(f"{where}: [volumes.{key}]: compose declares no volume {key!r} "
-                              f"(it has: {', '.join(known['volumes']) or 'none'})", exit_code=2)
+                              f"(it has: {', '.join(known['volumes']) or 'none'})", exit_code=PLAN)
     for net in plan.networks:
         if net not in known["networks"]:
             raise UndoitError(f"{where}: [project] networks: compose declares no network {net!r} "
-                              f"(it has: {', '.join(known['networks']) or 'none'})", exit_code=2)
+                              f"(it has: {', '.join(known['networks']) or 'none'})", exit_code=PLAN)
     if client is not None:
         _project_name(plan, client)
     return config
@@ -71,7 +71,7 @@ def _project_name(plan, client) -> None:
         return
     if theirs and theirs != plan.project_name:
         raise UndoitError(f"{plan.path}: [project] name is {plan.project_name!r}, which has no containers or "
-                          f"volumes; compose calls this project {theirs!r}: set name = \"{theirs}\"", exit_code=2)
+                          f"volumes; compose calls this project {theirs!r}: set name = \"{theirs}\"", exit_code=PLAN)
 
 
 # paths a container writes that are not state worth keeping (runtime, caches, temp)

@@ -18,7 +18,7 @@ from typing import Callable
 
 import docker
 
-from ..store import archive, entries
+from ..store import archive, entries, gnutar
 from ..store.entries import Entry
 from ..store.listings import Listing, Writer
 from ..errors import UndoitError
@@ -90,7 +90,7 @@ def _exists(client, name: str) -> bool:
     try:
         client.volumes.get(name)
         return True
-    except Exception:  # docker.errors.NotFound
+    except docker.errors.NotFound:
         return False
 
 
@@ -118,7 +118,7 @@ def helper_image(client) -> str:
     ref = names()["base"]
     try:
         client.images.get(ref)
-    except Exception as err:  # docker.errors.ImageNotFound
+    except docker.errors.ImageNotFound as err:
         raise UndoitError(f"helper image {ref} is missing: run `doit images`") from err
     return ref
 
@@ -154,7 +154,7 @@ def host_path(client, volume: str) -> Path | None:
         return None
     try:
         attrs = client.api.inspect_volume(volume)
-    except Exception:
+    except docker.errors.NotFound:
         return None
     if attrs.get("Driver") != "local" or attrs.get("Options"):
         return None
@@ -325,7 +325,7 @@ def put(client, volume: str, archive_path: Path, root: Entry | None,
     """Extract an archive into the (empty) volume: on the host when the engine is local,
     else through the API, streamed from a generator (memory stays flat either way)."""
     path = host_path(client, volume)
-    if path and archive.gnu_tar() and os.access(path, os.W_OK):
+    if path and gnutar.gnu_tar() and os.access(path, os.W_OK):
         archive.extract_host(archive_path, path, progress)
     else:
         with helper(client, volume, read_only=False) as c:
@@ -349,7 +349,7 @@ def stage(client, volume: str, need: int) -> Path | None:
     untouched until the new ones are complete and checked.
     """
     path = host_path(client, volume)
-    if path is None or not (path.name == "_data" or is_bind(volume)) or not archive.gnu_tar():
+    if path is None or not (path.name == "_data" or is_bind(volume)) or not gnutar.gnu_tar():
         return None
     if not path.is_dir() or os.stat(path.parent).st_dev != os.stat(path).st_dev:
         return None  # a bind folder that is a mount point of its own: no rename across
