@@ -89,9 +89,9 @@ import runpy, signal, sys
 late = []
 class Watch:
     def find_spec(self, name, path=None, target=None):
-        if name.startswith("scripts.") and name not in ("scripts.interrupts", "scripts.errors"):
+        if name.startswith("scripts.") and name not in ("scripts.cli", "scripts.cli.interrupts", "scripts.errors"):
             handler = signal.getsignal(signal.SIGINT)
-            if getattr(handler, "__module__", "") != "scripts.interrupts":
+            if getattr(handler, "__module__", "") != "scripts.cli.interrupts":
                 late.append(name)
         return None
 sys.meta_path.insert(0, Watch())
