@@ -1,6 +1,6 @@
 """The plan as frozen dataclasses: what phases.toml holds once read.py has checked it.
 
-Nothing here reads a file or the environment.
+Nothing here reads a file or the environment; registry.py knows the step and check types.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UndoitError
+from .registry import CHECKS, STEPS, CheckType, StepType
 
 QUIESCE = ("stop", "pause", "none")
 
@@ -23,6 +24,10 @@ class Step:
     do: str
     args: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def type(self) -> StepType:
+        return STEPS[self.do]
+
 
 @dataclass(frozen=True)
 class Check:
@@ -31,6 +36,10 @@ class Check:
     check: str
     name: str
     args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type(self) -> CheckType:
+        return CHECKS[self.check]
 
 
 @dataclass(frozen=True)

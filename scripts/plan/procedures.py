@@ -1,5 +1,5 @@
 """The plan's procedures ([[phase]], [full], [[scenario]]) and their steps, checks and
-changes, read against the step and check types."""
+changes, read against the step and check types of the registry."""
 
 from __future__ import annotations
 
@@ -7,43 +7,8 @@ import re
 from typing import Any
 
 from .model import Change, Check, Procedure, Step
+from .registry import CHECKS, STEPS, Invalid, Registry
 from .tables import REVISION, Reader, within
-
-# step type -> (required keys, optional keys)
-STEP_KEYS: dict[str, tuple[set[str], set[str]]] = {
-    "stop": (set(), {"services"}),
-    "down": (set(), {"services"}),
-    "up": (set(), {"services", "timeout"}),
-    "restart": (set(), {"services", "timeout"}),
-    "restore-files": ({"paths"}, {"ref"}),
-    "restore-volumes": ({"volumes"}, {"set"}),
-    "remove-networks": ({"networks"}, set()),
-    "create-networks": ({"networks"}, set()),
-    "run": ({"argv"}, {"cwd", "env"}),
-    "exec": ({"service", "argv"}, {"user"}),
-    "note": ({"text"}, set()),
-}
-# what a phase's change may do to the running stack: the same vocabulary minus the
-# restores (a change moves forward; only a rollback restores), plus removing a volume
-# the change does away with. A change's `up` and `restart` do not wait for health: a
-# change may break it, and the checks read afterwards are how the drill sees that.
-CHANGE_STEP_KEYS: dict[str, tuple[set[str], set[str]]] = {
-    **{k: v for k, v in STEP_KEYS.items() if k not in ("restore-files", "restore-volumes", "note")},
-    "remove-volumes": ({"volumes"}, set()),
-}
-# check type -> (required keys, optional keys); every check may also carry a `name`
-CHECK_KEYS: dict[str, tuple[set[str], set[str]]] = {
-    "container-count": ({"expect"}, set()),
-    "healthy": (set(), {"services"}),
-    "logs-clean": (set(), {"services", "pattern"}),
-    "networks-exist": ({"networks"}, set()),
-    "networks-absent": ({"networks"}, set()),
-    "volume-matches": ({"volumes"}, {"ignore"}),
-    "files-match": ({"paths"}, {"ref"}),
-    "command": ({"argv"}, {"cwd", "expect"}),
-    "exec": ({"service", "argv"}, {"expect", "user"}),
-    "test": (set(), set()),
-}
 
 
 def read(r: Reader, top: dict, services, networks, volumes) -> tuple[tuple[Procedure, ...], Procedure,
@@ -132,39 +97,45 @@ class _Procedures:
         settle = spec.get("settle", 0)
         if not within(settle, 0, 600):
             raise r.fail(table, "settle", "must be a number of seconds between 0 and 600")
-        steps = tuple(self.step(f"{table}.steps[{i}]", s, CHANGE_STEP_KEYS)
+        # what a change may do to the running stack: no restores (a change moves forward;
+        # only a rollback restores), and what only a change does (remove a volume)
+        steps = tuple(self.step(f"{table}.steps[{i}]", s, in_change=True)
                       for i, s in enumerate(r.array(f"{table}.steps", spec.get("steps", []))))
         if ref is None and not steps:
             raise r.fail(table, None, "names neither a ref nor steps: nothing to apply")
         return Change(ref=ref, steps=steps, settle=settle)
 
-    def step(self, table: str, spec: Any, kinds: dict = STEP_KEYS) -> Step:
-        kind = self._type(table, spec, "do", kinds)
-        required, optional = kinds[kind]
-        self.r.keys(table, spec, required | {"do"}, optional)
+    def step(self, table: str, spec: Any, in_change: bool = False) -> Step:
+        known = STEPS.names(for_change=True) if in_change else STEPS.names(for_rollback=True)
+        kind = self._type(table, spec, "do", STEPS, known)
+        self.r.keys(table, spec, set(kind.required) | {"do"}, set(kind.optional))
         args = {k: v for k, v in spec.items() if k != "do"}
         self._refs(table, args)
-        return Step(do=kind, args=args)
+        self._own(table, kind, args)
+        return Step(do=kind.name, args=args)
 
     def check(self, table: str, spec: Any) -> Check:
-        kind = self._type(table, spec, "check", CHECK_KEYS)
-        required, optional = CHECK_KEYS[kind]
-        self.r.keys(table, spec, required | {"check"}, optional | {"name"})
+        kind = self._type(table, spec, "check", CHECKS, list(CHECKS))
+        self.r.keys(table, spec, set(kind.required) | {"check"}, set(kind.optional) | {"name"})
         args = {k: v for k, v in spec.items() if k not in ("check", "name")}
         self._refs(table, args)
-        name = spec.get("name", kind)
-        if kind == "container-count" and (isinstance(args["expect"], bool) or not isinstance(args["expect"], int)
-                                          or args["expect"] < 0):
-            raise self.r.fail(table, "expect", "must be a whole number of containers")
-        return Check(check=kind, name=self.r.str_(table, spec, "name", name), args=args)
+        self._own(table, kind, args)
+        return Check(check=kind.name, name=self.r.str_(table, spec, "name", kind.name), args=args)
 
-    def _type(self, table: str, spec: Any, key: str, kinds: dict) -> str:
+    def _type(self, table: str, spec: Any, key: str, registry: Registry, known: list[str]):
         if not isinstance(spec, dict) or key not in spec:
             raise self.r.fail(table, key, "missing")
         kind = spec[key]
-        if not isinstance(kind, str) or kind not in kinds:
-            raise self.r.fail(table, key, f"unknown type {kind!r} (known: {', '.join(kinds)})")
-        return kind
+        if not isinstance(kind, str) or kind not in known:
+            raise self.r.fail(table, key, f"unknown type {kind!r} (known: {', '.join(known)})")
+        return registry[kind]
+
+    def _own(self, table: str, kind, args: dict) -> None:
+        """What the type itself refuses, beyond the keys every type shares."""
+        try:
+            kind.validate(args)
+        except Invalid as err:
+            raise self.r.fail(table, err.key, err.problem) from None
 
     def _refs(self, table: str, args: dict) -> None:
         """Every key of a step or check, to the leaf: its type, that it names something

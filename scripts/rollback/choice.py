@@ -95,8 +95,7 @@ def restored_volumes(proc: Procedure) -> list[str]:
     """The plan's volume keys the procedure's steps restore, each once, in order."""
     keys = []
     for step in proc.steps:
-        if step.do == "restore-volumes":
-            keys += [k for k in step.args["volumes"] if k not in keys]
+        keys += [k for k in step.type.volumes_restored(step) if k not in keys]
     return keys
 
 
