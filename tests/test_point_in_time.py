@@ -370,20 +370,20 @@ def test_volume_matches_fails_on_same_size_content_changes_and_extra_files(docke
     backup.backup(mini)
     run = rollback.prepare(mini, "p1", yes=True)
     check = Check("volume-matches", "files back", {"volumes": ["files"]})
-    assert checks.volume_matches(run, check)[0]
+    assert checks.run_one(run.ctx, check)[0]
     st = doc.stat()
     doc.write_text("bbbb\n")  # same size...
     os.utime(doc, ns=(st.st_atime_ns, st.st_mtime_ns))  # ...and the same mtime
-    ok, why = checks.volume_matches(run, check)
+    ok, why = checks.run_one(run.ctx, check)
     assert not ok and "doc.txt: content differs" in why, why
     doc.write_text("aaaa\n")
     os.utime(doc, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert checks.volume_matches(run, check)[0]
+    assert checks.run_one(run.ctx, check)[0]
     (doc.parent / "stray.pid").write_text("1")
-    ok, why = checks.volume_matches(run, check)
+    ok, why = checks.run_one(run.ctx, check)
     assert not ok and "unexpected stray.pid" in why, why
-    assert checks.volume_matches(run, Check("volume-matches", "x", {"volumes": ["files"], "ignore": ["*.pid"]}))[0]
+    assert checks.run_one(run.ctx, Check("volume-matches", "x", {"volumes": ["files"], "ignore": ["*.pid"]}))[0]
     (doc.parent / "stray.pid").unlink()
     doc.unlink()
-    ok, why = checks.volume_matches(run, check)
+    ok, why = checks.run_one(run.ctx, check)
     assert not ok and "missing doc.txt" in why, why

@@ -7,7 +7,8 @@ instead. A change that no longer fits HEAD fails with the files in conflict, and
 worktree is put back as it was. The steps then bring the sandbox's stack in line, as
 the team would after merging.
 
-The kit runs this only in a sandbox (tests also apply it to throwaway demos).
+The kit runs this only in a sandbox (tests also apply it to throwaway copies of a stack).
+Each step runs by its type (plan/registry.py: `apply`), with the plan's StackContext.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..repo import gitstate
-from ..rollback import steps
 from ..errors import UndoitError
-from ..plan.plan import Plan, Procedure, Step
+from ..plan.plan import Plan, Procedure
+from ..repo import gitstate
+from ..rollback.context import StackContext
 
 
 @dataclass
@@ -100,12 +101,12 @@ def apply_files(tree: Path, root: Path, phase: Procedure) -> tuple[str, int]:
     return gitstate.head(tree), len(gitstate.run(tree, "diff", "--name-only", before, "HEAD").splitlines())
 
 
-def run_steps(run, phase: Procedure) -> None:
+def run_steps(ctx: StackContext, phase: Procedure) -> None:
     """The change's steps on the sandbox's stack. `up` and `restart` do not wait for health:
     breaking it may be the change, and the checks read afterwards are how that shows."""
     for i, step in enumerate(phase.change.steps, 1):
         try:
-            _step(run, step)
+            step.type.apply(ctx, step)
         except UndoitError as err:
             raise UndoitError(f"change of {phase.id}, step {i} ({step.do}): {err}") from None
 
@@ -118,60 +119,31 @@ def settle(phases: list[Procedure]) -> None:
         time.sleep(longest)
 
 
-def _step(run, step: Step) -> None:
-    svcs = list(step.args.get("services") or [])
-    if step.do == "up":
-        # --remove-orphans: a change that removes a service takes its container away
-        run.compose("up", "--detach", "--remove-orphans", *svcs, timeout=int(step.args.get("timeout", run.up_timeout)))
-    elif step.do == "restart":
-        run.compose.restart(svcs)
-    elif step.do == "remove-volumes":
-        for key in step.args["volumes"]:
-            for v in run.client.volumes.list(filters={"label": [f"com.docker.compose.project={run.plan.project_name}",
-                                                                  f"com.docker.compose.volume={key}"]}):
-                try:
-                    v.remove(force=True)
-                except Exception as err:  # docker.errors.APIError: in use
-                    raise UndoitError(f"removing volume {v.name}: {err}") from None
-    else:
-        steps.execute(run, step)
-
-
-def stack_run(plan: Plan, phase: Procedure):
-    """What a change's steps run with: the plan's compose, engine and timeouts; no
-    snapshot (a change restores nothing), so no backup is needed to apply one."""
-    from ..stack import engine
-    from ..stack.compose import for_plan, stack_env
-    from ..output.redact import Redactor
-    from ..rollback.rollback import Run, runs_dir
-
-    return Run(plan=plan, proc=phase, client=engine.client(), compose=for_plan(plan), ref="HEAD",
-               ref_source="the change", snapshot=None, snapshot_source="", volume_names={},
-               run_id=f"change-{phase.id}", run_dir=runs_dir(plan) / f"change-{phase.id}", dry_run=False,
-               interactive=False, reason="change", redact=Redactor.shared(plan),
-               env=dict(stack_env(), COMPOSE_PROJECT_NAME=plan.project_name),
-               up_timeout=plan.timeouts["up"], command_timeout=plan.timeouts["command"])
+def context(plan: Plan, phase: Procedure) -> StackContext:
+    """What a change's steps run with: the plan's compose, engine and timeouts; no set (a
+    change restores nothing), so no backup is needed to apply one."""
+    return StackContext.of(plan, phase)
 
 
 def apply_all(plan: Plan, phases: list[Procedure]) -> list[Applied]:
     """Apply the changes of phases to plan's project (its worktree and stack), in order,
     then settle once."""
-    done = [apply(plan.root, plan.root, stack_run(plan, phase), phase) for phase in phases]
+    done = [apply(plan.root, plan.root, context(plan, phase), phase) for phase in phases]
     settle(phases)
     return done
 
 
-def apply(tree: Path, root: Path, run, phase: Procedure) -> Applied:
+def apply(tree: Path, root: Path, ctx: StackContext, phase: Procedure) -> Applied:
     """Apply one phase's change in the sandbox (files, then steps)."""
     tip, files = apply_files(tree, root, phase)
-    run_steps(run, phase)
+    run_steps(ctx, phase)
     return Applied(phase.id, tip, files, len(phase.change.steps))
 
 
-def reapply(tree: Path, run, phase: Procedure, applied: Applied) -> None:
+def reapply(tree: Path, ctx: StackContext, phase: Procedure, applied: Applied) -> None:
     """After the rollback: the change's files as they were applied, and its steps again.
     What fails here is something the rollback left that blocks going forward."""
     gitstate.run(tree, "reset", "--hard", "--quiet", applied.tip)
-    run_steps(run, phase)
+    run_steps(ctx, phase)
 
 

@@ -322,8 +322,8 @@ def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: s
         if declared or change:
             drills.step("applying the change")
             for phase in declared:
-                run = changes.stack_run(sandbox.plan, phase)
-                applied.append((phase, changes.apply(sandbox.tree, sandbox.live.root, run, phase)))
+                ctx = changes.context(sandbox.plan, phase)
+                applied.append((phase, changes.apply(sandbox.tree, sandbox.live.root, ctx, phase)))
                 say(f"applied the change of {applied[-1][1].line()}")
             changes.settle(declared)
             sandbox.learn_secrets()
@@ -349,7 +349,7 @@ def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: s
         drills.step("applying the change again")
         try:
             for phase, done in applied:
-                changes.reapply(sandbox.tree, changes.stack_run(sandbox.plan, phase), phase, done)
+                changes.reapply(sandbox.tree, changes.context(sandbox.plan, phase), phase, done)
             reapplied = True
             say("the change applies again after the rollback")
         except UndoitError as err:
@@ -376,11 +376,9 @@ def _failing_checks(sandbox: Sandbox, proc: Procedure) -> list[str]:
     """The procedure's checks that fail once the change is applied: the drill shows the
     change was felt (a phase whose checks all pass on the broken stack proves nothing)."""
     run = _side_run(sandbox, proc)
-    run.health_wait = 0  # as the stack is now, not once it settles
-    run.since_iso = "1970-01-01T00:00:00Z"
     before = {v.name for v in sandbox.client.volumes.list()}
     try:
-        return [r.name for r in checks.run_all(run, run.proc.checks) if not r.ok]
+        return [r.name for r in checks.run_now(run.ctx, proc.checks) if not r.ok]
     finally:
         # a check that mounts a volume the change removed makes the engine create an
         # empty one with no compose label, which the rollback would rightly refuse

@@ -16,6 +16,8 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+from docker.errors import NotFound
+
 from ..errors import UndoitError
 from ..output.progress import say
 from ..stack import engine, sandboxes, stackcheck, volumes
@@ -193,7 +195,7 @@ def _finish_replace(plan, client, compose, data) -> list[str]:
     if not volumes.is_bind(r["name"]):
         try:
             client.volumes.get(r["name"])
-        except Exception:
+        except NotFound:
             client.volumes.create(r["name"], labels={"com.docker.compose.project": plan.project_name,
                                                       "com.docker.compose.volume": r["key"]})
     restore.restore_volume(client, s, r["key"], target=r["name"], devices=bool(r.get("devices")))

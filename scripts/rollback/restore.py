@@ -12,6 +12,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from docker.errors import NotFound
+
 from ..stack import volumes
 from ..store import archive, journal, listings, snapshots
 from ..backup.backup import export_volume
@@ -93,6 +95,17 @@ def safety_snapshot(client, snapshots_dir: Path, project: str, targets: dict[str
             volumes.discard(folder)
         raise
     return snapshots.load_set(path)
+
+
+def volume_exists(client, name: str) -> bool:
+    """Whether the volume (or bind folder) is there to be copied or replaced."""
+    if volumes.is_bind(name):
+        return volumes.host_path(client, name).is_dir()
+    try:
+        client.volumes.get(name)
+        return True
+    except NotFound:
+        return False
 
 
 def discard_safety_sets(snapshots_dir: Path) -> None:

@@ -1,39 +1,39 @@
 """Run a procedure of the plan (a phase, full, a scenario) as a checked, recorded rollback.
 
-Order of business: resolve where to go back to and from which snapshot set; refuse
-before any live change if that set is not there or not sound; take the lock; record
-the state and tag HEAD; run the steps (safety copies before anything destructive);
-run every check; bring services back if a step failed; write the log and the report.
+Order of business: resolve where to go back to and from which snapshot set (choice.py);
+refuse before any live change if that set is not there or not sound; take the lock;
+record the state and tag HEAD; run the steps (safety copies before anything
+destructive); run every check; bring services back if a step failed; write the log and
+the report (runlog.py). Each step and check is run by its type (plan/registry.py), with
+the run's context (context.py).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import errors
-from ..backup import cycles
-from ..repo import gitstate, records
-from . import checks, restore, runlog, steps
-from ..stack import engine, pins, stackcheck, volumes
-from ..store import journal, lock, snapshots
-from ..stack.compose import Compose, for_plan, stack_env
 from ..errors import UndoitError
-from ..plan.plan import Plan, Procedure, Step
 from ..output.progress import say
-from ..output.redact import Redactor
-from ..stack import events
-from . import repair
-from ..store import restic
+from ..plan.plan import Plan
+from ..repo import gitstate
+from ..stack import engine, events, pins, stackcheck, volumes
+from ..store import journal, lock, snapshots
+from . import checks, repair, restore, runlog, steps
+from .choice import (NO_BACKUP, Choice, choose, files_of, restored_volumes, same_volume, verified_choice,
+                     verified_set)
+from .context import Run, RunContext
 
-NO_BACKUP = cycles.NO_BACKUP
+__all__ = ["Choice", "Run", "RunContext", "bring_back", "checkpoint_tag", "choose", "describe", "execute",
+           "files_of", "lock_path", "prepare", "restored_volumes", "runs_dir", "running_services",
+           "verified_choice", "verified_set"]
 
 
 def checkpoint_tag(pid: str) -> str:
@@ -48,213 +48,26 @@ def runs_dir(plan: Plan) -> Path:
     return plan.snapshots_dir / snapshots.RUNS
 
 
-@dataclass
-class Run:
-    plan: Plan
-    proc: Procedure
-    client: object
-    compose: Compose
-    ref: str
-    ref_source: str
-    snapshot: snapshots.SnapshotSet | None
-    snapshot_source: str
-    volume_names: dict[str, str]
-    run_id: str
-    run_dir: Path
-    dry_run: bool
-    interactive: bool
-    reason: str
-    redact: Redactor
-    env: dict
-    since_iso: str = ""
-    started_at: float = 0.0  # time.time() at the start of the steps
-    health_wait: int = 60
-    up_timeout: int = 180
-    command_timeout: int = 900
-    safety_sets: list[str] = field(default_factory=list)
-    file_restores: list[dict] = field(default_factory=list)
-    file_plans: dict[int, dict] = field(default_factory=dict)  # step index -> restore_plan, described last
-    sandbox: bool = False  # a rehearsal: shares the live repo's refs, so it tags nothing
-    record: dict | None = None  # the run record, kept on disk from the first step (undo reads it)
-    journal: journal.Entry | None = None  # what a dead run leaves unfinished (journal.py)
-    staged: dict[str, restore.Staged] = field(default_factory=dict)  # volume key -> built ahead (prestage)
-    prestaged: dict[str, float] = field(default_factory=dict)  # volume key -> seconds its building took
-
-    def persist(self) -> None:
-        """The run record as it stands, durably: a run killed at any point leaves it, with
-        every safety copy made so far, for `doit undo`."""
-        if self.record is not None:
-            runlog.keep(self.plan, self.record, self.redact)
-
-    def step_index(self, step: Step) -> int:
-        return self.proc.steps.index(step)
-
-    def step_dir(self, step: Step) -> Path:
-        return self.run_dir / f"step{self.step_index(step) + 1}"
-
-    def network_name(self, key: str) -> str:
-        for n in self.client.networks.list(filters={"label": f"com.docker.compose.project={self.plan.project_name}"}):
-            if (n.attrs.get("Labels") or {}).get("com.docker.compose.network") == key:
-                return n.name
-        return f"{self.plan.project_name}_{key}"
-
-    def safety_snapshot(self, targets: dict[str, str], park=()) -> snapshots.SnapshotSet | None:
-        """The safety set of what targets hold now (park: keys whose contents the swap moves
-        into it); None when none of them exists."""
-        existing = {k: v for k, v in targets.items() if _volume_exists(self.client, v)}
-        if not existing:
-            return None
-        s = restore.safety_snapshot(self.client, self.plan.snapshots_dir, self.plan.project_name, existing,
-                                    f"before {self.proc.kind} {self.proc.id} ({self.run_id})",
-                                    park=[k for k in park if k in existing])
-        self.safety_sets.append(s.id)
-        return s
-
-
-def _volume_exists(client, name: str) -> bool:
-    if volumes.is_bind(name):
-        return volumes.host_path(client, name).is_dir()
-    try:
-        client.volumes.get(name)
-        return True
-    except Exception:
-        return False
-
-
-@dataclass(frozen=True)
-class Choice:
-    """What a procedure restores: one set, and the files of the same point in time."""
-
-    set: snapshots.SnapshotSet
-    set_source: str  # one line: which set and why
-    ref: str
-    ref_source: str
-
-
-def files_of(plan: Plan, s: snapshots.SnapshotSet, named: bool = False) -> tuple[str, str]:
-    """The commit a set was taken at (its tag's, when the tag still points there): files
-    and volumes always come from one point in time. A tag of that name that points
-    elsewhere stops a run the kit chose the set for (another cycle may have made the
-    name again: which point in time is meant is no longer certain); a set named with
-    set=ID takes its own commit, and says the tag moved."""
-    git = (s.manifest or {}).get("git") or {}
-    commit, tag = git.get("commit") or git.get("head"), git.get("tag")
-    if not commit:
-        raise UndoitError(f"set {s.id} records no git commit: it cannot be the source of a rollback's files")
-    if not gitstate.ref_exists(plan.root, commit + "^{commit}"):
-        raise UndoitError(f"set {s.id} was taken at commit {commit[:12]}, which this repository does not have "
-                          "(fetch it from the remote that has it, e.g. the backup branch), so its files cannot "
-                          "be put back: nothing was changed")
-    if tag and gitstate.ref_exists(plan.root, f"refs/tags/{tag}"):
-        points = gitstate.run(plan.root, "rev-parse", f"{tag}^{{commit}}")
-        if points == commit:
-            return tag, f"tag of set {s.id}"
-        if not named:
-            raise UndoitError(f"tag {tag} has moved: it points at {points[:12]}, and set {s.id} was taken at "
-                              f"{commit[:12]}; refusing to guess which point in time is meant (put the tag back "
-                              f"with `git tag -f {tag} {commit[:12]}`, or name the set with set={s.id})")
-        return commit, f"commit of set {s.id} (tag {tag} has moved to {points[:12]})"
-    return commit, f"commit of set {s.id}"
-
-
-def choose(plan: Plan, proc: Procedure, set_id: str | None = None) -> Choice:
-    """The set a procedure restores (named; else, for a phase, its checkpoint in the
-    current cycle; else the current cycle's baseline) and the files that go with it.
-
-    Never HEAD~1, and never an older cycle's baseline: both put back the wrong point in time.
-    """
-    if set_id:
-        s = restic.find(plan, set_id)
-        source = f"set {set_id} (named)"
-    else:
-        cycle, why = cycles.current(plan)
-        s, source = cycle.baseline, why
-        cp = cycle.checkpoint(proc.id) if proc.kind == "phase" else None
-        if cp is not None:
-            s, source = cp, f"checkpoint of {proc.id} in cycle {cycle.tag}"
-    if s.manifest is None:
-        raise UndoitError(f"{NO_BACKUP} (set {s.id} has no readable manifest)")
-    ref, ref_source = (proc.ref, "plan ref") if proc.ref else files_of(plan, s, named=bool(set_id))
-    return Choice(s, source, ref, ref_source)
-
-
-def same_volume(plan: Plan, key: str, entry: dict, name: str) -> bool:
-    """Whether the set's entry for key is the project's volume `name`: the same name, or
-    for a bind-mounted folder the same folder relative to the project (a clone in
-    another folder recovering its data)."""
-    if entry.get("name") == name:
-        return True
-    bind = plan.volumes[key].bind if key in plan.volumes else None
-    if not (bind and volumes.is_bind(name) and volumes.is_bind(entry.get("name", ""))):
-        return False
-    rel = os.path.normpath(bind)
-    if entry.get("bind") is not None:
-        return os.path.normpath(entry["bind"]) == rel
-    return entry["name"].endswith("/" + rel)  # a set from before binds were recorded relatively
-
-
-def restored_volumes(proc: Procedure) -> list[str]:
-    keys = []
-    for step in proc.steps:
-        if step.do == "restore-volumes":
-            keys += [k for k in step.args["volumes"] if k not in keys]
-    return keys
-
-
-def verified_set(plan: Plan, pid: str, set_id: str | None = None,
-                 given: snapshots.SnapshotSet | None = None) -> snapshots.SnapshotSet:
-    """The set a procedure will restore, checked: its manifest, listings, state files and
-    records, and that its archives are there. The archives it restores the run reads to
-    the end before its first step (prove_restored, prestage); the others it has no use
-    for. One line and no change when there is none or it is bad."""
-    return verified_choice(plan, pid, set_id, given).set
-
-
-def verified_choice(plan: Plan, pid: str, set_id: str | None = None,
-                    given: snapshots.SnapshotSet | None = None) -> Choice:
-    proc = plan.procedure(pid)
-    if given is not None:
-        ref, ref_source = (proc.ref, "plan ref") if proc.ref else files_of(plan, given, named=True)
-        choice = Choice(given, "rehearsed set", ref, ref_source)
-    else:
-        choice = choose(plan, proc, set_id)
-    s, source = choice.set, choice.set_source
-    # no archive hashed here: those it restores are read to the end before the first step,
-    # and the others are no part of this rollback (a files rollback beside a 50 GiB
-    # database does not wait for its checksum; `doit verify` reads the whole set)
-    problems = snapshots.check_set(s, deep=False, archives=False)
-    if not problems and s.manifest.get("kind") in ("backup", "checkpoint"):
-        problems = [p for p in [records.problem(plan.root, s)] if p]
-    if problems:
-        raise UndoitError(f"{NO_BACKUP} (the set {s.id}, {source}, is not valid: {problems[0]})")
-    for key in restored_volumes(proc):
-        if key not in s.volumes:
-            raise UndoitError(f"{NO_BACKUP} (the set {s.id}, {source}, holds no volume {key})")
-        try:
-            restore.check_listing(s, key)
-        except UndoitError as err:
-            raise UndoitError(f"{NO_BACKUP} (the set {s.id}, {source}: {err})") from None
-    return choice
-
-
 def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reason: str = "",
             set_id: str | None = None, source: snapshots.SnapshotSet | None = None,
-            sandbox: bool = False, checked: Choice | None = None) -> Run:
+            sandbox: bool = False, checked: Choice | None = None, up_timeout: int | None = None) -> Run:
     """Everything a run needs, resolved and checked; raises before anything changes.
 
     source/sandbox: a rehearsal passes the live set to restore from, and runs in a
     sandbox plan (its own project, worktree and snapshots folder). checked: what
-    verified_choice answered for the same arguments an instant ago (the verified:* task)."""
+    verified_choice answered for the same arguments an instant ago (the verified:* task).
+    up_timeout: how long `up`/`restart` steps and the healthy check wait (default: the
+    plan's [timeouts] up for the steps, 60 s for the check)."""
     proc = plan.procedure(pid)
     gitstate.require_repo(plan.root)
     # no check of the plan against today's compose file here: the change being undone
     # may have removed a service or a volume from it; backup and rehearse check it
     choice = checked if checked is not None and source is None else verified_choice(plan, pid, set_id, given=source)
-    snap, set_source, ref, ref_source = choice.set, choice.set_source, choice.ref, choice.ref_source
-    if not gitstate.ref_exists(plan.root, ref):
-        raise UndoitError(f"ref {ref} ({ref_source}) does not exist in {plan.root}")
+    snap = choice.set
+    if not gitstate.ref_exists(plan.root, choice.ref):
+        raise UndoitError(f"ref {choice.ref} ({choice.ref_source}) does not exist in {plan.root}")
     client = engine.client()
-    if not sandbox and any(step.do == "up" for step in proc.steps):
+    if not sandbox and any(step.type.runs_images for step in proc.steps):
         pins.check(client, snap)
     names = {}
     for key in restored_volumes(proc):
@@ -270,29 +83,28 @@ def prepare(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_id = f"{stamp}-{proc.id}" + ("-dry-run" if dry_run else "")
     interactive = not yes and os.environ.get("CI", "").lower() not in ("1", "true", "yes") and os.isatty(0)
-    env = dict(stack_env(), COMPOSE_PROJECT_NAME=plan.project_name)
-    return Run(plan=plan, proc=proc, client=client, compose=for_plan(plan), ref=ref, ref_source=ref_source,
-               snapshot=snap, snapshot_source=set_source, volume_names=names, run_id=run_id,
-               run_dir=runs_dir(plan) / run_id, dry_run=dry_run, interactive=interactive, reason=reason,
-               redact=Redactor.shared(plan), env=env, sandbox=sandbox,
-               up_timeout=plan.timeouts["up"], command_timeout=plan.timeouts["command"])
+    waits = {"up_timeout": up_timeout, "health_wait": up_timeout} if up_timeout else {}
+    return Run(RunContext.of(
+        plan, proc, ref=choice.ref, ref_source=choice.ref_source, snapshot=snap, snapshot_source=choice.set_source,
+        volume_names=names, run_id=run_id, run_dir=runs_dir(plan) / run_id, dry_run=dry_run,
+        interactive=interactive, reason=reason, sandbox=sandbox, **waits))
 
 
 def describe(run: Run) -> list[str]:
     """The whole plan of a run, as printed by a dry run and before a real one."""
-    p = run.proc
+    ctx, p = run.ctx, run.proc
     lines = [f"{p.kind} {p.id}: {p.title}" + (f" (risk {p.risk}, runbook estimate {p.duration})" if p.risk else ""),
-             f"  files go back to {run.ref} ({run.ref_source}); volumes come from set "
-             f"{run.snapshot.id if run.snapshot else '-'} ({run.snapshot_source})",
+             f"  files go back to {ctx.ref} ({ctx.ref_source}); volumes come from set "
+             f"{ctx.snapshot.id if ctx.snapshot else '-'} ({ctx.snapshot_source})",
              f"  engine: {engine.endpoint()}; volumes "
              + ("read and written in place on this host" if engine.on_this_host() else "streamed through the engine"),
              "  before any destructive step: HEAD tagged undoit/pre-rollback/<time>, safety copies of "
-             f"what is overwritten or removed (in {run.run_dir})"]
+             f"what is overwritten or removed (in {ctx.run_dir})"]
     for i, step in enumerate(p.steps, 1):
-        mark = "!" if step.do in steps.DESTRUCTIVE else " "
-        lines.append(f" {mark}{i:2d}. {run.redact(steps.describe(run, step))}")
+        mark = "!" if step.type.destructive else " "
+        lines.append(f" {mark}{i:2d}. {ctx.redact(steps.describe(run, step))}")
     for check in p.checks:
-        lines.append(f"   check: {check.name}: {run.redact(checks.describe(run, check))}")
+        lines.append(f"   check: {check.name}: {ctx.redact(checks.describe(ctx, check))}")
     return lines
 
 
@@ -304,15 +116,13 @@ def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
 
     up_timeout: how long `up`/`restart` steps wait for health (default: the plan's [timeouts] up).
     checked: see prepare."""
-    run = prepare(plan, pid, dry_run, yes, reason, set_id, source, sandbox, checked)
-    if up_timeout:
-        run.up_timeout = run.health_wait = up_timeout
+    run = prepare(plan, pid, dry_run, yes, reason, set_id, source, sandbox, checked, up_timeout)
     for line in describe(run):
         say(line)
     if dry_run:
         prove_restored(run, restored_volumes(run.proc))
         say("dry run: nothing was changed")
-        return {"outcome": "dry-run", "run": run.run_id}
+        return {"outcome": "dry-run", "run": run.ctx.run_id}
     with lock.held(lock_path(plan), f"rollback {pid}"):
         if not sandbox:
             repair.repair_for(plan)
@@ -320,7 +130,7 @@ def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
 
 
 def _confirm(run: Run) -> None:
-    if not run.interactive or not any(s.do in steps.DESTRUCTIVE for s in run.proc.steps):
+    if not run.ctx.interactive or not any(s.type.destructive for s in run.proc.steps):
         return
     import multiprocessing
 
@@ -329,7 +139,7 @@ def _confirm(run: Run) -> None:
         # would vanish (or be answered by nobody)
         raise UndoitError("this rollback asks before it destroys data, and `doit -n` runs it where nobody can "
                           "answer: run it alone, or pass yes=1; nothing was changed")
-    answer = input(f"This replaces data of project {run.plan.project_name} (safety copies are kept). "
+    answer = input(f"This replaces data of project {run.ctx.plan.project_name} (safety copies are kept). "
                    "Type 'yes' to go on: ")
     if answer.strip().lower() != "yes":
         raise UndoitError("not confirmed: nothing was changed")
@@ -340,21 +150,22 @@ def _execute(run: Run, stop_after_step: int | None) -> dict:
     change the stack: killed while it builds ahead, it is found by the next command as a
     run that changed nothing, and `doit undo` says so instead of undoing an older one."""
     _confirm(run)
-    if run.interactive:
+    if run.ctx.interactive:
         run.file_plans.clear()  # the files may have changed while the question waited
     running_before = running_services(run)
-    record = _open_record(run, running_before)
-    intent = nullcontext() if run.sandbox else journal.intent(
-        run.plan.snapshots_dir, run.plan.project_name, "rollback", run=run.run_id, running_before=running_before)
+    _open_record(run, running_before)
+    plan = run.ctx.plan
+    intent = nullcontext() if run.ctx.sandbox else journal.intent(
+        plan.snapshots_dir, plan.project_name, "rollback", run=run.ctx.run_id, running_before=running_before)
     with intent as run.journal:
         run.persist()
         try:
             _before_steps(run)
         except UndoitError as err:  # refused before its first step: no run to record, repair or undo
             refused = err
-            shutil.rmtree(run.run_dir, ignore_errors=True)
+            shutil.rmtree(run.ctx.run_dir, ignore_errors=True)
         else:
-            return _run_steps(run, record, running_before, stop_after_step)
+            return _run_steps(run, running_before, stop_after_step)
         finally:
             for staged in run.staged.values():  # not swapped in: the run failed before their step
                 volumes.discard(staged.path)
@@ -366,11 +177,12 @@ def _before_steps(run: Run) -> None:
     files hidden from git, the set's images loaded, the volumes built ahead."""
     from ..backup.backup import hide_kit_state
 
-    if not run.sandbox:
-        hide_kit_state(run.plan)
-        loaded = pins.ensure(run.client, run.snapshot, run.plan.project_name) if run.snapshot else []
+    ctx = run.ctx
+    if not ctx.sandbox:
+        hide_kit_state(ctx.plan)
+        loaded = pins.ensure(ctx.client, ctx.snapshot, ctx.plan.project_name) if ctx.snapshot else []
         if loaded:
-            say(f"images of set {run.snapshot.id} loaded from the set: {', '.join(loaded)}")
+            say(f"images of set {ctx.snapshot.id} loaded from the set: {', '.join(loaded)}")
     prestage(run)
 
 
@@ -379,24 +191,25 @@ def prestage(run: Run) -> None:
     any step: the services stay up meanwhile, and are later down only for the safety copy
     and the swap. A bad archive refuses the run here, with nothing changed yet; a volume
     that cannot be staged ahead (restore.stage_volume) is restored at its step."""
-    if run.snapshot is None:
+    ctx = run.ctx
+    if ctx.snapshot is None:
         return
     keys = restored_volumes(run.proc)
     for key in keys if engine.on_this_host() else ():
-        name = run.volume_names[key]
-        if not _volume_exists(run.client, name):  # removed by the change: recreated at its step
+        name = ctx.volume_names[key]
+        if not restore.volume_exists(ctx.client, name):  # removed by the change: recreated at its step
             continue
         t0 = time.monotonic()
         try:
-            staged = _refusing(run, lambda: restore.stage_volume(run.client, run.snapshot, key, name,
-                                                                      run.plan.allows_devices(key)))
+            staged = _refusing(run, lambda: restore.stage_volume(ctx.client, ctx.snapshot, key, name,
+                                                                      ctx.plan.allows_devices(key)))
         except OSError as err:  # a full disk, say: restored at its step, which says so if it fails too
             say(f"{key}: not staged ahead ({err.strerror or err}); restored at its step")
             continue
         if staged is not None:
             run.staged[key] = staged
-            run.prestaged[key] = round(time.monotonic() - t0, 3)
-            say(f"{key}: built beside {name} from set {run.snapshot.id} and checked ({len(staged.expected)} "
+            run.record.prestaged[key] = round(time.monotonic() - t0, 3)
+            say(f"{key}: built beside {name} from set {ctx.snapshot.id} and checked ({len(staged.expected)} "
                 "entries); swapped in at its step")
     prove_restored(run, [k for k in keys if k not in run.staged])
 
@@ -405,8 +218,9 @@ def prove_restored(run: Run, keys) -> None:
     """Each archive of keys read to the end and checked (restores extract them later):
     `verified:*` checked everything but these, and a bad one is refused here, before any
     step. Each is read once in this process (restore.check_restorable)."""
-    for key in keys if run.snapshot is not None else ():
-        _refusing(run, lambda: restore.check_restorable(run.snapshot, key, run.plan.allows_devices(key)))
+    ctx = run.ctx
+    for key in keys if ctx.snapshot is not None else ():
+        _refusing(run, lambda: restore.check_restorable(ctx.snapshot, key, ctx.plan.allows_devices(key)))
 
 
 def _refusing(run: Run, prove):
@@ -414,54 +228,44 @@ def _refusing(run: Run, prove):
     try:
         return prove()
     except UndoitError as err:
-        raise UndoitError(f"{NO_BACKUP} (the set {run.snapshot.id}, {run.snapshot_source}: {err})",
+        raise UndoitError(f"{NO_BACKUP} (the set {run.ctx.snapshot.id}, {run.ctx.snapshot_source}: {err})",
                           exit_code=errors.NO_BACKUP) from None
 
 
-def _open_record(run: Run, running_before: list[str]) -> dict:
+def _open_record(run: Run, running_before: list[str]) -> None:
     """The run's folder and record, "running" and at no step yet (at_step: the step begun)."""
-    run.run_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    base, n = run.run_id, 1
+    ctx = run.ctx
+    ctx.run_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    n = 1
     while True:  # a run in the same second as the one before (its id is its second)
+        run_id = ctx.run_id if n == 1 else f"{ctx.run_id}-{n}"
         try:
-            run.run_dir.mkdir(mode=0o700)
+            (ctx.run_dir.parent / run_id).mkdir(mode=0o700)
             break
         except FileExistsError:
             n += 1
-            run.run_id = f"{base}-{n}"
-            run.run_dir = run.run_dir.with_name(run.run_id)
-    run.record = {
-        "run": run.run_id, "kind": run.proc.kind, "procedure": run.proc.id, "title": run.proc.title,
-        "reason": run.redact(run.reason), "host": socket.gethostname(), "user": _user(),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "project": run.plan.project_name,
-        "engine": engine.endpoint().host, "ref": run.ref, "ref_source": run.ref_source,
-        "snapshot_set": run.snapshot.id if run.snapshot else None, "snapshot_source": run.snapshot_source,
-        "head_before": gitstate.head(run.plan.root), "pre_rollback_tag": None, "running_before": running_before,
-        "rolls_back": list(run.proc.rolls_back) or ([run.proc.id] if run.proc.kind == "phase" else ["all"]),
-        "keeps": list(run.proc.keeps), "steps": [], "at_step": 0, "checks": [], "safety_sets": run.safety_sets,
-        "file_restores": run.file_restores, "prestaged": run.prestaged, "runbook_minutes": run.proc.minutes,
-        "outcome": "running",
-    }
-    return run.record
+    run.ctx = replace(ctx, run_id=run_id, run_dir=ctx.run_dir.parent / run_id)
+    run.record = runlog.opened(run.ctx, running_before)
 
 
-def _run_steps(run: Run, record: dict, running_before: list[str], stop_after_step: int | None) -> dict:
+def _run_steps(run: Run, running_before: list[str], stop_after_step: int | None) -> dict:
     t0 = time.monotonic()
     started = datetime.now(timezone.utc)
-    run.since_iso = record["started"] = started.isoformat(timespec="seconds")
+    run.record.started = started.isoformat(timespec="seconds")
+    run.ctx = replace(run.ctx, since=run.record.started)
     run.started_at = started.timestamp()
-    if not run.sandbox:  # the worktree shares the live repository's tags
-        record["pre_rollback_tag"] = f"undoit/pre-rollback/{started.strftime('%Y%m%dT%H%M%SZ')}"
-        gitstate.tag(run.plan.root, record["pre_rollback_tag"], record["head_before"])
-    return _steps_and_checks(run, record, running_before, stop_after_step, t0)
+    if not run.ctx.sandbox:  # the worktree shares the live repository's tags
+        run.record.pre_rollback_tag = f"undoit/pre-rollback/{started.strftime('%Y%m%dT%H%M%SZ')}"
+        gitstate.tag(run.ctx.plan.root, run.record.pre_rollback_tag, run.record.head_before)
+    return _steps_and_checks(run, running_before, stop_after_step, t0)
 
 
-def _steps_and_checks(run: Run, record: dict, running_before: list[str], stop_after_step: int | None,
-                      t0: float) -> dict:
+def _steps_and_checks(run: Run, running_before: list[str], stop_after_step: int | None, t0: float) -> dict:
+    record = run.record
     try:
-        failed, interrupted = _steps(run, record, stop_after_step)
+        failed, interrupted = _steps(run, stop_after_step)
     except KeyboardInterrupt as err:  # between two steps (a step's own work catches its own)
-        interrupted, done = err, record["steps"]
+        interrupted, done = err, record.steps
         if done and not done[-1]["ok"]:
             failed = {k: done[-1][k] for k in ("n", "do", "detail")}
         else:
@@ -469,45 +273,44 @@ def _steps_and_checks(run: Run, record: dict, running_before: list[str], stop_af
             failed = {"n": n, "do": run.proc.steps[n - 1].do if n <= len(run.proc.steps) else "checks",
                       "detail": f"interrupted ({err or 'Ctrl-C'}) before it began"}
     if failed:
-        record["services"] = journal.cleanup(lambda: bring_back(run, running_before), "bringing services back",
-                                             interrupted=interrupted is not None)
-        record["checks"] = []
+        services = journal.cleanup(lambda: bring_back(run, running_before), "bringing services back",
+                                   interrupted=interrupted is not None)
+        record.checks = []
     else:
-        record["services"] = "as the plan left them"
-        results = checks.run_all(run, run.proc.checks)
-        record["checks"] = [r.__dict__ for r in results]
+        services = "as the plan left them"
+        results = checks.run_all(run.ctx, run.proc.checks)
+        record.checks = [asdict(r) for r in results]
         for r in results:
             say(f"  {'PASS' if r.ok else 'FAIL'}  {r.name}: {r.reason}")
-    record["failed_step"] = failed
-    record["seconds"] = round(time.monotonic() - t0, 2)
-    record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    ok = failed is None and all(c["ok"] for c in record["checks"])
-    record["outcome"] = ("success" if ok else "interrupted" if interrupted else
-                         "step failed" if failed else "checks failed")
-    record["next_steps"] = list(run.plan.next_steps)
-    runlog.write(run.plan, record, run.redact)
+    ok = failed is None and all(c["ok"] for c in record.checks)
+    record.close(outcome=("success" if ok else "interrupted" if interrupted else
+                          "step failed" if failed else "checks failed"),
+                 services=services, failed_step=failed, seconds=round(time.monotonic() - t0, 2),
+                 next_steps=run.ctx.plan.next_steps)
+    runlog.write(run.ctx.plan, record, run.ctx.redact)
     if interrupted is not None:
-        say(f"services: {record['services']}")  # what the way out did (no conclusion follows)
+        say(f"services: {record.services}")  # what the way out did (no conclusion follows)
         raise interrupted  # the journal stays: the next run finishes what this one left
-    return record
+    return record.as_dict()
 
 
-def _steps(run: Run, record: dict, stop_after_step: int | None) -> tuple[dict | None, BaseException | None]:
+def _steps(run: Run, stop_after_step: int | None) -> tuple[dict | None, BaseException | None]:
     """The plan's steps in order, up to the first that fails: (failed, interrupted)."""
     failed = interrupted = None
+    redact = run.ctx.redact
     for i, step in enumerate(run.proc.steps, 1):
         s0 = time.monotonic()
         # described before it runs: afterwards, restored files no longer count as overwritten
-        what = run.redact(steps.describe(run, step))
+        what = redact(steps.describe(run, step))
         say(f"[{i}/{len(run.proc.steps)}] {step.do} ...")
         try:
             if stop_after_step is not None and i > stop_after_step:
                 raise UndoitError(f"injected failure at step {i}")
-            record["at_step"] = i
+            run.record.at_step = i
             run.persist()  # a run killed from here on may have changed something: undo looks
             detail = steps.execute(run, step)
             ok = True
-            if step.do in steps.CHANGE_FILES:
+            if step.type.changes_files:
                 run.file_plans.clear()  # later restores are planned again, on the files as they are now
         except UndoitError as err:
             detail, ok = str(err), False
@@ -518,9 +321,9 @@ def _steps(run: Run, record: dict, stop_after_step: int | None) -> tuple[dict | 
         except Exception as err:  # a bug, or the engine falling over: still recorded, still cleaned up
             detail, ok = f"{type(err).__name__}: {err}", False
             traceback.print_exc()
-        detail = run.redact(detail)
-        record["steps"].append({"n": i, "do": step.do, "what": what,
-                                "ok": ok, "detail": detail, "seconds": round(time.monotonic() - s0, 3)})
+        detail = redact(detail)
+        run.record.steps.append({"n": i, "do": step.do, "what": what,
+                                 "ok": ok, "detail": detail, "seconds": round(time.monotonic() - s0, 3)})
         say(f"      {'ok' if ok else 'FAILED'} in {time.monotonic() - s0:.1f} s: {detail}")
         if not ok:
             failed = {"n": i, "do": step.do, "detail": detail}
@@ -529,29 +332,21 @@ def _steps(run: Run, record: dict, stop_after_step: int | None) -> tuple[dict | 
     return failed, interrupted
 
 
-def _user() -> str:
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):
-        return str(os.getuid())
-
-
 def running_services(run: Run) -> list[str]:
-    return sorted({c.labels.get(checks.SERVICE_LABEL) for c in checks.project_containers(run)} - {None})
+    return sorted({c.labels.get(checks.SERVICE_LABEL) for c in checks.project_containers(run.ctx)} - {None})
 
 
 def bring_back(run: Run, running_before: list[str]) -> str:
     """After a failed step: every service that ran before runs again (the state it was
     in), never left stopped by accident. Says what it did. Not onto a volume whose refill
     was cut short: its services wait for the next run, which refills it first."""
+    ctx = run.ctx
     if run.started_at:  # first: a service the engine is still stopping is not running
-        events.stops_under_way(run.client, run.plan.project_name, run.started_at, run.plan.timeouts["stop"])
+        events.stops_under_way(ctx.client, ctx.plan.project_name, run.started_at, ctx.plan.timeouts["stop"])
     now = set(running_services(run))
     missing = [s for s in running_before if s not in now]
     half = (run.journal.data.get("replacing") if run.journal else None) or {}
-    held = sorted({c.labels.get(checks.SERVICE_LABEL) for c in volumes.users(run.client, half["name"])}
+    held = sorted({c.labels.get(checks.SERVICE_LABEL) for c in volumes.users(ctx.client, half["name"])}
                   - {None}) if half else []
     missing = [s for s in missing if s not in held]
     note = (f"; {', '.join(held)} left stopped: {half['name']} is half refilled, the next kit command refills it "
@@ -559,7 +354,7 @@ def bring_back(run: Run, running_before: list[str]) -> str:
     if not missing:
         return "every service that was running is still running" + note
     try:
-        run.compose("up", "--detach", "--no-recreate", *missing)
+        ctx.compose("up", "--detach", "--no-recreate", *missing)
         return f"brought back {', '.join(missing)} (stopped by the failed rollback){note}"
     except UndoitError as err:
-        return f"could NOT bring back {', '.join(missing)}: {run.redact(err)}{note}"
+        return f"could NOT bring back {', '.join(missing)}: {ctx.redact(err)}{note}"

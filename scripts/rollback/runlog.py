@@ -5,15 +5,105 @@ Both pass through the run's redactor: no value from .env or secrets/ is ever wri
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ..plan.plan import Plan
+from ..repo import gitstate
+from ..stack import engine
 from ..store.snapshots import RUNS
 
 RECORD = "record.json"
 NO_REASON = '(none given: pass reason="...")'
+# the keys a record has once its run ended (Record.close)
+CLOSING = ("services", "failed_step", "seconds", "finished", "next_steps")
+
+
+@dataclass
+class Record:
+    """A rollback's record, as reports/<run>.json, the log and `doit undo` read it (its
+    keys are the JSON's). Kept on disk as the run goes (keep), written whole at its end
+    (write), both through _masked."""
+
+    run: str
+    kind: str
+    procedure: str
+    title: str
+    reason: str
+    host: str
+    user: str
+    started: str  # when the run was opened; when its steps began, once they do
+    project: str
+    engine: str
+    ref: str
+    ref_source: str
+    snapshot_set: str | None
+    snapshot_source: str
+    head_before: str
+    running_before: list[str]
+    rolls_back: list[str]
+    keeps: list[str]
+    runbook_minutes: int | None
+    pre_rollback_tag: str | None = None
+    steps: list[dict] = field(default_factory=list)  # n, do, what, ok, detail, seconds
+    at_step: int = 0  # the step begun (0: none yet)
+    checks: list[dict] = field(default_factory=list)  # name, check, ok, reason, seconds
+    safety_sets: list[str] = field(default_factory=list)
+    file_restores: list[dict] = field(default_factory=list)  # what each restore-files step saved (undo)
+    prestaged: dict[str, float] = field(default_factory=dict)  # volume key -> seconds its building took
+    outcome: str = "running"  # success, checks failed, step failed, interrupted
+    # the run's end (close): a record without them is of a run under way, or one that died
+    services: str | None = None
+    failed_step: dict | None = None
+    seconds: float | None = None
+    finished: str | None = None
+    next_steps: list[str] = field(default_factory=list)
+
+    def close(self, outcome: str, services: str, failed_step: dict | None, seconds: float,
+              next_steps) -> None:
+        self.outcome, self.services, self.failed_step, self.seconds = outcome, services, failed_step, seconds
+        self.next_steps = list(next_steps)
+        self.finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def as_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        if self.finished is None:
+            for key in CLOSING:
+                del data[key]
+        return data
+
+
+def opened(ctx, running_before: list[str]) -> Record:
+    """The record of a rollback (ctx: its RunContext) about to begin: at no step yet."""
+    proc = ctx.proc
+    return Record(
+        run=ctx.run_id, kind=proc.kind, procedure=proc.id, title=proc.title, reason=ctx.redact(ctx.reason),
+        host=socket.gethostname(), user=_user(), started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        project=ctx.plan.project_name, engine=engine.endpoint().host, ref=ctx.ref, ref_source=ctx.ref_source,
+        snapshot_set=ctx.snapshot.id if ctx.snapshot else None, snapshot_source=ctx.snapshot_source,
+        head_before=gitstate.head(ctx.plan.root), running_before=running_before,
+        rolls_back=list(proc.rolls_back) or ([proc.id] if proc.kind == "phase" else ["all"]),
+        keeps=list(proc.keeps), runbook_minutes=proc.minutes)
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())
+
+
+def _masked(rec: Record | dict, redact) -> dict:
+    """The one way a record is written: as JSON data, every value masked."""
+    data = rec.as_dict() if isinstance(rec, Record) else rec
+    return redact.data(json.loads(json.dumps(data, default=str)))
 
 
 def _private_write(path: Path, text: str, append: bool = False) -> None:
@@ -50,24 +140,24 @@ def markdown(rec: dict) -> str:
     return "\n".join(lines)
 
 
-def write(plan: Plan, rec: dict, redact) -> None:
+def write(plan: Plan, rec: Record | dict, redact) -> None:
     """Append to the log, write the JSON report and the run's own record (for undo)."""
-    clean = redact.data(json.loads(json.dumps(rec, default=str)))
+    clean = _masked(rec, redact)
     text = json.dumps(clean, indent=2, sort_keys=True)
     if not plan.log_path.exists():
         _private_write(plan.log_path, "# Rollback log\n\nOne entry per rollback, newest last (written by undoit).\n\n")
     _private_write(plan.log_path, redact(markdown(clean)), append=True)
-    _private_write(plan.reports_dir / f"{rec['run']}.json", text + "\n")
+    _private_write(plan.reports_dir / f"{clean['run']}.json", text + "\n")
     try:
         save(plan, clean)  # whole or not at all: undo reads it
     except OSError as err:  # a full snapshots disk: the log and the report above still tell
         print(f"could not keep the run's record for undo in {plan.snapshots_dir}: {err.strerror}", flush=True)
 
 
-def keep(plan: Plan, rec: dict, redact) -> None:
+def keep(plan: Plan, rec: Record | dict, redact) -> None:
     """The run's own record as it stands, durably (renamed into place, synced): what a
     run killed at any moment has done so far, for `doit undo`."""
-    save(plan, redact.data(json.loads(json.dumps(rec, default=str))))
+    save(plan, _masked(rec, redact))
 
 
 def save(plan: Plan, rec: dict) -> None:

@@ -1,0 +1,127 @@
+"""Checks of the project's containers: how many run, whether they are healthy, their logs."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from ...output.redact import PLAIN, Redactor
+from ...plan.registry import CHECKS, CheckType, Invalid
+
+DEFAULT_LOG_PATTERN = r"(?i)\b(error|fatal|panic|exception)\b"
+SERVICE_LABEL = "com.docker.compose.service"
+READY = "ready"
+
+
+def project_containers(ctx, running_only: bool = True) -> list:
+    """The project's containers (running ones only, by default), not the kit's helpers."""
+    from ...stack import volumes  # here: the plan loader imports this module, and volumes the docker SDK
+
+    filters = {"label": f"com.docker.compose.project={ctx.plan.project_name}"}
+    if running_only:
+        filters["status"] = "running"
+    return [c for c in ctx.client.containers.list(all=not running_only, filters=filters)
+            if volumes.HELPER_LABEL not in (c.labels or {})]
+
+
+def health(ctx, services, wait: float) -> tuple[bool, str]:
+    """Whether every container of services (all: empty) runs and is healthy or has no
+    healthcheck, waiting up to `wait` seconds for it; one line either way."""
+    wanted = list(services or ()) or None
+    start = time.monotonic()
+    deadline = start + wait
+    while True:
+        bad = []
+        cs = {c.labels.get(SERVICE_LABEL): c for c in project_containers(ctx, running_only=False)}
+        for svc in wanted or sorted(cs):
+            c = cs.get(svc)
+            if c is None:
+                bad.append(f"{svc}: no container")
+                continue
+            state, why = readiness(c, ctx.redact)
+            if state != READY:
+                bad.append(why)
+        if not bad:
+            return True, f"{len(wanted or cs)} service(s) running and healthy"
+        if time.monotonic() > deadline or any("no container" in b or ": exited" in b for b in bad):
+            return False, "; ".join(bad)
+        # a restart waits on this: the first seconds often (a healthcheck every 250 ms is
+        # seen 50 ms after it passes; the listing costs ~6 ms), then less
+        time.sleep(0.05 if time.monotonic() - start < 3 else 0.25)
+
+
+def readiness(container, redact: Redactor = PLAIN) -> tuple[str, str]:
+    """(READY, "") for a container that runs and is healthy or has no healthcheck; else
+    its state (exited, created, ...) or, running, its health (starting, unhealthy), and
+    one line: "<service>: <state>" or "<service>: <health> (<its last health output>)",
+    that output masked by redact before it is cut."""
+    svc = container.labels.get(SERVICE_LABEL)
+    state = container.attrs["State"]
+    if state.get("Status") != "running":
+        return state.get("Status"), f"{svc}: {state.get('Status')}"
+    status = (state.get("Health") or {}).get("Status")
+    if status in (None, "healthy"):
+        return READY, ""
+    return status, f"{svc}: {status} ({last_health_output(container, redact)})"
+
+
+def last_health_output(container, redact: Redactor = PLAIN) -> str:
+    """The last line the container's healthcheck printed: usually the reason it fails."""
+    log = ((container.attrs.get("State") or {}).get("Health") or {}).get("Log") or []
+    if not log:
+        return "no health output yet"
+    lines = (log[-1].get("Output") or "").strip().splitlines()
+    return redact.clip(lines[-1], 160) if lines else f"exit {log[-1].get('ExitCode')}"
+
+
+@CHECKS.register
+class ContainerCount(CheckType):
+    name = "container-count"
+    required = frozenset({"expect"})
+
+    def validate(self, args):
+        expect = args["expect"]
+        if isinstance(expect, bool) or not isinstance(expect, int) or expect < 0:
+            raise Invalid("expect", "must be a whole number of containers")
+
+    def describe(self, ctx, check):
+        return f"{check.args['expect']} containers of project {ctx.plan.project_name} running"
+
+    def run(self, ctx, check):
+        n = len(project_containers(ctx))
+        want = int(check.args["expect"])
+        return n == want, f"{n} container(s) running, expected {want}"
+
+
+def _of_services(check) -> str:
+    return f"{check.check}: {', '.join(check.args.get('services') or ['all services'])}"
+
+
+@CHECKS.register
+class Healthy(CheckType):
+    name = "healthy"
+    optional = frozenset({"services"})
+
+    def describe(self, ctx, check):
+        return _of_services(check)
+
+    def run(self, ctx, check):
+        return health(ctx, check.args.get("services"), ctx.health_wait)
+
+
+@CHECKS.register
+class LogsClean(CheckType):
+    name = "logs-clean"
+    optional = frozenset({"services", "pattern"})
+
+    def describe(self, ctx, check):
+        return _of_services(check)
+
+    def run(self, ctx, check):
+        pattern = re.compile(check.args.get("pattern") or DEFAULT_LOG_PATTERN)
+        out = ctx.compose("logs", "--no-color", "--since", ctx.since, *(check.args.get("services") or ()))
+        hits = [line for line in out.splitlines() if pattern.search(line)]
+        if hits:
+            return False, (f"{len(hits)} matching line(s) since the rollback began, first: "
+                           f"{ctx.redact.clip(hits[0], 160)}")
+        return True, "no error lines in the logs since the rollback began"

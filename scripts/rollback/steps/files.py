@@ -1,0 +1,53 @@
+"""The restore-files step: the project's files as a ref has them, every file it
+overwrites, removes or moves aside kept first for `doit undo`."""
+
+from __future__ import annotations
+
+from ...errors import UndoitError
+from ...plan.registry import STEPS, StepType
+from ...repo import gitstate
+
+
+@STEPS.register
+class RestoreFiles(StepType):
+    name = "restore-files"
+    required = frozenset({"paths"})
+    optional = frozenset({"ref"})
+    destructive = True
+    changes_files = True
+
+    def describe(self, run, step):
+        a, ref = step.args, step.args.get("ref") or run.ctx.ref
+        try:
+            # kept for execute: the plan described is the plan carried out (and git runs once)
+            p = self._plan(run, step, ref, keep=True)
+            what = (f"{len(p['checkout'])} file(s) from {ref}, {len(p['changed'])} overwritten or removed "
+                    f"(copied to the safety area first), {len(p['remove'])} added since removed, "
+                    f"{len(p['move'])} untracked moved aside")
+        except UndoitError as err:
+            what = f"cannot plan: {err}"
+        return f"$ git checkout {ref} -- {' '.join(a['paths'])}   (no overlay: {what})"
+
+    def execute(self, run, step):
+        a, ref, plan = step.args, step.args.get("ref") or run.ctx.ref, run.ctx.plan
+        p = self._plan(run, step, ref, keep=False)
+        # on record before a file is touched: undo after a kill here puts back what was saved
+        run.record.file_restores.append({"step": run.step_index(step), "ref": ref, "paths": list(a["paths"]),
+                                         "dir": str(run.step_dir(step)),
+                                         **{k: p[k] for k in ("changed", "move", "missing", "remove")}})
+        run.persist()
+        gitstate.restore_paths(plan.root, ref, a["paths"], run.step_dir(step), plan=p)
+        run.ctx.redact.add_from(plan.root)
+        return (f"{len(p['checkout'])} file(s) at {ref}; {len(p['changed'])} overwritten or removed (saved "
+                f"first), {len(p['remove'])} added since removed, {len(p['move'])} untracked moved aside")
+
+    @staticmethod
+    def _plan(run, step, ref: str, keep: bool) -> dict:
+        """The files this step checks out, overwrites, removes and moves: the one its
+        description planned (once: execute takes it), else planned now."""
+        i, plan = run.step_index(step), run.ctx.plan
+        p = run.file_plans.get(i) if keep else run.file_plans.pop(i, None)
+        p = p or gitstate.restore_plan(plan.root, ref, step.args["paths"], plan.kit_paths())
+        if keep:
+            run.file_plans[i] = p
+        return p
