@@ -2,7 +2,7 @@
 
 The packages are layers; each imports only from those before it (tests/test_house.py):
 errors (the one domain error) < output < plan < store < repo < stack < backup <
-rollback < offsite < rehearse < cli. dodo.py declares the tasks; the demo lives in demo/.
+rollback < offsite < rehearse < cli. dodo.py declares the tasks.
 """
 
 __version__ = "0.1.0"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import docker
 
 from ..store import archive
 from ..errors import UndoitError
@@ -37,13 +36,14 @@ def recorded(set_path: Path) -> dict[str, dict]:
 
 def pin(client, project: str, images: dict[str, dict]) -> list[str]:
     """Tag every image id the set records (idempotent); returns the pin names."""
+    from docker.errors import APIError  # here: the plan loader imports this module
     names = []
     for info in images.values():
         name = pin_name(project, info["id"])
         repo, tag = name.rsplit(":", 1)
         try:
             client.api.tag(info["id"], repo, tag)
-        except docker.errors.APIError as err:  # the image vanished between recording and pinning
+        except APIError as err:  # the image vanished between recording and pinning
             raise UndoitError(f"cannot pin image {info['image']} ({info['id'][:19]}): {err}") from None
         names.append(name)
     return sorted(set(names))
@@ -67,6 +67,7 @@ def unused(project: str, ids: set[str], client=None) -> list[str]:
 
 def release(project: str, tags, client=None) -> None:
     """Remove pin tags (the image itself goes with its last tag, unless a container uses it)."""
+    from docker.errors import APIError, ImageNotFound  # here: the plan loader imports this module
     from . import engine
 
     client = client or engine.client()
@@ -75,9 +76,9 @@ def release(project: str, tags, client=None) -> None:
             # force: the tag goes even while a container runs the image (which then stays,
             # untagged, until nothing uses it); another tag of the image keeps it
             client.images.remove(tag, force=True)
-        except docker.errors.ImageNotFound:
+        except ImageNotFound:
             continue  # gone already
-        except docker.errors.APIError as err:
+        except APIError as err:
             raise UndoitError(f"cannot release pin {tag}: {err}") from None
 
 
@@ -131,19 +132,21 @@ def ensure(client, s, project: str) -> list[str]:
 
 def image_id(client, ref: str | None) -> str | None:
     """The id an image reference resolves to here (None: no such image)."""
+    from docker.errors import ImageNotFound  # here: the plan loader imports this module
     if not ref:
         return None
     try:
         return client.images.get(ref).id
-    except docker.errors.ImageNotFound:
+    except ImageNotFound:
         return None
 
 
 def _present(client, image_id: str) -> bool:
+    from docker.errors import ImageNotFound  # here: the plan loader imports this module
     try:
         client.images.get(image_id)
         return True
-    except docker.errors.ImageNotFound:
+    except ImageNotFound:
         return False
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import docker
 
 from ..store import archive, entries, gnutar
 from ..store.entries import Entry
@@ -87,10 +86,11 @@ def resolve(client, project: str, keys, binds: dict[str, str] | None = None,
 
 
 def _exists(client, name: str) -> bool:
+    from docker.errors import NotFound  # here: the plan loader imports this module
     try:
         client.volumes.get(name)
         return True
-    except docker.errors.NotFound:
+    except NotFound:
         return False
 
 
@@ -113,12 +113,13 @@ def identity(client, volume: str) -> str:
 
 def helper_image(client) -> str:
     """An image already present to mount volumes in: the kit's base image (never pulled)."""
+    from docker.errors import ImageNotFound  # here: the plan loader imports this module
     from .images import names
 
     ref = names()["base"]
     try:
         client.images.get(ref)
-    except docker.errors.ImageNotFound as err:
+    except ImageNotFound as err:
         raise UndoitError(f"helper image {ref} is missing: run `doit images`") from err
     return ref
 
@@ -148,13 +149,14 @@ def host_path(client, volume: str) -> Path | None:
     tmpfs, NFS) is mounted on its Mountpoint only while a container uses it, so the
     directory there may be empty while the data lives elsewhere.
     """
+    from docker.errors import NotFound  # here: the plan loader imports this module
     if is_bind(volume):
         return Path(volume[len(BIND):])
     if not _local_engine():
         return None
     try:
         attrs = client.api.inspect_volume(volume)
-    except docker.errors.NotFound:
+    except NotFound:
         return None
     if attrs.get("Driver") != "local" or attrs.get("Options"):
         return None
@@ -193,7 +195,7 @@ def _fetch_file(container, path: str) -> bytes:
     import tarfile
 
     with archive_stream(container, path) as stream:
-        tar = tarfile.open(fileobj=_IterReader(stream), mode="r|")
+        tar = tarfile.open(fileobj=archive.IterReader(stream), mode="r|")
         for m in tar:
             return tar.extractfile(m).read()
     return b""
@@ -268,7 +270,7 @@ def export(client, volume: str, out, progress: Callable[[int], None] | None = No
     import tarfile
 
     with helper(client, volume) as c, archive_stream(c, MOUNT + "/.") as stream:
-        tar = tarfile.open(fileobj=_IterReader(stream), mode="r|", encoding="utf-8", errors="surrogateescape")
+        tar = tarfile.open(fileobj=archive.IterReader(stream), mode="r|", encoding="utf-8", errors="surrogateescape")
         return archive.repack(tar, out, strip=".", mtimes=mtimes, progress=progress)
 
 
@@ -286,25 +288,6 @@ def archive_stream(container, path: str):
         yield res.iter_content(archive.CHUNK, decode_unicode=False)
     finally:
         res.close()
-
-
-class _IterReader:
-    """A read()-able file over an iterator of byte chunks (Docker's streamed archive)."""
-
-    def __init__(self, chunks):
-        self.chunks, self.buf = iter(chunks), b""
-
-    def read(self, n=-1):
-        while n < 0 or len(self.buf) < n:
-            try:
-                self.buf += next(self.chunks)
-            except StopIteration:
-                break
-        if n < 0:
-            out, self.buf = self.buf, b""
-        else:
-            out, self.buf = self.buf[:n], self.buf[n:]
-        return out
 
 
 def empty(client, volume: str) -> None:
@@ -496,6 +479,7 @@ def users(client, volume: str) -> list:
     Found in the engine's list itself, then looked up one by one: the SDK's list looks
     up every container it lists, and for a bind folder that is every container of the
     engine, any of which another project may remove meanwhile (a 404 failed a rollback)."""
+    from docker.errors import NotFound  # here: the plan loader imports this module
     if is_bind(volume):
         path = volume[len(BIND):]
         ids = [c["Id"] for c in client.api.containers(all=True)
@@ -506,7 +490,7 @@ def users(client, volume: str) -> list:
     for cid in ids:
         try:
             c = client.containers.get(cid)
-        except docker.errors.NotFound:
+        except NotFound:
             continue  # removed since the list: it mounts nothing any more
         if HELPER_LABEL not in (c.labels or {}):
             found.append(c)

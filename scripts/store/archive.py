@@ -464,3 +464,20 @@ def set_root_attrs(path: Path, root: Entry) -> None:
     os.utime(path, ns=(root.mtime_ns, root.mtime_ns))
 
 
+class IterReader:
+    """A read()-able file over an iterator of byte chunks (Docker's streamed archive)."""
+
+    def __init__(self, chunks):
+        self.chunks, self.buf = iter(chunks), b""
+
+    def read(self, n=-1):
+        while n < 0 or len(self.buf) < n:
+            try:
+                self.buf += next(self.chunks)
+            except StopIteration:
+                break
+        if n < 0:
+            out, self.buf = self.buf, b""
+        else:
+            out, self.buf = self.buf[:n], self.buf[n:]
+        return out
