@@ -308,7 +308,7 @@ def _raise_interrupt(signum, frame):
 
 
 def _row(pid: str, kind: str, ok: bool, failed: list[str], seconds: float, minutes: int | None) -> dict:
-    return {"procedure": pid, "kind": kind, "ok": ok, "failed": failed, "seconds": round(seconds, 1),
+    return {"procedure": pid, "kind": kind, "ok": ok, "failed": failed, "seconds": round(seconds, 3),
             "runbook_minutes": minutes,
             "ratio": round(seconds / (minutes * 60), 4) if minutes else None}
 
