@@ -3,7 +3,7 @@ before anything runs, read once.
 
 doit hands every `name=value` on the command line to get_var, and get_var answers the
 default for a name nobody passed: a typo (`dry-run=1`) would silently turn a dry run
-into a real rollback. So every name given must be one a task on the command line takes.
+into a real rollback. So every name given must be one a task takes.
 The names given are found by doit's own rule for the command line (an argument that
 does not begin with "-" and holds "=" is a variable); their values come from get_var.
 """
@@ -55,14 +55,10 @@ def given(argv) -> dict[str, str]:
     return dict(a.split("=", 1) for a in argv if _VARIABLE.match(a))
 
 
-def tasks_named(argv) -> list[str]:
-    """The basenames of the kit's tasks the command line names (rollback:phase3 -> rollback)."""
-    return [a.split(":", 1)[0] for a in argv if not _VARIABLE.match(a) and a.split(":", 1)[0] in OPTIONS]
-
-
-def check(names, tasks=()) -> None:
-    """Refuse (exit 2) a parameter no task reads, naming the close ones, and one that none
-    of the named tasks takes (tasks: none named, any task's is accepted)."""
+def check(names) -> None:
+    """Refuse (exit 2) a parameter no task reads, naming the close ones. (One that another
+    task takes is let through, as it always was: a dependency may read it, as verified:*
+    reads a rollback's set=.)"""
     unknown = sorted(set(names or ()) - set(KNOWN))
     if unknown:
         name = unknown[0]
@@ -70,11 +66,6 @@ def check(names, tasks=()) -> None:
         hint = f" (did you mean {near[0]}?)" if near else ""
         raise UndoitError(f"unknown parameter {name!r}{hint}: nothing was run; known parameters: "
                           + ", ".join(sorted(KNOWN)), exit_code=PLAN)
-    taken = {n for t in tasks for n in OPTIONS.get(t, {})}
-    stray = sorted(n for n in names or () if tasks and n not in taken)
-    if stray:
-        raise UndoitError(f"parameter {stray[0]!r} is not one that {', '.join(sorted(set(tasks)))} takes "
-                          f"({', '.join(sorted(taken)) or 'none'}): nothing was run", exit_code=PLAN)
 
 
 def doc(task: str) -> str:
@@ -92,7 +83,7 @@ class Args:
     @classmethod
     def read(cls, argv) -> "Args":
         names = given(argv)
-        check(names, tasks_named(argv))
+        check(names)
         return cls({n: get_var(n, v) for n, v in names.items()})
 
     def text(self, name: str, default: str | None = None) -> str | None:
