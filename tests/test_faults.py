@@ -21,7 +21,8 @@ from scripts.rollback import repair, rollback, runlog
 from scripts.stack import volumes
 from scripts.store import journal, listings, lock, snapshots
 
-from .conftest import KIT, MINI_COMPOSE, MINI_PLAN, make_stack, sweep, unique, volume_path, wait_health
+from .conftest import KIT, make_stack, sweep, unique, volume_path, wait_health
+from .projects import MINI_COMPOSE, MINI_PLAN, do, healthy_when, mini_compose, more, phase, refill, volume
 
 pytestmark = pytest.mark.docker
 
@@ -78,14 +79,7 @@ def test_a_backup_killed_with_services_stopped_is_repaired_by_the_next(docker_cl
     assert [s for s in snapshots.all_sets(mini.snapshots_dir) if s.complete]
 
 
-DB_PLAN = MINI_PLAN + """
-[[phase]]
-id = "db"
-title = "store rollback"
-volumes = ["data"]
-steps = [{{ do = "stop", services = ["store"] }}, {{ do = "restore-volumes", volumes = ["data"] }},
-         {{ do = "up", services = ["store"] }}]
-"""
+DB_PLAN = more(MINI_PLAN, phase("db", "store rollback", refill(["data"], ["store"]), volumes=["data"]))
 
 
 @pytest.mark.parametrize("sig", SIGNALS, **BY_NAME)
@@ -137,13 +131,7 @@ def test_a_second_ctrl_c_skips_bringing_services_back_says_so_and_the_next_run_d
 
 # --- killed rollbacks and undos ---------------------------------------------------------
 
-VOL_PLAN = MINI_PLAN + """
-[[phase]]
-id = "vol"
-title = "files volume rollback"
-steps = [{{ do = "stop", services = ["app"] }}, {{ do = "restore-volumes", volumes = ["files"] }},
-         {{ do = "up", services = ["app"] }}]
-"""
+VOL_PLAN = more(MINI_PLAN, phase("vol", "files volume rollback", refill(["files"], ["app"])))
 
 POINTS = 10  # kill points per run kind and signal, spread over the run's measured length
 
@@ -340,16 +328,9 @@ def test_a_rollback_killed_after_its_safety_copy_is_undone_from_it(docker_client
     assert "INTERRUPTED" in plan.log_path.read_text()
 
 
-HANG_COMPOSE = MINI_COMPOSE.replace('test: ["CMD", "true"]', 'test: ["CMD", "test", "!", "-f", "/files/broken"]')
-HANG_PLAN = MINI_PLAN + """
-[timeouts]
-up = 4
-
-[[phase]]
-id = "hang"
-title = "restart into a health check that never passes"
-steps = [{{ do = "restart", services = ["app"] }}]
-"""
+HANG_COMPOSE = mini_compose(healthcheck=healthy_when("test", "!", "-f", "/files/broken"))
+HANG_PLAN = more(MINI_PLAN, phase("hang", "restart into a health check that never passes",
+                                  [do("restart", services=["app"])]), timeouts={"up": 4})
 
 
 def test_a_health_check_that_never_passes_times_out_and_frees_the_lock(docker_client, kit_images, tmp_path):
@@ -374,13 +355,10 @@ def test_a_health_check_that_never_passes_times_out_and_frees_the_lock(docker_cl
 
 # an app that stops slowly: its stop signal is one it ignores, so the engine waits 4 s;
 # its volume is quiesced by stopping it, so a backup stops it too
-SLOW_COMPOSE = MINI_COMPOSE.replace("    stop_grace_period: 2s\n", "    stop_grace_period: 4s\n    stop_signal: SIGWINCH\n")
-SLOW_PLAN = MINI_PLAN.replace('services = ["app"]\nquiesce = "none"', 'services = ["app"]\nquiesce = "stop"') + """
-[[phase]]
-id = "slow"
-title = "stop a slow service, then start it"
-steps = [{{ do = "stop", services = ["app"] }}, {{ do = "up", services = ["app"] }}]
-"""
+SLOW_COMPOSE = mini_compose(stop_grace_period="4s", stop_signal="SIGWINCH")
+SLOW_PLAN = more(MINI_PLAN, phase("slow", "stop a slow service, then start it",
+                                  [do("stop", services=["app"]), do("up", services=["app"])]),
+                 volumes={**MINI_PLAN["volumes"], "files": volume("app", quiesce="stop")})
 
 
 def asked_to_stop(client, plan, service: str, since: float) -> bool:
@@ -399,7 +377,8 @@ def test_a_run_cut_during_a_stop_waits_for_the_engine_then_brings_the_service_ba
     # compose dies with the run, its stop request does not: the app still shows as running
     # for a few seconds, then exits. Counted as running then, it would stay stopped (by the
     # run on its way out, or by the repair of the next, for a run killed outright).
-    assert "stop_signal: SIGWINCH" in SLOW_COMPOSE and SLOW_PLAN.count('quiesce = "stop"') == 2
+    assert "stop_signal: SIGWINCH" in SLOW_COMPOSE
+    assert [v["quiesce"] for v in SLOW_PLAN["volumes"].values()] == ["stop", "stop"]
     name = unique()
     try:
         plan = make_stack(name, tmp_path, SLOW_COMPOSE, SLOW_PLAN)
@@ -429,14 +408,9 @@ def test_a_run_cut_during_a_stop_waits_for_the_engine_then_brings_the_service_ba
 
 
 # a healthcheck that reads a file live, every 3 s, unhealthy after one failure
-LIVE_COMPOSE = MINI_COMPOSE.replace('test: ["CMD", "true"]\n      interval: 1s',
-                                    'test: ["CMD", "test", "!", "-f", "/files/broken"]\n      interval: 3s\n      retries: 1')
-LIVE_PLAN = MINI_PLAN + """
-[[phase]]
-id = "fixed"
-title = "the cause of an unhealthy service is gone: up"
-steps = [{{ do = "up", services = ["app"] }}]
-"""
+LIVE_COMPOSE = mini_compose(healthcheck=healthy_when("test", "!", "-f", "/files/broken", interval="3s", retries=1))
+LIVE_PLAN = more(MINI_PLAN, phase("fixed", "the cause of an unhealthy service is gone: up",
+                                  [do("up", services=["app"])]))
 
 
 def test_up_waits_for_the_next_healthcheck_of_a_service_unhealthy_from_before(docker_client, kit_images, tmp_path):
