@@ -131,20 +131,13 @@ def run(client, bb, tag, vol_name, work: Path, args) -> None:
 
 def make_project(work: Path, tag: str, vol_name: str) -> Path:
     """A compose project whose one (never started) service mounts the bench volume, in a git repo."""
-    from scripts.repo import gitstate
+    from tests.projects import compose_file, full, lay_out, phase, plan, service, volume, write_plan
 
-    root = work / "project"
-    root.mkdir()
-    (root / "docker-compose.yml").write_text(
-        f"services:\n  holder:\n    image: {images.names()['base']}\n    pull_policy: never\n"
-        f"    network_mode: none\n    volumes: [data:/data]\n"
-        f"volumes:\n  data:\n    name: {vol_name}\n    external: true\n")
-    gitstate.init(root, "bench project")
-    (work / "phases.toml").write_text(
-        f'[project]\nname = "{tag}"\nroot = "{root}"\nservices = ["holder"]\n'
-        f'[backup]\nsnapshots = "{work / "snapshots"}"\n'
-        f'[volumes.data]\nservices = ["holder"]\n'
-        f'[[phase]]\nid = "p"\ntitle = "p"\n[full]\ntitle = "full"\n')
+    root = lay_out(work / "project", {"docker-compose.yml": compose_file(
+        {"holder": service(images.names()["base"], volumes=["data:/data"])},
+        volumes={"data": {"name": vol_name, "external": True}})}, "bench project")
+    write_plan(work / "phases.toml", plan(["holder"], volumes={"data": volume("holder")}, phases=[phase("p", "p")],
+                                          full=full(title="full")), tag, root, kept=work)
     return work
 
 

@@ -38,44 +38,10 @@ from scripts.stack.compose import Compose  # noqa: E402
 
 sys.path.insert(0, str(KIT / "bench"))
 from common import fill, remove_pins  # noqa: E402
+from tests.projects import keeper_project, lay_out, more, write_plan  # noqa: E402
 
-COMPOSE = """\
-services:
-  store:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/base:bookworm
-    pull_policy: never
-    network_mode: none
-    command: ["sleep", "infinity"]
-    init: true
-    volumes: [data:/data]
-volumes:
-  data: {}
-"""
-
-PLAN = """\
-[project]
-name = "%(name)s"
-root = "%(root)s"
-services = ["store"]
-log = "%(work)s/ROLLBACK-LOG.md"
-reports = "%(work)s/reports"
-
-[backup]
-snapshots = "%(work)s/snapshots-%(label)s"
-
-[volumes.data]
-services = ["store"]
-quiesce = "stop"
-
-[offsite]
-repository = "%(repo)s"
-password_file = "%(work)s/password"
-check_subset = "1%%"
-
-[full]
-title = "everything"
-steps = [{ do = "stop" }, { do = "restore-volumes", volumes = ["data"] }, { do = "up" }]
-"""
+# one service keeping the data set in its volume (its full rollback is never run here)
+COMPOSE, PLAN = keeper_project("store", "data", None, None)
 
 
 def rewrite_files(folder: Path, total: int, seed: int) -> int:
@@ -138,7 +104,9 @@ def rest_server(data: Path):
 
 def cycle(label: str, repo: str, name: str, root: Path, work: Path, folder: Path, total: int) -> dict:
     path = work / f"phases-{label}.toml"
-    path.write_text(PLAN % {"name": name, "root": root, "work": work, "label": label, "repo": repo})
+    remote = {"repository": repo, "password_file": f"{work}/password", "check_subset": "1%"}
+    write_plan(path, more(PLAN, backup={"snapshots": f"{work}/snapshots-{label}"}, offsite=remote), name, root,
+               kept=work)
     plan = planmod.load(path, env={})
     offsite.Repo(plan).init()
     uploads = []
@@ -169,10 +137,7 @@ def main() -> None:
     (work / "password").write_text(uuid.uuid4().hex)
     (work / "password").chmod(0o600)
     root = work / "project"
-    root.mkdir()
-    (root / "docker-compose.yml").write_text(COMPOSE)
-    (root / "note.txt").write_text("start\n")
-    gitstate.init(root, "bench")
+    lay_out(root, {"docker-compose.yml": COMPOSE, "note.txt": "start\n"}, "bench")
     compose = Compose(root, name)
     server = None
     try:
