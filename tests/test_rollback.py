@@ -251,7 +251,7 @@ def test_two_rollbacks_at_once_and_a_dead_holder(docker_client, eng):
     # a real holder: another process inside the lock
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, %r)\n"
-        "from scripts import lock\n"
+        "from scripts.store import lock\n"
         "with lock.held(%r, 'rollback full'):\n"
         "    print('held', flush=True); time.sleep(120)") % (str(KIT), str(lock))],
         stdout=subprocess.PIPE, text=True)
