@@ -3,6 +3,7 @@ next kit command starts them again and says so, never taking "stopped" for norma
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -176,10 +177,18 @@ def cut(plan, sig, after: float, *args, env=None) -> str:
     return out
 
 
-# dodo.py's first import of the kit: the quiet handler it brings is not in place until it is done
-BEFORE_QUIET = [f'{KIT / "dodo.py"}", line {n}' for n, line in enumerate((KIT / "dodo.py").read_text().splitlines(), 1)
-                if line.startswith("from scripts import interrupts")]
-LOADING_QUIET = [str(KIT / "scripts" / name) for name in ("__init__.py", "interrupts.py", "errors.py")]
+@functools.cache
+def before_quiet() -> list[str]:
+    """Where a traceback may point before the kit's quiet handler is in place: dodo.py's
+    line that imports it (its first import of the kit), and the kit's files that this
+    import loads, found by making it in a fresh interpreter (wherever they live)."""
+    lines = (KIT / "dodo.py").read_text().splitlines()
+    n, module = next((n, m.group(1)) for n, line in enumerate(lines, 1)
+                     if (m := re.match(r"from (\S+) import interrupts\b", line)))
+    code = f"import sys, {module}.interrupts; print(*(getattr(m, '__file__', '') for m in sys.modules.values()))"
+    files = subprocess.run([sys.executable, "-c", code], cwd=KIT, capture_output=True, text=True, check=True).stdout
+    return [f'{KIT / "dodo.py"}", line {n}',
+            *(f for f in files.split() if f.startswith(str(KIT)) and "/site-packages/" not in f)]
 
 
 def said_so(killed: str) -> None:
@@ -188,7 +197,7 @@ def said_so(killed: str) -> None:
     done, can end in Python's own KeyboardInterrupt traceback."""
     if "Traceback" in killed:
         kit = [line for line in killed.splitlines() if (str(KIT / "scripts") in line or str(KIT / "dodo.py") in line)
-               and not any(where in line for where in BEFORE_QUIET + LOADING_QUIET)]
+               and not any(where in line for where in before_quiet())]
         assert not kit and killed.rstrip().endswith("KeyboardInterrupt"), killed[-3000:]
 
 
