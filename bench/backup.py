@@ -21,9 +21,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 KIT = Path(__file__).resolve().parent.parent
@@ -31,7 +29,7 @@ sys.path.insert(0, str(KIT))
 
 from scripts.stack import engine, images  # noqa: E402
 
-from common import busybox_image, empty, fill, journal_less_ext4, timed  # noqa: E402
+from common import busybox_image, empty, fill, journal_less_ext4, begin, timed  # noqa: E402
 
 
 def main() -> None:
@@ -42,13 +40,9 @@ def main() -> None:
                     help="seconds to wait before each timed restore (default: 65 on ext4 without a journal, else 0)")
     args = ap.parse_args()
 
-    client = engine.client()
-    if not images.up_to_date():
-        images.build()
+    client, tag, work = begin("undoitbench")
     bb = busybox_image(client)
-    tag = f"undoitbench{uuid.uuid4().hex[:6]}"
     vol_name = f"{tag}_data"
-    work = Path(tempfile.mkdtemp(prefix=tag, dir=os.environ.get("TMPDIR", "/var/tmp")))
     client.volumes.create(vol_name, labels={"com.docker.compose.project": tag,
                                             "com.docker.compose.volume": "data"})
     try:

@@ -28,19 +28,17 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
-from scripts.stack import engine, images  # noqa: E402
+from scripts.stack import images  # noqa: E402
 
-from common import busybox_image, remove_pins  # noqa: E402
+from common import busybox_image, remove_pins, begin  # noqa: E402
 from tests.projects import (check, compose_file, do, full, healthy_when, image, lay_out, phase, plan,  # noqa: E402
                             postgres, refill, service, volume, write_plan)
 
@@ -128,11 +126,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--skip-runbook", action="store_true")
     args = ap.parse_args()
-    client = engine.client()
-    if not images.up_to_date():
-        images.build()
-    name = f"undoitbench{uuid.uuid4().hex[:6]}"
-    work = Path(tempfile.mkdtemp(prefix=name, dir=os.environ.get("TMPDIR", "/var/tmp")))
+    client, name, work = begin("undoitbench")
     root = work / "project"
     root.mkdir()
     lay_out(root, {"docker-compose.yml": stack(images.prefix())}, "bench")

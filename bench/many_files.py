@@ -19,18 +19,16 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
 from scripts.rollback import restore  # noqa: E402
-from scripts.stack import engine, images
+from scripts.stack import images
 
-from common import remove_pins, timed  # noqa: E402
+from common import remove_pins, begin, timed  # noqa: E402
 from tests.projects import (check, compose_file, do, full, lay_out, phase, plan, refill, volume, waiter,  # noqa: E402
                             write_plan)
 
@@ -64,11 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=1_000_000)
     args = ap.parse_args()
-    client = engine.client()
-    if not images.up_to_date():
-        images.build()
-    name = f"undoitmany{uuid.uuid4().hex[:6]}"
-    work = Path(tempfile.mkdtemp(prefix=name, dir=os.environ.get("TMPDIR", "/var/tmp")))
+    client, name, work = begin("undoitmany")
     root = work / "project"
     compose = ["docker", "compose", "--project-name", name, "--project-directory", str(root)]
     try:

@@ -15,13 +15,11 @@ in the archive's order, which moves everything after it in the tar stream.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,12 +30,11 @@ sys.path.insert(0, str(KIT))
 from scripts.backup import backup  # noqa: E402
 from scripts.offsite import offsite
 from scripts.repo import gitstate
-from scripts.stack import engine, images
 from scripts.plan import plan as planmod  # noqa: E402
 from scripts.stack.compose import Compose  # noqa: E402
 
 sys.path.insert(0, str(KIT / "bench"))
-from common import fill, remove_pins  # noqa: E402
+from common import fill, remove_pins, begin  # noqa: E402
 from tests.projects import keeper_project, lay_out, more, write_plan  # noqa: E402
 
 # one service keeping the data set in its volume (its full rollback is never run here)
@@ -126,14 +123,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=1024)
     args = ap.parse_args()
-    client = engine.client()  # one line and out if no engine answers
-    if not images.up_to_date():
-        images.build()
     for tool in ("restic", "rclone"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: bash .ci/servers.sh installs it")
-    name = f"benchoff{uuid.uuid4().hex[:6]}"
-    work = Path(tempfile.mkdtemp(prefix=name, dir=os.environ.get("TMPDIR", "/var/tmp")))
+    client, name, work = begin("benchoff")
     (work / "password").write_text(uuid.uuid4().hex)
     (work / "password").chmod(0o600)
     root = work / "project"

@@ -33,18 +33,16 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
 from scripts.rollback import restore  # noqa: E402
-from scripts.stack import engine, images
+from scripts.stack import images
 
-from common import busybox_image, drop_caches, fill, journal_less_ext4, remove_pins, timed  # noqa: E402
+from common import busybox_image, drop_caches, fill, journal_less_ext4, remove_pins, begin, timed  # noqa: E402
 from tests.projects import (check, compose_file, do, everything, lay_out, phase, plan, refill, volume,  # noqa: E402
                             waiter, write_plan)
 
@@ -110,12 +108,8 @@ def main() -> None:
                     help="where the kernel's caches cannot be dropped (not root): seconds to wait before each "
                          "timed volume restore (default: 65 on ext4 without a journal)")
     args = ap.parse_args()
-    client = engine.client()
-    if not images.up_to_date():
-        images.build()
+    client, name, work = begin("undoitbench")
     bb = busybox_image(client)
-    name = f"undoitbench{uuid.uuid4().hex[:6]}"
-    work = Path(tempfile.mkdtemp(prefix=name, dir=os.environ.get("TMPDIR", "/var/tmp")))
     try:
         run(client, bb, name, work, args)
     finally:
