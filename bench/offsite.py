@@ -29,6 +29,7 @@ sys.path.insert(0, str(KIT))
 
 from scripts.backup import backup  # noqa: E402
 from scripts.offsite import offsite
+from scripts.store import restic
 from scripts.repo import gitstate
 from scripts.plan import plan as planmod  # noqa: E402
 from scripts.stack.compose import Compose  # noqa: E402
@@ -105,7 +106,7 @@ def cycle(label: str, repo: str, name: str, root: Path, work: Path, folder: Path
     write_plan(path, more(PLAN, backup={"snapshots": f"{work}/snapshots-{label}"}, offsite=remote), name, root,
                kept=work)
     plan = planmod.load(path, env={})
-    offsite.Repo(plan).init()
+    restic.Repo(plan).init()
     uploads = []
     for change in (None, rewrite_files, rewrite_runs, add_file):
         changed = change(folder, total, seed=len(uploads) + len(label)) if change else total
