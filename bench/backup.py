@@ -21,9 +21,7 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 KIT = Path(__file__).resolve().parent.parent
@@ -31,7 +29,7 @@ sys.path.insert(0, str(KIT))
 
 from scripts.stack import engine, images  # noqa: E402
 
-from common import busybox_image, empty, fill, journal_less_ext4, timed  # noqa: E402
+from common import busybox_image, empty, fill, journal_less_ext4, begin, timed  # noqa: E402
 
 
 def main() -> None:
@@ -42,13 +40,9 @@ def main() -> None:
                     help="seconds to wait before each timed restore (default: 65 on ext4 without a journal, else 0)")
     args = ap.parse_args()
 
-    client = engine.client()
-    if not images.up_to_date():
-        images.build()
+    client, tag, work = begin("undoitbench")
     bb = busybox_image(client)
-    tag = f"undoitbench{uuid.uuid4().hex[:6]}"
     vol_name = f"{tag}_data"
-    work = Path(tempfile.mkdtemp(prefix=tag, dir=os.environ.get("TMPDIR", "/var/tmp")))
     client.volumes.create(vol_name, labels={"com.docker.compose.project": tag,
                                             "com.docker.compose.volume": "data"})
     try:
@@ -131,20 +125,13 @@ def run(client, bb, tag, vol_name, work: Path, args) -> None:
 
 def make_project(work: Path, tag: str, vol_name: str) -> Path:
     """A compose project whose one (never started) service mounts the bench volume, in a git repo."""
-    from scripts.repo import gitstate
+    from tests.projects import compose_file, full, lay_out, phase, plan, service, volume, write_plan
 
-    root = work / "project"
-    root.mkdir()
-    (root / "docker-compose.yml").write_text(
-        f"services:\n  holder:\n    image: {images.names()['base']}\n    pull_policy: never\n"
-        f"    network_mode: none\n    volumes: [data:/data]\n"
-        f"volumes:\n  data:\n    name: {vol_name}\n    external: true\n")
-    gitstate.init(root, "bench project")
-    (work / "phases.toml").write_text(
-        f'[project]\nname = "{tag}"\nroot = "{root}"\nservices = ["holder"]\n'
-        f'[backup]\nsnapshots = "{work / "snapshots"}"\n'
-        f'[volumes.data]\nservices = ["holder"]\n'
-        f'[[phase]]\nid = "p"\ntitle = "p"\n[full]\ntitle = "full"\n')
+    root = lay_out(work / "project", {"docker-compose.yml": compose_file(
+        {"holder": service(images.names()["base"], volumes=["data:/data"])},
+        volumes={"data": {"name": vol_name, "external": True}})}, "bench project")
+    write_plan(work / "phases.toml", plan(["holder"], volumes={"data": volume("holder")}, phases=[phase("p", "p")],
+                                          full=full(title="full")), tag, root, kept=work)
     return work
 
 

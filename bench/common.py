@@ -1,5 +1,7 @@
-"""What the benchmarks share: a local busybox image for the runbook's commands, the mixed
-~1 GiB data set, a timer that reads the peak RSS of what it ran, and the ext4 pause."""
+"""What the benchmarks share: the start of a run (engine, images, a name and a work
+folder of its own) and the cleanup of a demo copy, a local busybox image for the
+runbook's commands, the mixed ~1 GiB data set, a timer that reads the peak RSS of what it
+ran, and the ext4 pause. Their compose projects and plans come from tests/projects.py."""
 
 from __future__ import annotations
 
@@ -9,9 +11,38 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 BUSYBOX = "undoitbench/busybox:latest"
+
+
+def begin(prefix: str):
+    """The engine's client (one line and out if no engine answers), the kit's images
+    built where missing, and a name of the bench's own with a work folder named after
+    it: everything the bench creates carries the name. Returns (client, name, work)."""
+    from scripts.stack import engine, images
+
+    client = engine.client()
+    if not images.up_to_date():
+        images.build()
+    name = f"{prefix}{uuid.uuid4().hex[:6]}"
+    return client, name, Path(tempfile.mkdtemp(prefix=name, dir=os.environ.get("TMPDIR", "/var/tmp")))
+
+
+def remove_demo(plan, name: str, tmp: Path) -> None:
+    """A bench's copy of the demo (plan None: never loaded) down with its volumes, its
+    image pins and its folder removed; a cleanup that fails says so, never hides it."""
+    from scripts.stack import engine
+    from scripts.stack.compose import for_plan
+
+    try:
+        if plan is not None:
+            for_plan(plan).down(volumes=True)
+        remove_pins(engine.client(), name)
+    except Exception as err:  # noqa: BLE001 - the bench's own leftovers: say, never hide
+        print(f"cleanup of {name} failed: {err}; remove its containers and volumes by hand")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def busybox_image(client) -> str:

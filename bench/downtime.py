@@ -28,82 +28,44 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
-from scripts.stack import engine, images  # noqa: E402
+from scripts.stack import images  # noqa: E402
 
-from common import busybox_image, remove_pins  # noqa: E402
+from common import busybox_image, remove_pins, begin  # noqa: E402
+from tests.projects import (check, compose_file, do, full, healthy_when, image, lay_out, phase, plan,  # noqa: E402
+                            postgres, refill, service, volume, write_plan)
 
-COMPOSE = """\
-services:
-  db:
-    image: {prefix}/postgres:15
-    pull_policy: never
-    network_mode: none
-    command: ["-c", "autovacuum=off", "-c", "fsync=on"]
-    environment: {{POSTGRES_DB: bench}}
-    volumes: [pgdata:/var/lib/postgresql/data, sock:/run/postgresql]
-    stop_grace_period: 30s
-    healthcheck:
-      test: ["CMD", "pg_isready", "-q", "-U", "postgres", "-d", "bench"]
-      interval: 1s
-      retries: 120
-  writer:
-    image: {prefix}/postgres:15
-    pull_policy: never
-    network_mode: none
-    entrypoint: ["bash", "-c"]
-    command:
-      - |
-        while true; do
-          psql -h /run/postgresql -U postgres -d bench -qAtc "insert into writes default values" 2>/dev/null
-          sleep 0.1
-        done
-    volumes: [sock:/run/postgresql]
-    stop_grace_period: 1s
-volumes:
-  pgdata: {{}}
-  sock: {{}}
+# one row every ~100 ms through the shared socket, stamped by the server's clock
+WRITER = """\
+while true; do
+  psql -h /run/postgresql -U postgres -d bench -qAtc "insert into writes default values" 2>/dev/null
+  sleep 0.1
+done
 """
 
-PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = ["db", "writer"]
-log = "{work}/ROLLBACK-LOG.md"
-reports = "{work}/reports"
 
-[backup]
-snapshots = "{work}/snapshots"
+def stack(prefix: str) -> str:
+    """Postgres (stopped with the engine's SIGTERM) and its writer."""
+    return compose_file({
+        "db": postgres("bench", prefix, command=["-c", "autovacuum=off", "-c", "fsync=on"], stop_signal=None,
+                       volumes=["pgdata:/var/lib/postgresql/data", "sock:/run/postgresql"], stop_grace_period="30s",
+                       healthcheck=healthy_when("pg_isready", "-q", "-U", "postgres", "-d", "bench", retries=120)),
+        "writer": service(image("postgres", prefix), entrypoint=["bash", "-c"], command=[WRITER],
+                          volumes=["sock:/run/postgresql"], stop_grace_period="1s"),
+    }, volumes=["pgdata", "sock"])
 
-[volumes.pgdata]
-services = ["db"]
-quiesce = "stop"
 
-[[phase]]
-id = "db"
-title = "the database back"
-volumes = ["pgdata"]
-steps = [
-  {{ do = "stop", services = ["db"] }},
-  {{ do = "restore-volumes", volumes = ["pgdata"] }},
-  {{ do = "up", services = ["db"] }},
-]
-checks = [{{ check = "healthy", services = ["db"] }}]
-
-[full]
-title = "everything"
-steps = [{{ do = "stop" }}, {{ do = "restore-volumes", volumes = ["pgdata"] }}, {{ do = "up" }}]
-"""
+PLAN = plan(["db", "writer"], volumes={"pgdata": volume("db", quiesce="stop")},
+            phases=[phase("db", "the database back", refill(["pgdata"], ["db"]), [check("healthy", services=["db"])],
+                          volumes=["pgdata"])],
+            full=full([do("stop"), do("restore-volumes", volumes=["pgdata"]), do("up")]))
 
 
 class Events:
@@ -164,18 +126,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--skip-runbook", action="store_true")
     args = ap.parse_args()
-    client = engine.client()
-    if not images.up_to_date():
-        images.build()
-    name = f"undoitbench{uuid.uuid4().hex[:6]}"
-    work = Path(tempfile.mkdtemp(prefix=name, dir=os.environ.get("TMPDIR", "/var/tmp")))
+    client, name, work = begin("undoitbench")
     root = work / "project"
     root.mkdir()
-    (root / "docker-compose.yml").write_text(COMPOSE.format(prefix=images.prefix()))
-    sh(["git", "-C", str(root), "init", "-q", "-b", "main"])
-    sh(["git", "-C", str(root), "add", "-A"])
-    sh(["git", "-C", str(root), "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"])
-    (work / "phases.toml").write_text(PLAN.format(name=name, root=root, work=work))
+    lay_out(root, {"docker-compose.yml": stack(images.prefix())}, "bench")
+    write_plan(work / "phases.toml", PLAN, name, root, kept=work)
     env = dict(os.environ, UNDOIT_PLAN=str(work / "phases.toml"), CI="true")
     compose = ["docker", "compose", "--project-name", name, "--project-directory", str(root)]
     try:

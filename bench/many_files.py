@@ -19,58 +19,22 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
-from scripts.repo import gitstate  # noqa: E402
-from scripts.rollback import restore
-from scripts.stack import engine, images
+from scripts.rollback import restore  # noqa: E402
+from scripts.stack import images
 
-from common import remove_pins, timed  # noqa: E402
+from common import remove_pins, begin, timed  # noqa: E402
+from tests.projects import (check, compose_file, do, full, lay_out, phase, plan, refill, volume, waiter,  # noqa: E402
+                            write_plan)
 
-COMPOSE = """\
-services:
-  store:
-    image: {base}
-    pull_policy: never
-    network_mode: none
-    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 86400 & wait"]
-    volumes: [blobs:/blobs]
-    healthcheck: {{test: ["CMD", "true"], interval: 250ms}}
-volumes:
-  blobs: {{}}
-"""
-
-PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = ["store"]
-
-[backup]
-snapshots = "{work}/snapshots"
-
-[volumes.blobs]
-services = ["store"]
-quiesce = "stop"
-
-[[phase]]
-id = "blobs"
-title = "object store"
-steps = [{{ do = "stop", services = ["store"] }}, {{ do = "restore-volumes", volumes = ["blobs"] }},
-         {{ do = "up", services = ["store"] }}]
-checks = [{{ check = "healthy", services = ["store"] }}]
-
-[full]
-title = "everything"
-steps = [{{ do = "down" }}, {{ do = "restore-volumes", volumes = ["blobs"] }}, {{ do = "up" }}]
-checks = [{{ check = "healthy" }}]
-"""
+PLAN = plan(["store"], volumes={"blobs": volume("store", quiesce="stop")}, phases=[
+    phase("blobs", "object store", refill(["blobs"], ["store"]), [check("healthy", services=["store"])])],
+            full=full([do("down"), do("restore-volumes", volumes=["blobs"]), do("up")], [check("healthy")]))
 
 
 def fill(mp: Path, n: int, rng: random.Random) -> None:
@@ -98,18 +62,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=1_000_000)
     args = ap.parse_args()
-    client = engine.client()
-    if not images.up_to_date():
-        images.build()
-    name = f"undoitmany{uuid.uuid4().hex[:6]}"
-    work = Path(tempfile.mkdtemp(prefix=name, dir=os.environ.get("TMPDIR", "/var/tmp")))
+    client, name, work = begin("undoitmany")
     root = work / "project"
     compose = ["docker", "compose", "--project-name", name, "--project-directory", str(root)]
     try:
-        root.mkdir()
-        (root / "docker-compose.yml").write_text(COMPOSE.format(base=images.names()["base"]))
-        gitstate.init(root, "bench project")
-        (work / "phases.toml").write_text(PLAN.format(name=name, root=root, work=work))
+        store = waiter(images.prefix(), volumes=["blobs:/blobs"])
+        lay_out(root, {"docker-compose.yml": compose_file({"store": store}, volumes=["blobs"])}, "bench project")
+        write_plan(work / "phases.toml", PLAN, name, root, kept=work)
         subprocess.run([*compose, "up", "--detach", "--wait"], check=True, capture_output=True)
         mp = Path(client.api.inspect_volume(f"{name}_blobs")["Mountpoint"])
         rng = random.Random(5)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from scripts.plan import plan as planmod  # noqa: E402
 from scripts.stack.compose import for_plan  # noqa: E402
 
 sys.path.insert(0, str(KIT / "bench"))
-from common import remove_pins  # noqa: E402
+from common import remove_demo  # noqa: E402
 
 
 def timed(argv, env) -> tuple[float, str]:
@@ -47,9 +46,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
-    name = f"benchnoop{uuid.uuid4().hex[:6]}"
-    tmp = Path(tempfile.mkdtemp(prefix="undoit-noop-"))
     engine.client()  # one line and out if no engine answers
+    name, tmp, plan = f"benchnoop{uuid.uuid4().hex[:6]}", Path(tempfile.mkdtemp(prefix="undoit-noop-")), None
     try:
         demo.materialize(tmp / "demo")
         path = demo.copy_plan(tmp, name)
@@ -77,12 +75,7 @@ def main() -> None:
               f"median {n:.2f} s over {args.runs} runs (target < 1 s)")
         print(f"doit list (the floor: Python, doit, the plan): median {f:.2f} s; no-op / floor = {n / f:.2f}x")
     finally:
-        try:
-            for_plan(planmod.load(tmp / "phases.toml", env={})).down(volumes=True)
-            remove_pins(engine.client(), name)
-        except Exception as err:  # noqa: BLE001 - the bench's own leftovers: say, never hide
-            print(f"cleanup of {name} failed: {err}; remove its containers and volumes by hand")
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_demo(plan, name, tmp)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,11 @@ in the archive's order, which moves everything after it in the tar stream.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,51 +29,17 @@ sys.path.insert(0, str(KIT))
 
 from scripts.backup import backup  # noqa: E402
 from scripts.offsite import offsite
+from scripts.store import restic
 from scripts.repo import gitstate
-from scripts.stack import engine, images
 from scripts.plan import plan as planmod  # noqa: E402
 from scripts.stack.compose import Compose  # noqa: E402
 
 sys.path.insert(0, str(KIT / "bench"))
-from common import fill, remove_pins  # noqa: E402
+from common import fill, remove_pins, begin  # noqa: E402
+from tests.projects import keeper_project, lay_out, more, write_plan  # noqa: E402
 
-COMPOSE = """\
-services:
-  store:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/base:bookworm
-    pull_policy: never
-    network_mode: none
-    command: ["sleep", "infinity"]
-    init: true
-    volumes: [data:/data]
-volumes:
-  data: {}
-"""
-
-PLAN = """\
-[project]
-name = "%(name)s"
-root = "%(root)s"
-services = ["store"]
-log = "%(work)s/ROLLBACK-LOG.md"
-reports = "%(work)s/reports"
-
-[backup]
-snapshots = "%(work)s/snapshots-%(label)s"
-
-[volumes.data]
-services = ["store"]
-quiesce = "stop"
-
-[offsite]
-repository = "%(repo)s"
-password_file = "%(work)s/password"
-check_subset = "1%%"
-
-[full]
-title = "everything"
-steps = [{ do = "stop" }, { do = "restore-volumes", volumes = ["data"] }, { do = "up" }]
-"""
+# one service keeping the data set in its volume (its full rollback is never run here)
+COMPOSE, PLAN = keeper_project("store", "data", None, None)
 
 
 def rewrite_files(folder: Path, total: int, seed: int) -> int:
@@ -138,9 +102,11 @@ def rest_server(data: Path):
 
 def cycle(label: str, repo: str, name: str, root: Path, work: Path, folder: Path, total: int) -> dict:
     path = work / f"phases-{label}.toml"
-    path.write_text(PLAN % {"name": name, "root": root, "work": work, "label": label, "repo": repo})
+    remote = {"repository": repo, "password_file": f"{work}/password", "check_subset": "1%"}
+    write_plan(path, more(PLAN, backup={"snapshots": f"{work}/snapshots-{label}"}, offsite=remote), name, root,
+               kept=work)
     plan = planmod.load(path, env={})
-    offsite.Repo(plan).init()
+    restic.Repo(plan).init()
     uploads = []
     for change in (None, rewrite_files, rewrite_runs, add_file):
         changed = change(folder, total, seed=len(uploads) + len(label)) if change else total
@@ -158,21 +124,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=1024)
     args = ap.parse_args()
-    client = engine.client()  # one line and out if no engine answers
-    if not images.up_to_date():
-        images.build()
     for tool in ("restic", "rclone"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: bash .ci/servers.sh installs it")
-    name = f"benchoff{uuid.uuid4().hex[:6]}"
-    work = Path(tempfile.mkdtemp(prefix=name, dir=os.environ.get("TMPDIR", "/var/tmp")))
+    client, name, work = begin("benchoff")
     (work / "password").write_text(uuid.uuid4().hex)
     (work / "password").chmod(0o600)
     root = work / "project"
-    root.mkdir()
-    (root / "docker-compose.yml").write_text(COMPOSE)
-    (root / "note.txt").write_text("start\n")
-    gitstate.init(root, "bench")
+    lay_out(root, {"docker-compose.yml": COMPOSE, "note.txt": "start\n"}, "bench")
     compose = Compose(root, name)
     server = None
     try:

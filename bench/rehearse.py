@@ -11,7 +11,6 @@ ratio. The target is a tenth of the runbook's estimate or less for every drill.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
@@ -26,10 +25,9 @@ from scripts.backup import backup
 from scripts.rehearse import rehearse
 from scripts.stack import engine
 from scripts.plan import plan as planmod  # noqa: E402
-from scripts.stack.compose import for_plan  # noqa: E402
 
 sys.path.insert(0, str(KIT / "bench"))
-from common import remove_pins  # noqa: E402
+from common import remove_demo  # noqa: E402
 
 TARGET = 0.1
 
@@ -61,13 +59,7 @@ def main() -> None:
         if not report["ok"]:
             print(f"the rehearsal failed: {report['path']}")
     finally:
-        try:
-            if plan is not None:
-                for_plan(plan).down(volumes=True)
-            remove_pins(engine.client(), name)
-        except Exception as err:  # noqa: BLE001 - the bench's own leftovers: say, never hide
-            print(f"cleanup of {name} failed: {err}; remove its containers and volumes by hand")
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_demo(plan, name, tmp)
 
 
 if __name__ == "__main__":

@@ -33,71 +33,25 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 KIT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(KIT))
 
 from scripts.rollback import restore  # noqa: E402
-from scripts.stack import engine, images
+from scripts.stack import images
 
-from common import busybox_image, drop_caches, fill, journal_less_ext4, remove_pins, timed  # noqa: E402
+from common import busybox_image, drop_caches, fill, journal_less_ext4, remove_pins, begin, timed  # noqa: E402
+from tests.projects import (check, compose_file, do, everything, lay_out, phase, plan, refill, volume,  # noqa: E402
+                            waiter, write_plan)
 
-COMPOSE = """\
-services:
-  app:
-    image: {base}
-    pull_policy: never
-    network_mode: none
-    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 86400 & wait"]
-    healthcheck: {{test: ["CMD", "true"], interval: 250ms}}
-  db:
-    image: {base}
-    pull_policy: never
-    network_mode: none
-    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 86400 & wait"]
-    volumes: [data:/data]
-    healthcheck: {{test: ["CMD", "true"], interval: 250ms}}
-volumes:
-  data: {{}}
-"""
-
-PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = ["app", "db"]
-
-[backup]
-snapshots = "{work}/snapshots"
-
-[volumes.data]
-services = ["db"]
-quiesce = "stop"
-
-[[phase]]
-id = "files"
-title = "source tree"
-steps = [{{ do = "restore-files", paths = ["src"] }}, {{ do = "restart", services = ["app"] }}]
-checks = [{{ check = "healthy", services = ["app"] }}]
-
-[[phase]]
-id = "volume"
-title = "database volume"
-steps = [{{ do = "stop", services = ["db"] }}, {{ do = "restore-volumes", volumes = ["data"] }},
-         {{ do = "up", services = ["db"] }}]
-checks = [{{ check = "healthy", services = ["db"] }},
-          {{ check = "exec", service = "db", argv = ["test", "-d", "/data/docs"] }}]
-
-[full]
-title = "everything"
-steps = [{{ do = "down" }}, {{ do = "restore-files", paths = ["."] }},
-         {{ do = "restore-volumes", volumes = ["data"] }}, {{ do = "up" }}]
-checks = [{{ check = "healthy" }}]
-"""
+PLAN = plan(["app", "db"], volumes={"data": volume("db", quiesce="stop")}, phases=[
+    phase("files", "source tree", [do("restore-files", paths=["src"]), do("restart", services=["app"])],
+          [check("healthy", services=["app"])]),
+    phase("volume", "database volume", refill(["data"], ["db"]),
+          [check("healthy", services=["db"]), check("exec", service="db", argv=["test", "-d", "/data/docs"])]),
+], full=everything(["data"], stop="down"))
 
 
 def sh(cmd: str, cwd: Path | None = None) -> None:
@@ -154,12 +108,8 @@ def main() -> None:
                     help="where the kernel's caches cannot be dropped (not root): seconds to wait before each "
                          "timed volume restore (default: 65 on ext4 without a journal)")
     args = ap.parse_args()
-    client = engine.client()
-    if not images.up_to_date():
-        images.build()
+    client, name, work = begin("undoitbench")
     bb = busybox_image(client)
-    name = f"undoitbench{uuid.uuid4().hex[:6]}"
-    work = Path(tempfile.mkdtemp(prefix=name, dir=os.environ.get("TMPDIR", "/var/tmp")))
     try:
         run(client, bb, name, work, args)
     finally:
@@ -175,16 +125,14 @@ def main() -> None:
 
 
 def run(client, bb, name: str, work: Path, args) -> None:
-    from scripts.repo import gitstate
-
     rng = random.Random(11)
     root = work / "project"
     root.mkdir()
-    (root / "docker-compose.yml").write_text(COMPOSE.format(base=images.names()["base"]))
     tree(root, args.files, rng)
-    gitstate.init(root, "bench project")
-    plan = work / "phases.toml"
-    plan.write_text(PLAN.format(name=name, root=root, work=work))
+    p = images.prefix()
+    lay_out(root, {"docker-compose.yml": compose_file({"app": waiter(p), "db": waiter(p, volumes=["data:/data"])},
+                                                      volumes=["data"])}, "bench project")
+    plan = write_plan(work / "phases.toml", PLAN, name, root, kept=work)
     compose = f"docker compose --project-name {name} --project-directory {root}"
     sh(f"{compose} up --detach --wait")
     vol = f"{name}_data"

@@ -20,7 +20,9 @@ from demo import kit as demo
 from scripts.repo import gitstate
 from scripts.stack import engine, images
 from scripts.plan import plan as planmod
-from scripts.stack.compose import Compose, for_plan
+from scripts.stack.compose import for_plan
+
+from .projects import MINI_COMPOSE, MINI_PLAN, lay_out, write_plan
 
 KIT = Path(__file__).resolve().parent.parent
 
@@ -122,36 +124,6 @@ def sweep(client, project: str) -> None:
             pass
 
 
-class Projects:
-    """Throwaway compose projects: each gets a unique name and is swept at teardown."""
-
-    def __init__(self, client, tmp_path: Path):
-        self.client, self.tmp_path, self.names = client, tmp_path, []
-
-    def new(self, compose_yaml: str, files: dict[str, str] | None = None) -> Compose:
-        name = unique()
-        root = self.tmp_path / name
-        root.mkdir()
-        (root / "docker-compose.yml").write_text(compose_yaml)
-        for rel, text in (files or {}).items():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_text(text)
-        self.names.append(name)
-        env = dict(os.environ, UNDOIT_IMAGE_PREFIX=images.prefix())
-        return Compose(root, name, env=env)
-
-    def cleanup(self):
-        for name in self.names:
-            sweep(self.client, name)
-
-
-@pytest.fixture
-def projects(docker_client, kit_images, tmp_path):
-    p = Projects(docker_client, tmp_path)
-    yield p
-    p.cleanup()
-
-
 @pytest.fixture
 def scratch_repo(tmp_path) -> Path:
     """A real git repository with one commit, in tmp_path."""
@@ -175,76 +147,14 @@ def demo_plan(docker_client, kit_images, tmp_path):
     shutil.rmtree(root, ignore_errors=True)
 
 
-MINI_COMPOSE = """\
-services:
-  store:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/redis:7
-    pull_policy: never
-    network_mode: none
-    volumes: [data:/data]
-    healthcheck:
-      test: ["CMD-SHELL", "[ \\"$$(redis-cli -h 127.0.0.1 ping)\\" = PONG ]"]
-      interval: 1s
-      retries: 30
-  app:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
-    pull_policy: never
-    network_mode: none
-    user: "0"
-    volumes: [files:/files]
-    stop_grace_period: 2s
-    healthcheck:
-      test: ["CMD", "true"]
-      interval: 1s
-volumes:
-  data: {}
-  files: {}
-"""
-
-MINI_PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = ["store", "app"]
-
-[backup]
-snapshots = "{snapshots}"
-
-[volumes.data]
-services = ["store"]
-quiesce = "stop"
-
-[volumes.files]
-services = ["app"]
-quiesce = "none"
-
-[[phase]]
-id = "p1"
-title = "config rollback"
-steps = [{{ do = "restore-files", paths = ["config.txt"] }}]
-
-[full]
-title = "everything"
-steps = [{{ do = "restore-files", paths = ["."] }}]
-"""
-
-
-def make_stack(name: str, tmp_path: Path, compose_yaml: str, plan_toml: str, files: dict | None = None):
-    """A compose project in a fresh git repo plus its plan, up and healthy; returns the plan.
+def make_stack(name: str, tmp_path: Path, compose_yaml: str, plan: dict, files: dict | None = None):
+    """A compose project (tmp_path/project, with a config.txt) in a fresh git repo plus its
+    plan (tests/projects.plan), up and healthy; returns the loaded plan.
 
     The caller sweeps the project `name` at teardown, whatever happened (see `mini`).
     """
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "docker-compose.yml").write_text(compose_yaml)
-    for rel, text in {"config.txt": "v1\n", **(files or {})}.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    gitstate.init(root, "stack")
-    plan_path = tmp_path / "phases.toml"
-    plan_path.write_text(plan_toml.format(name=name, root=root, snapshots=tmp_path / "snapshots",
-                                          log=tmp_path / "ROLLBACK-LOG.md", reports=tmp_path / "reports"))
-    plan = planmod.load(plan_path, env={})
+    root = lay_out(tmp_path / "project", {"docker-compose.yml": compose_yaml, "config.txt": "v1\n", **(files or {})})
+    plan = planmod.load(write_plan(tmp_path / "phases.toml", plan, name, root, kept=tmp_path), env={})
     for_plan(plan).up(wait_timeout=60)
     return plan
 

@@ -12,28 +12,11 @@ import pytest
 from scripts.repo import gitstate
 
 from .conftest import KIT, sweep, unique
+from .projects import app, compose_file, postgres
 
 pytestmark = pytest.mark.docker
 
-PROJECT = """\
-services:
-  web:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
-    pull_policy: never
-    network_mode: none
-    stop_grace_period: 1s
-    healthcheck: {test: ["CMD", "true"], interval: 1s}
-  db:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/postgres:15
-    pull_policy: never
-    network_mode: none
-    environment: {POSTGRES_DB: shop}
-    volumes: [pgdata:/var/lib/postgresql/data]
-    stop_signal: SIGINT
-    healthcheck: {test: ["CMD", "pg_isready", "-q", "-U", "postgres", "-d", "shop"], interval: 1s, retries: 60}
-volumes:
-  pgdata: {}
-"""
+PROJECT = compose_file({"web": app(), "db": postgres("shop")}, volumes=["pgdata"])
 
 
 def readme_steps() -> list[str]:

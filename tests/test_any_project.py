@@ -16,71 +16,30 @@ from scripts.stack.compose import discover, for_plan
 from scripts.errors import UndoitError
 
 from .conftest import sweep, unique
+from .projects import app, check, compose_file, do, everything, full, lay_out, phase, plan, redis, volume, write_plan
 
 pytestmark = pytest.mark.docker
 
-BASE = """\
-services:
-  shop:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
-    pull_policy: never
-    network_mode: none
-    volumes: [orders:/orders]
-    stop_grace_period: 1s
-    healthcheck: {test: ["CMD", "true"], interval: 1s}
-  mailer:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
-    pull_policy: never
-    network_mode: none
-    profiles: [jobs]
-    stop_grace_period: 1s
-    healthcheck: {test: ["CMD", "true"], interval: 1s}
-volumes:
-  orders: {}
-"""
+BASE = compose_file({"shop": app(volumes=["orders:/orders"]), "mailer": app(profiles=["jobs"])}, volumes=["orders"])
 
-OVERRIDE = """\
-services:
-  shop:
-    labels: {shop.tier: "override"}
-    environment: {SHOP_MODE: "from-override"}
-"""
-
-PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = {services}
-profiles = ["jobs"]
-log = "{tmp}/LOG.md"
-reports = "{tmp}/reports"
-
-[backup]
-snapshots = "{tmp}/snapshots"
-
-[volumes.orders]
-services = ["shop"]
-
-[[phase]]
-id = "release"
-title = "release"
-steps = [{{ do = "down" }}, {{ do = "restore-files", paths = ["."] }}, {{ do = "up" }}]
-checks = [{{ check = "healthy" }}, {{ check = "container-count", expect = 2 }}]
-
-[full]
-title = "everything"
-steps = [{{ do = "down" }}, {{ do = "restore-files", paths = ["."] }}, {{ do = "restore-volumes", volumes = ["orders"] }}, {{ do = "up" }}]
-"""
+OVERRIDE = compose_file({"shop": {"labels": {"shop.tier": "override"}, "environment": {"SHOP_MODE": "from-override"}}})
 
 
-def shop(tmp_path, name, services='["shop", "mailer"]'):
-    root = tmp_path / "shop"
-    root.mkdir()
-    (root / "compose.yaml").write_text(BASE)
-    (root / "compose.override.yaml").write_text(OVERRIDE)
-    gitstate.init(root, "shop")
-    (tmp_path / "plan.toml").write_text(PLAN.format(name=name, root=root, tmp=tmp_path, services=services))
-    return planmod.load(tmp_path / "plan.toml", env={})
+def shop_plan(*services: str) -> dict:
+    return plan(list(services or ("shop", "mailer")), project={"profiles": ["jobs"]},
+                volumes={"orders": volume("shop")},
+                phases=[phase("release", "release", [do("down"), do("restore-files", paths=["."]), do("up")],
+                              [check("healthy"), check("container-count", expect=2)])],
+                full=everything(["orders"], stop="down", checks=()))
+
+
+def shop(tmp_path, name, *services: str):
+    root = lay_out(tmp_path / "shop", {"compose.yaml": BASE, "compose.override.yaml": OVERRIDE}, "shop")
+    return load(write_plan(tmp_path / "plan.toml", shop_plan(*services), name, root, kept=tmp_path, log="LOG.md"))
+
+
+def load(path: Path):
+    return planmod.load(path, env={})
 
 
 def labels(client, name, service):
@@ -126,7 +85,7 @@ def test_a_rollback_keeps_the_override_file_and_the_profile(docker_client, kit_i
 def test_unknown_names_refused_before_any_ref_is_made(docker_client, kit_images, tmp_path):
     name = unique("shop")
     try:
-        plan = shop(tmp_path, name, services='["shop", "mailer", "billing"]')
+        plan = shop(tmp_path, name, "shop", "mailer", "billing")
         for_plan(plan).up(wait_timeout=60)
         tags = gitstate.run(plan.root, "tag", "--list")
         with pytest.raises(UndoitError, match=r"\[project\] services: compose has no service 'billing' "
@@ -156,14 +115,10 @@ def test_the_kits_state_inside_the_project_never_dirties_it(docker_client, kit_i
     name = unique("shop")
     try:
         plan = shop(tmp_path, name)
-        text = (tmp_path / "plan.toml").read_text().replace(f'root = "{plan.root}"', 'root = "."')
-        text = text.replace(f'log = "{tmp_path}/LOG.md"', 'log = "ROLLBACK-LOG.md"').replace(
-            f'reports = "{tmp_path}/reports"', 'reports = "reports"').replace(
-            f'snapshots = "{tmp_path}/snapshots"', 'snapshots = "snapshots"')
-        (plan.root / "phases.toml").write_text(text)
+        write_plan(plan.root / "phases.toml", shop_plan(), name, ".", kept=Path("."))
         gitstate.run(plan.root, "add", "phases.toml")
         gitstate.run(plan.root, "commit", "-qm", "the rollback plan")
-        plan = planmod.load(plan.root / "phases.toml", env={})
+        plan = load(plan.root / "phases.toml")
         for_plan(plan).up(wait_timeout=60)
         first = backup.backup(plan)
         assert first.path.parent == plan.root / "snapshots"
@@ -177,50 +132,14 @@ def test_the_kits_state_inside_the_project_never_dirties_it(docker_client, kit_i
         sweep(docker_client, name)
 
 
-NOTES = """\
-services:
-  notes:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
-    pull_policy: never
-    network_mode: none
-    user: "0"
-    volumes: ["./data:/srv/data"]
-    stop_grace_period: 1s
-    healthcheck: {test: ["CMD", "true"], interval: 1s}
-  cache:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/redis:7
-    pull_policy: never
-    network_mode: none
-    volumes: ["/scratch"]
-    healthcheck:
-      test: ["CMD-SHELL", "[ \\"$$(redis-cli -h 127.0.0.1 ping)\\" = PONG ]"]
-      interval: 1s
-      retries: 30
-"""
+# a data folder bind-mounted from the project, and state no backup covers: a Redis
+# writing into its own layer, and an anonymous volume
+NOTES = compose_file({"notes": app(user="0", volumes=["./data:/srv/data"]), "cache": redis(volumes=["/scratch"])})
 
-NOTES_PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = ["notes", "cache"]
-log = "{tmp}/LOG.md"
-reports = "{tmp}/reports"
-
-[backup]
-snapshots = "{tmp}/snapshots"
-
-[volumes.notes_data]
-bind = "./data"
-services = ["notes"]
-
-[full]
-title = "everything"
-steps = [
-  {{ do = "stop", services = ["notes"] }}, {{ do = "restore-files", paths = ["."] }},
-  {{ do = "restore-volumes", volumes = ["notes_data"] }}, {{ do = "up" }},
-]
-checks = [{{ check = "volume-matches", volumes = ["notes_data"] }}, {{ check = "healthy" }}]
-"""
+NOTES_PLAN = plan(["notes", "cache"], volumes={"notes_data": volume("notes", bind="./data")},
+                  full=full([do("stop", services=["notes"]), do("restore-files", paths=["."]),
+                             do("restore-volumes", volumes=["notes_data"]), do("up")],
+                            [check("volume-matches", volumes=["notes_data"]), check("healthy")]))
 
 
 def test_a_bind_mounted_data_folder_is_backed_up_and_restored_like_a_volume(docker_client, kit_images, tmp_path,
@@ -228,15 +147,11 @@ def test_a_bind_mounted_data_folder_is_backed_up_and_restored_like_a_volume(dock
     name = unique("notes")
     root = tmp_path / "notes"
     try:
-        root.mkdir()
-        (root / "compose.yaml").write_text(NOTES)
-        (root / "README").write_text("notes\n")
-        gitstate.init(root, "notes")
+        lay_out(root, {"compose.yaml": NOTES, "README": "notes\n"}, "notes")
         (root / "data" / "sub").mkdir(parents=True)
         (root / "data" / "a.txt").write_text("v1\n")
         (root / "data" / "sub" / "b.txt").write_text("kept\n")
-        (tmp_path / "plan.toml").write_text(NOTES_PLAN.format(name=name, root=root, tmp=tmp_path))
-        plan = planmod.load(tmp_path / "plan.toml", env={})
+        plan = load(write_plan(tmp_path / "plan.toml", NOTES_PLAN, name, root, kept=tmp_path, log="LOG.md"))
         for_plan(plan).up(wait_timeout=60)
         for_plan(plan).exec("cache", "sh", "-c", "redis-cli -h 127.0.0.1 set k v && redis-cli -h 127.0.0.1 save")
         s = backup.backup(plan)
@@ -276,14 +191,9 @@ def test_a_project_in_a_folder_of_a_monorepo(docker_client, kit_images, tmp_path
     name = unique("mono")
     top = tmp_path / "mono"
     shop_dir = top / "apps" / "shop"
-    shop_dir.mkdir(parents=True)
-    (shop_dir / "compose.yaml").write_text(BASE)
-    (shop_dir / "shop.conf").write_text("v1\n")
-    (top / "apps" / "billing.conf").write_text("billing v1\n")
-    gitstate.init(top, "monorepo")
-    (tmp_path / "plan.toml").write_text(PLAN.format(name=name, root=shop_dir, tmp=tmp_path,
-                                                    services='["shop", "mailer"]'))
-    plan = planmod.load(tmp_path / "plan.toml", env={})
+    lay_out(top, {"apps/shop/compose.yaml": BASE, "apps/shop/shop.conf": "v1\n", "apps/billing.conf": "billing v1\n"},
+            "monorepo")
+    plan = load(write_plan(tmp_path / "plan.toml", shop_plan(), name, shop_dir, kept=tmp_path, log="LOG.md"))
     try:
         for_plan(plan).up(wait_timeout=60)
         (top / "apps" / "stray.txt").write_text("untracked, outside the project\n")
@@ -302,46 +212,17 @@ def test_a_project_in_a_folder_of_a_monorepo(docker_client, kit_images, tmp_path
         sweep(docker_client, name)
 
 
-LEDGER_COMPOSE = """\
-name: {name}
-services:
-  keeper:
-    image: ${{UNDOIT_IMAGE_PREFIX:-undoit}}/app:latest
-    pull_policy: never
-    network_mode: none
-    user: "0"
-    volumes: [shared:/shared, archive:/archive]
-    stop_grace_period: 1s
-    healthcheck: {{test: ["CMD", "true"], interval: 1s}}
-volumes:
-  shared: {{external: true, name: {name}-shared-data}}
-  archive: {{name: {name}-archive}}
-"""
+def ledger(name: str) -> str:
+    """A project named in its compose file, whose one service mounts an external volume
+    (made outside compose) and a volume with a name of its own."""
+    return compose_file({"keeper": app(user="0", volumes=["shared:/shared", "archive:/archive"])}, name=name,
+                   volumes={"shared": {"external": True, "name": f"{name}-shared-data"},
+                            "archive": {"name": f"{name}-archive"}})
 
-LEDGER_PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = ["keeper"]
-log = "{tmp}/LOG.md"
-reports = "{tmp}/reports"
 
-[backup]
-snapshots = "{tmp}/snapshots"
-
-[volumes.shared]
-services = ["keeper"]
-
-[volumes.archive]
-services = ["keeper"]
-
-[full]
-title = "everything"
-steps = [
-  {{ do = "stop" }}, {{ do = "restore-volumes", volumes = ["shared", "archive"] }}, {{ do = "up" }},
-]
-checks = [{{ check = "volume-matches", volumes = ["shared", "archive"] }}]
-"""
+LEDGER_PLAN = plan(["keeper"], volumes={"shared": volume("keeper"), "archive": volume("keeper")},
+                   full=full([do("stop"), do("restore-volumes", volumes=["shared", "archive"]), do("up")],
+                             [check("volume-matches", volumes=["shared", "archive"])]))
 
 
 def test_an_external_volume_and_a_named_one(docker_client, kit_images, tmp_path):
@@ -349,11 +230,8 @@ def test_an_external_volume_and_a_named_one(docker_client, kit_images, tmp_path)
 
     name = unique("keep")
     root = tmp_path / "keep"
-    root.mkdir()
-    (root / "compose.yaml").write_text(LEDGER_COMPOSE.format(name=name))
-    gitstate.init(root, "keeper")
-    (tmp_path / "plan.toml").write_text(LEDGER_PLAN.format(name=name, root=root, tmp=tmp_path))
-    plan = planmod.load(tmp_path / "plan.toml", env={})
+    lay_out(root, {"compose.yaml": ledger(name)}, "keeper")
+    plan = load(write_plan(tmp_path / "plan.toml", LEDGER_PLAN, name, root, kept=tmp_path, log="LOG.md"))
     docker_client.volumes.create(f"{name}-shared-data")  # made outside compose: no compose label
     try:
         for_plan(plan).up(wait_timeout=60)

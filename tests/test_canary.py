@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from scripts import errors
-from scripts.repo import gitstate
 from scripts.store import snapshots
 from scripts.plan import plan as planmod
 from scripts.stack.compose import for_plan
 
-from .conftest import KIT, MINI_COMPOSE, sweep, unique, volume_path
+from .conftest import KIT, sweep, unique, volume_path
+from .projects import MINI_COMPOSE, MINI_PLAN, check, do, lay_out, more, phase, write_plan
 from .test_redact import written_forms
 
 pytestmark = pytest.mark.docker
@@ -52,44 +52,19 @@ sys.exit(0 if sys.argv[2:] == ["ok"] else 1)
 """
 
 # an exec check whose failure (compose's last lines of stderr) runs past 600 characters
-EXEC = "head -c 590 /dev/zero | tr '\\\\0' x >&2; cat /files/leak.txt >&2; exit 3"
+EXEC = r"head -c 590 /dev/zero | tr '\0' x >&2; cat /files/leak.txt >&2; exit 3"
 
-PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = ["store", "app"]
-log = "{tmp}/ROLLBACK-LOG.md"
-reports = "{tmp}/reports"
 
-[backup]
-snapshots = "{tmp}/snapshots"
-
-[volumes.data]
-services = ["store"]
-
-[volumes.files]
-services = ["app"]
-quiesce = "none"
-
-[offsite]
-repository = "{tmp}/restic"
-password_file = "{tmp}/restic-password"
-
-[[phase]]
-id = "leaky"
-title = "a rollback whose checks print the project's secrets"
-steps = [{{ do = "restore-files", paths = ["config.txt"] }}]
-checks = [
-  {{ check = "command", name = "failing command", argv = ["python3", "{tmp}/leak.py", "{root}"] }},
-  {{ check = "command", name = "unexpected output", argv = ["python3", "{tmp}/leak.py", "{root}", "ok"], expect = "x" }},
-  {{ check = "exec", name = "failing exec", service = "app", argv = ["sh", "-c", "{exec_script}"] }},
-]
-
-[full]
-title = "everything"
-steps = [{{ do = "restore-files", paths = ["."] }}]
-"""
+def leaky(tmp: Path, root: Path) -> dict:
+    """The mini stack's plan, sending sets offsite, with one phase: a rollback whose checks
+    print the project's secrets."""
+    leak = ["python3", f"{tmp}/leak.py", str(root)]
+    return more(MINI_PLAN, offsite={"repository": f"{tmp}/restic", "password_file": f"{tmp}/restic-password"},
+                phase=[phase("leaky", "a rollback whose checks print the project's secrets",
+                             [do("restore-files", paths=["config.txt"])], [
+                                 check("command", name="failing command", argv=leak),
+                                 check("command", name="unexpected output", argv=[*leak, "ok"], expect="x"),
+                                 check("exec", name="failing exec", service="app", argv=["sh", "-c", EXEC])])])
 
 
 def forms(value: str) -> set[str]:
@@ -114,19 +89,13 @@ def leaks(text: str, where: str) -> list[str]:
 
 
 def project(tmp: Path, name: str) -> Path:
-    root = tmp / "proj"
-    (root / "secrets").mkdir(parents=True)
-    (root / "docker-compose.yml").write_text(MINI_COMPOSE)
-    (root / "config.txt").write_text("v1\n")
-    (root / ".env").write_text(f"API_TOKEN='{CANARIES['.env API_TOKEN']}'\n"
-                               f"SMTP_PASSWORD='{CANARIES['.env SMTP_PASSWORD']}'\n")
-    (root / "secrets" / "db_password").write_text(CANARIES["secrets/db_password"] + "\n")
-    (root / ".gitignore").write_text(".env\nsecrets/\n")
-    gitstate.init(root, "stack")
+    root = lay_out(tmp / "proj", {
+        "docker-compose.yml": MINI_COMPOSE, "config.txt": "v1\n",
+        ".env": f"API_TOKEN='{CANARIES['.env API_TOKEN']}'\nSMTP_PASSWORD='{CANARIES['.env SMTP_PASSWORD']}'\n",
+        "secrets/db_password": CANARIES["secrets/db_password"] + "\n", ".gitignore": ".env\nsecrets/\n"})
     (tmp / "leak.py").write_text(LEAK)
     (tmp / "restic-password").write_text("canary-restic-pw-91c3\n")
-    (tmp / "phases.toml").write_text(PLAN.format(name=name, root=root, tmp=tmp, exec_script=EXEC))
-    return tmp / "phases.toml"
+    return write_plan(tmp / "phases.toml", leaky(tmp, root), name, root, kept=tmp)
 
 
 @pytest.mark.long(2)

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -20,102 +21,42 @@ from scripts.stack.compose import for_plan
 from scripts.errors import DRILL_FAILED, UndoitError
 
 from .conftest import KIT, make_stack, sweep, unique
+from .projects import app, check, compose_file, do, full, healthy_when, phase, plan, postgres, volume, write_plan
 
-COMPOSE = """\
-services:
-  books:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/postgres:15
-    pull_policy: never
-    network_mode: none
-    environment: {POSTGRES_DB: ledger}
-    volumes: [pgdata:/var/lib/postgresql/data, ./migrations:/migrations:ro]
-    stop_signal: SIGINT
-    healthcheck:
-      test: ["CMD", "pg_isready", "-q", "-U", "postgres", "-d", "ledger"]
-      interval: 1s
-      retries: 60
-  shop:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
-    pull_policy: never
-    network_mode: none
-    volumes: [./conf:/conf:ro]
-    stop_grace_period: 1s
-    healthcheck:
-      # reads its config live: the change breaks it without a restart
-      test: ["CMD", "grep", "-q", "^mode=on$$", "/conf/shop.conf"]
-      interval: 1s
-      retries: 3
-volumes:
-  pgdata: {}
-"""
+COMPOSE = compose_file({
+    "books": postgres("ledger", volumes=["pgdata:/var/lib/postgresql/data", "./migrations:/migrations:ro"]),
+    # reads its config live: the change breaks it without a restart
+    "shop": app(volumes=["./conf:/conf:ro"], healthcheck=healthy_when("grep", "-q", "^mode=on$$", "/conf/shop.conf",
+                                                                       retries=3)),
+}, volumes=["pgdata"])
 
 MIGRATE = ["psql", "-U", "postgres", "-d", "ledger", "-v", "ON_ERROR_STOP=1", "-q", "-f"]
 
-PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = ["books", "shop"]
-reports = "{reports}"
-log = "{log}"
+ORDERS = check("exec", name="orders", service="books", expect="3",
+               argv=["psql", "-U", "postgres", "-d", "ledger", "-Atc", "select count(*) from orders"])
+MIGRATION_002 = {"ref": "main..release~1",  # from the release branch
+                 "steps": [do("exec", service="books", argv=MIGRATE + ["/migrations/002_drop_orders.sql"])]}
 
-[backup]
-snapshots = "{snapshots}"
-
-[volumes.pgdata]
-services = ["books"]
-quiesce = "stop"
-
-[[phase]]
-id = "migrate"
-title = "orders table dropped by migration 002"
-steps = [
-  {{ do = "stop", services = ["books"] }},
-  {{ do = "restore-files", paths = ["migrations"] }},
-  {{ do = "restore-volumes", volumes = ["pgdata"] }},
-  {{ do = "up" }},
-]
-%(orders_and_migration)s
-[[phase]]
-id = "config"
-title = "shop switched off by its config"
-change = {{ ref = "release~1..release", settle = 4 }}
-steps = [{{ do = "restore-files", paths = ["conf"] }}, {{ do = "up" }}]
-checks = [{{ check = "healthy", services = ["shop"] }}]
-
-[[phase]]
-id = "forgetful"
-title = "the migration again, by a plan that forgets the volume"
-steps = [{{ do = "restore-files", paths = ["migrations"] }}, {{ do = "up" }}]
-%(orders_and_migration)s
-[[phase]]
-id = "untouched"
-title = "a phase with no change named"
-steps = [{{ do = "up" }}]
-checks = [{{ check = "healthy" }}]
-
-[full]
-title = "everything"
-steps = [{{ do = "up" }}]
-""" % {"orders_and_migration": """\
-checks = [
-  {{ check = "exec", name = "orders", service = "books", expect = "3", argv = ["psql", "-U", "postgres", "-d", "ledger", "-Atc", "select count(*) from orders"] }},
-]
-[phase.change]   # migration 002, from the release branch
-ref = "main..release~1"
-steps = [{{ do = "exec", service = "books", argv = %s }}]
-""" % json.dumps(MIGRATE + ["/migrations/002_drop_orders.sql"])}
+PLAN = plan(["books", "shop"], volumes={"pgdata": volume("books", quiesce="stop")}, phases=[
+    phase("migrate", "orders table dropped by migration 002",
+          [do("stop", services=["books"]), do("restore-files", paths=["migrations"]),
+           do("restore-volumes", volumes=["pgdata"]), do("up")], [ORDERS], change=MIGRATION_002),
+    phase("config", "shop switched off by its config", [do("restore-files", paths=["conf"]), do("up")],
+          [check("healthy", services=["shop"])], change={"ref": "release~1..release", "settle": 4}),
+    phase("forgetful", "the migration again, by a plan that forgets the volume",
+          [do("restore-files", paths=["migrations"]), do("up")], [ORDERS], change=MIGRATION_002),
+    phase("untouched", "a phase with no change named", [do("up")], [check("healthy")]),
+], full=full([do("up")]))
 
 WORKFLOW = KIT / "examples" / "github-actions-rehearse.yml"
 
 
 # ---------------------------------------------------------------------------- pure: the plan
 
-def _plan(tmp_path: Path, phase_extra: str):
-    (tmp_path / "p.toml").write_text(
-        f'[project]\nname = "x"\nroot = "{tmp_path}"\nservices = ["a"]\n'
-        f'[[phase]]\nid = "p1"\ntitle = "t"\n{phase_extra}\n[full]\ntitle = "f"\n')
-    return planmod.load(tmp_path / "p.toml", env={})
+def _plan(tmp_path: Path, phase_extra: str = "", *phases: dict, **tables):
+    """A plan of one service, its phase p1 with phase_extra (TOML) in it, then phases."""
+    doc = plan(["a"], phases=[phase("p1", "t", **tomllib.loads(phase_extra)), *phases], full=full(title="f"), **tables)
+    return planmod.load(write_plan(tmp_path / "p.toml", doc, "x", tmp_path), env={})
 
 
 @pytest.mark.parametrize("extra, why", [
@@ -133,14 +74,9 @@ def test_a_bad_change_is_a_plan_error_naming_the_key(tmp_path, extra, why):
 
 
 def test_which_changes_a_drill_applies(tmp_path):
-    (tmp_path / "p.toml").write_text(
-        f'[project]\nname = "x"\nroot = "{tmp_path}"\nservices = ["a"]\n'
-        '[[phase]]\nid = "p1"\ntitle = "t"\nchange = { ref = "c1" }\n'
-        '[[phase]]\nid = "p2"\ntitle = "t"\n'
-        '[[phase]]\nid = "p3"\ntitle = "t"\nchange = { ref = "main~2..main", steps = [{ do = "up" }] }\n'
-        '[full]\ntitle = "f"\n'
-        '[[scenario]]\nid = "s"\ntitle = "t"\nkeeps = ["p1"]\nrolls_back = ["p2", "p3"]\n')
-    plan = planmod.load(tmp_path / "p.toml", env={})
+    plan = _plan(tmp_path, 'change = { ref = "c1" }', phase("p2", "t"),
+                 phase("p3", "t", change={"ref": "main~2..main", "steps": [do("up")]}),
+                 scenario=[{"id": "s", "title": "t", "keeps": ["p1"], "rolls_back": ["p2", "p3"]}])
     ids = lambda pid: [p.id for p in changes.phases_of(plan, plan.procedure(pid))]  # noqa: E731
     assert ids("p1") == ["p1"] and ids("p2") == [] and ids("full") == ["p1", "p3"] and ids("s") == ["p3"]
     assert plan.procedure("p3").change.ref == "main~2..main"

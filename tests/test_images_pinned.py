@@ -9,7 +9,6 @@ import subprocess
 import pytest
 
 from scripts.backup import backup
-from scripts.repo import gitstate
 from scripts.rollback import rollback
 from scripts.stack import pins
 from scripts.plan import plan as planmod
@@ -17,40 +16,12 @@ from scripts.stack.compose import for_plan
 from scripts.errors import UndoitError
 
 from .conftest import sweep, unique
+from .projects import app, check, compose_file, do, full, lay_out, phase, plan, write_plan
 
 pytestmark = pytest.mark.docker
 
-COMPOSE = """\
-services:
-  api:
-    image: {image}
-    pull_policy: never
-    network_mode: none
-    stop_grace_period: 1s
-    healthcheck: {{test: ["CMD", "true"], interval: 1s}}
-"""
-
-PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = ["api"]
-log = "{tmp}/LOG.md"
-reports = "{tmp}/reports"
-
-[backup]
-snapshots = "{tmp}/snapshots"
-
-[[phase]]
-id = "upgrade"
-title = "the api image upgrade"
-steps = [{{ do = "up" }}]
-checks = [{{ check = "healthy" }}]
-
-[full]
-title = "everything"
-steps = [{{ do = "up" }}]
-"""
+PLAN = plan(["api"], phases=[phase("upgrade", "the api image upgrade", [do("up")], [check("healthy")])],
+            full=full([do("up")]))
 
 
 def build(client, tag: str, release: str) -> str:
@@ -71,12 +42,8 @@ def running_image(client, name) -> str:
 def api(docker_client, kit_images, tmp_path):
     name = unique("img")
     tag = f"{name}/api:latest"
-    root = tmp_path / "api"
-    root.mkdir()
-    (root / "compose.yaml").write_text(COMPOSE.format(image=tag))
-    gitstate.init(root, "api")
-    (tmp_path / "plan.toml").write_text(PLAN.format(name=name, root=root, tmp=tmp_path))
-    plan = planmod.load(tmp_path / "plan.toml", env={})
+    root = lay_out(tmp_path / "api", {"compose.yaml": compose_file({"api": app(image=tag)})}, "api")
+    plan = planmod.load(write_plan(tmp_path / "plan.toml", PLAN, name, root, kept=tmp_path, log="LOG.md"), env={})
     made = []
     try:
         made.append(build(docker_client, tag, "1"))

@@ -26,87 +26,29 @@ from scripts.plan import plan as planmod
 from scripts.stack.compose import Compose
 
 from .conftest import KIT, ssh_server, sweep, unique
+from .projects import keeper_project, lay_out, more, write_plan
 
 pytestmark = pytest.mark.docker
 
 CANARY = "canary-Zq7-offsite-pw-4711"
 
-COMPOSE = """\
-services:
-  vault:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/base:bookworm
-    pull_policy: never
-    network_mode: none
-    command: ["sleep", "infinity"]
-    init: true
-    volumes: [blobs:/blobs]
-    healthcheck:
-      test: ["CMD", "test", "-f", "/blobs/ready"]
-      interval: 1s
-volumes:
-  blobs: {}
-"""
-
-PLAN = """\
-[project]
-name = "%(name)s"
-root = "%(root)s"
-services = ["vault"]
-log = "%(tmp)s/ROLLBACK-LOG.md"
-reports = "%(tmp)s/reports"
-
-[backup]
-snapshots = "%(snapshots)s"
-
-[volumes.blobs]
-services = ["vault"]
-quiesce = "stop"
-
-[offsite]
-repository = "%(repo)s"
-password_file = "%(tmp)s/restic-password"
-check_subset = "50%%"
-
-[[phase]]
-id = "blobs"
-title = "put the blobs back"
-steps = [
-  { do = "stop", services = ["vault"] },
-  { do = "restore-volumes", volumes = ["blobs"] },
-  { do = "up", services = ["vault"] },
-]
-checks = [{ check = "healthy" }]
-
-[full]
-title = "everything"
-steps = [
-  { do = "stop" },
-  { do = "restore-files", paths = ["."] },
-  { do = "restore-volumes", volumes = ["blobs"] },
-  { do = "up" },
-]
-checks = [{ check = "healthy" }]
-"""
+# one service keeping blobs in its volume, healthy once they are all there (`ready`)
+COMPOSE, PLAN = keeper_project("vault", "blobs", "ready", "put the blobs back")
 
 
-def write_plan(tmp: Path, name: str, root: Path, snapshots: Path, repo: str) -> Path:
+def vault_plan(tmp: Path, name: str, root: Path, repo: str) -> Path:
     (tmp / "restic-password").write_text(CANARY + "\n")
     (tmp / "restic-password").chmod(0o600)
-    path = tmp / "phases.toml"
-    path.write_text(PLAN % {"name": name, "root": root, "tmp": tmp, "snapshots": snapshots, "repo": repo})
-    return path
+    offsite = {"repository": repo, "password_file": f"{tmp}/restic-password", "check_subset": "50%"}
+    return write_plan(tmp / "phases.toml", more(PLAN, offsite=offsite), name, root, kept=tmp)
 
 
 def vault_stack(docker_client, tmp: Path, repo: str, mib: int = 2):
     """The project in a git repo, up, its volume holding `mib` MiB of incompressible
     files (1 MiB each) and a `ready` marker; returns (plan, compose, volume folder)."""
     name = unique("vault")
-    root = tmp / "vault"
-    root.mkdir()
-    (root / "docker-compose.yml").write_text(COMPOSE)
-    (root / "app.conf").write_text("v1\n")
-    gitstate.init(root, "vault")
-    path = write_plan(tmp, name, root, tmp / "snapshots", repo)
+    root = lay_out(tmp / "vault", {"docker-compose.yml": COMPOSE, "app.conf": "v1\n"}, "vault")
+    path = vault_plan(tmp, name, root, repo)
     compose = Compose(root, name)
     compose("create")
     folder = Path(docker_client.api.inspect_volume(f"{name}_blobs")["Mountpoint"])
@@ -165,10 +107,10 @@ def test_offsite_then_disaster_recovery_on_an_empty_snapshots_folder(docker_clie
         fresh.mkdir()
         subprocess.run(["git", "clone", "-q", str(plan.root), str(fresh / "vault")], check=True)
         # a plan whose project folder is not there yet: one line, and no set is left behind
-        path = write_plan(fresh, name, fresh / "not-cloned", fresh / "snapshots", str(repo))
+        path = vault_plan(fresh, name, fresh / "not-cloned", str(repo))
         out = doit(path, "fetch", "set=latest", ok=False)
         assert "is not in a git repository" in out and not list((fresh / "snapshots").glob("2*"))
-        path = write_plan(fresh, name, fresh / "vault", fresh / "snapshots", str(repo))
+        path = vault_plan(fresh, name, fresh / "vault", str(repo))
         out = doit(path, "recover", "yes=1")
         assert "verified" in out and "recorded in git" in out
         assert "outcome: success" in out and "recovered: the stack is now set" in out

@@ -17,98 +17,47 @@ from scripts.rollback import restore, rollback, undo
 from scripts.store import snapshots
 
 from .conftest import KIT, make_stack, sweep, unique
+from .projects import (app, check, compose_file, do, full, healthy_when, image, phase, plan, postgres, refill, service,
+                       volume)
 
 pytestmark = pytest.mark.docker
 
-COMPOSE = """\
-services:
-  books:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/postgres:15
-    pull_policy: never
-    network_mode: none
-    # no autovacuum: it writes on its own schedule, and these tests count exports
-    command: ["-c", "autovacuum=off"]
-    environment: {POSTGRES_DB: ledger}
-    volumes: [pgdata:/var/lib/postgresql/data, sock:/run/postgresql]
-    stop_signal: SIGINT
-    stop_grace_period: 30s
-    healthcheck:
-      test: ["CMD", "pg_isready", "-q", "-U", "postgres", "-d", "ledger"]
-      interval: 1s
-      retries: 60
-  clerk:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/postgres:15
-    pull_policy: never
-    network_mode: none
-    entrypoint: ["bash", "-c"]
-    # through the shared socket: a row every ~50 ms while /tmp/go exists; while /tmp/burst
-    # exists, 3 rows right after each restart of the server (a write in the moment a
-    # backup brings it back, before anything else looks at it)
-    command:
-      - |
-        q() { psql -h /run/postgresql -U postgres -d ledger -qAtc "$$1" 2>/dev/null; }
-        last=""
-        while true; do
-          [ -f /tmp/go ] && q "insert into entries(note) values ('w')"
-          if [ -f /tmp/burst ]; then
-            st=$$(q "select pg_postmaster_start_time()")
-            if [ -n "$$st" ] && [ -n "$$last" ] && [ "$$st" != "$$last" ]; then
-              q "insert into entries(note) select 'gap' from generate_series(1, 3)"
-            fi
-            [ -n "$$st" ] && last=$$st
-          fi
-          sleep 0.05
-        done
-    volumes: [sock:/run/postgresql]
-    stop_grace_period: 1s
-    healthcheck:
-      test: ["CMD", "true"]
-      interval: 1s
-volumes:
-  pgdata: {}
-  sock: {}
+# through the shared socket: a row every ~50 ms while /tmp/go exists; while /tmp/burst
+# exists, 3 rows right after each restart of the server (a write in the moment a backup
+# brings it back, before anything else looks at it)
+CLERK = """\
+q() { psql -h /run/postgresql -U postgres -d ledger -qAtc "$$1" 2>/dev/null; }
+last=""
+while true; do
+  [ -f /tmp/go ] && q "insert into entries(note) values ('w')"
+  if [ -f /tmp/burst ]; then
+    st=$$(q "select pg_postmaster_start_time()")
+    if [ -n "$$st" ] && [ -n "$$last" ] && [ "$$st" != "$$last" ]; then
+      q "insert into entries(note) select 'gap' from generate_series(1, 3)"
+    fi
+    [ -n "$$st" ] && last=$$st
+  fi
+  sleep 0.05
+done
 """
+
+COMPOSE = compose_file({
+    # no autovacuum: it writes on its own schedule, and these tests count exports
+    "books": postgres("ledger", command=["-c", "autovacuum=off"], stop_grace_period="30s",
+                      volumes=["pgdata:/var/lib/postgresql/data", "sock:/run/postgresql"]),
+    "clerk": service(image("postgres"), entrypoint=["bash", "-c"], command=[CLERK], volumes=["sock:/run/postgresql"],
+                     stop_grace_period="1s", healthcheck=healthy_when("true")),
+}, volumes=["pgdata", "sock"])
 
 PROBE = ("sh", "-c", "for d in $(psql -U postgres -Atc 'select datname from pg_database where datallowconn "
          "order by 1'); do psql -U postgres -d \"$d\" -Atc 'select pg_current_snapshot(), (select sum(last_value) "
          "from pg_sequences)'; done")
 
-PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = ["books", "clerk"]
-log = "{log}"
-reports = "{reports}"
-
-[backup]
-snapshots = "{snapshots}"
-branch = "keep-{{timestamp}}"
-tag = "before-{{date}}"
-
-[volumes.pgdata]
-services = ["books"]
-probe = %s
-
-[[phase]]
-id = "schema"
-title = "schema change"
-steps = [
-  {{ do = "stop", services = ["books"] }},
-  {{ do = "restore-volumes", volumes = ["pgdata"] }},
-  {{ do = "up", services = ["books"] }},
-]
-
-[full]
-title = "everything"
-steps = [
-  {{ do = "stop", services = ["books"] }},
-  {{ do = "restore-files", paths = ["."] }},
-  {{ do = "restore-volumes", volumes = ["pgdata"] }},
-  {{ do = "up" }},
-]
-checks = [{{ check = "healthy" }}]
-""" % ("[" + ", ".join('"%s"' % a.replace("\\", "\\\\").replace('"', '\\"') for a in PROBE) + "]")
+PLAN = plan(["books", "clerk"], backup={"branch": "keep-{timestamp}", "tag": "before-{date}"},
+            volumes={"pgdata": volume("books", probe=list(PROBE))},
+            phases=[phase("schema", "schema change", refill(["pgdata"], ["books"]))],
+            full=full([do("stop", services=["books"]), do("restore-files", paths=["."]),
+                       do("restore-volumes", volumes=["pgdata"]), do("up")], [check("healthy")]))
 
 
 @pytest.fixture
@@ -272,43 +221,16 @@ def test_the_demo_tasks_refuse_on_a_user_project(docker_client, ledger):
     assert not any(ledger.snapshots_dir.glob("*/manifest.json"))
 
 
-UNDO_COMPOSE = """\
-services:
-  web:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
-    pull_policy: never
-    networks: [front]
-    labels: {release: "1"}
-    stop_grace_period: 1s
-    healthcheck:
-      test: ["CMD", "true"]
-      interval: 1s
-networks:
-  front: {internal: true}
-"""
+def web(release: str, *networks: str) -> str:
+    """One web service labelled with its release, on internal networks."""
+    return compose_file({"web": app(networks=list(networks), labels={"release": release})},
+                   networks={n: {"internal": True} for n in networks})
 
-UNDO_PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = ["web"]
-networks = ["front"]
-log = "{log}"
-reports = "{reports}"
 
-[backup]
-snapshots = "{snapshots}"
+UNDO_COMPOSE = web("1", "front")
 
-[[phase]]
-id = "compose"
-title = "compose file"
-steps = [{{ do = "restore-files", paths = ["docker-compose.yml"] }}, {{ do = "up" }}]
-checks = [{{ check = "healthy" }}]
-
-[full]
-title = "everything"
-steps = [{{ do = "restore-files", paths = ["."] }}]
-"""
+UNDO_PLAN = plan(["web"], project={"networks": ["front"]}, phases=[phase(
+    "compose", "compose file", [do("restore-files", paths=["docker-compose.yml"]), do("up")], [check("healthy")])])
 
 
 def dry_run(compose) -> str:
@@ -332,9 +254,7 @@ def test_undo_recreates_what_the_compose_file_describes_and_counts_agree(docker_
         plan = make_stack(name, tmp_path, UNDO_COMPOSE, UNDO_PLAN)
         backup.backup(plan)
         # the change: a new release label and a second network, applied
-        changed = UNDO_COMPOSE.replace('release: "1"', 'release: "2"').replace(
-            "networks: [front]", "networks: [front, side]").replace(
-            "  front: {internal: true}", "  front: {internal: true}\n  side: {internal: true}")
+        changed = web("2", "front", "side")
         (plan.root / "docker-compose.yml").write_text(changed)
         commit(plan.root, "release 2")
         compose = for_plan(plan)

@@ -24,12 +24,16 @@ from scripts.plan import plan as planmod
 from scripts.stack.compose import for_plan
 
 from .conftest import KIT, sweep, unique
+from .projects import check, do, everything, lay_out, more, phase, plan, plan_toml, volume
 
 pytestmark = [pytest.mark.docker, pytest.mark.long(2)]
 
 CANARY = "canary-Atelier-tok-5150"
 PASSWORD = "canary-Atelier-restic-0451"
 
+# its own compose files, not the builders of tests/projects.py: the layout is the point
+# (settings only in a required, git-ignored .env; a secret file; a bind-mounted uploads
+# folder; an override file; a service under a profile)
 COMPOSE = """\
 services:
   ledger:
@@ -66,48 +70,13 @@ services:
       interval: 1s
 """
 
-PLAN = """\
-[project]
-name = "%(name)s"
-root = "."
-services = ["ledger", "web"]
-
-[backup]
-include_ignored = [".env"]
-
-[volumes.pgdata]
-services = ["ledger"]
-
-[volumes.uploads]
-services = ["web"]
-bind = "./uploads"
-quiesce = "none"
-
-[offsite]
-repository = "%(repo)s"
-password_file = "%(pwfile)s"
-check_subset = "100%%"
-
-[[phase]]
-id = "web"
-title = "web back"
-steps = [{ do = "restore-files", paths = ["compose.yaml"] }, { do = "up" }]
-
-[full]
-title = "everything back"
-steps = [
-  { do = "stop" },
-  { do = "restore-files", paths = ["."] },
-  { do = "restore-volumes", volumes = ["pgdata", "uploads"] },
-  { do = "up" },
-]
-checks = [
-  { check = "healthy" },
-  { check = "container-count", expect = 2 },
-  { check = "exec", service = "ledger", argv = ["psql", "-U", "postgres", "-d", "atelier", "-Atc",
-                                                  "select 1"], expect = "1" },
-]
-"""
+PLAN = plan(["ledger", "web"], backup={"include_ignored": [".env"]},
+            volumes={"pgdata": volume("ledger"), "uploads": volume("web", bind="./uploads", quiesce="none")},
+            phases=[phase("web", "web back", [do("restore-files", paths=["compose.yaml"]), do("up")])],
+            full=everything(["pgdata", "uploads"], title="everything back", checks=[
+                check("healthy"), check("container-count", expect=2),
+                check("exec", service="ledger", argv=["psql", "-U", "postgres", "-d", "atelier", "-Atc", "select 1"],
+                      expect="1")]))
 
 
 def doit(plan_path: Path, *args, ok=True):
@@ -170,15 +139,14 @@ def test_a_lost_machine_recovers_the_newest_point_in_time_in_a_fresh_clone(docke
         "compose.override.yaml": OVERRIDE,
         ".gitignore": ".env\nsecrets/\nuploads/\n",
         "app.conf": "v1\n",
-        "phases.toml": PLAN % {"name": name, "repo": tmp_path / "restic", "pwfile": tmp_path / "restic-pw"},
+        # committed in the project, its sets, reports and log beside it
+        "phases.toml": plan_toml(more(PLAN, offsite={"repository": str(tmp_path / "restic"), "check_subset": "100%",
+                                                     "password_file": str(tmp_path / "restic-pw")}), name, "."),
         ".env": f"POSTGRES_DB=atelier\nAPI_TOKEN={CANARY}\n",
         "secrets/token.txt": "not-kept\n",
         "uploads/a.txt": "upload one\n",
     }
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    gitstate.init(root, "atelier")
+    lay_out(root, files, "atelier")
     git(root, "remote", "add", "origin", str(origin))
     git(root, "push", "-q", "-u", "origin", "main")
     plan_path = root / "phases.toml"

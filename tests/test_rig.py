@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from scripts.stack import compose, engine
+
+from .projects import compose_file
 from scripts.errors import UndoitError
 
 KIT = Path(__file__).resolve().parent.parent
@@ -50,7 +52,7 @@ def test_compose_failures_are_failures(tmp_path):
 
 
 def test_compose_against_missing_engine_is_one_line(tmp_path):
-    (tmp_path / "docker-compose.yml").write_text("services:\n  a:\n    image: x\n    network_mode: none\n")
+    (tmp_path / "docker-compose.yml").write_text(compose_file({"a": {"image": "x", "network_mode": "none"}}))
     env = dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock")
     c = compose.Compose(tmp_path, "utnoengine", env=env)
     with pytest.raises(UndoitError) as info:

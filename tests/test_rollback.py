@@ -20,138 +20,44 @@ from scripts.store import listings, lock, snapshots
 from scripts.errors import NO_BACKUP, ROLLBACK_FAILED, UndoitError
 
 from .conftest import KIT, make_stack, sweep, unique, volume_path
+from .projects import app, check, compose_file, do, everything, healthy_when, phase, plan, redis, refill, volume
 
 pytestmark = pytest.mark.docker
 
 CANARY = "canary-S3cr3t-0451"
 
-COMPOSE = """\
-services:
-  store:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/redis:7
-    pull_policy: never
-    network_mode: none
-    volumes: [data:/data]
-    healthcheck:
-      test: ["CMD-SHELL", "[ \\"$$(redis-cli -h 127.0.0.1 ping)\\" = PONG ]"]
-      interval: 1s
-      retries: 30
-  app:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
-    pull_policy: never
-    user: "0"
-    networks: [inner]
-    volumes: [files:/files, ./:/srv:ro]
-    stop_grace_period: 2s
-    healthcheck:
-      test: ["CMD", "test", "-f", "/srv/conf/app.conf"]
-      interval: 1s
-      retries: 2
-networks:
-  inner: {internal: true}
-volumes:
-  data: {}
-  files: {}
-"""
+# the mini stack's Redis; its app on an internal network, healthy while conf/app.conf exists
+COMPOSE = compose_file({"store": redis(), "app": app(
+    user="0", networks=["inner"], volumes=["files:/files", "./:/srv:ro"], stop_grace_period="2s",
+    healthcheck=healthy_when("test", "-f", "/srv/conf/app.conf", retries=2))},
+    volumes=["data", "files"], networks={"inner": {"internal": True}})
 
-PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = ["store", "app"]
-networks = ["inner"]
-test_command = ["sh", "-c", "test -f config.txt && test -f conf/app.conf"]
-log = "{log}"
-reports = "{reports}"
-
-[backup]
-snapshots = "{snapshots}"
-
-[volumes.data]
-services = ["store"]
-
-[volumes.files]
-services = ["app"]
-quiesce = "none"
-
-[[phase]]
-id = "files"
-title = "config files"
-steps = [{{ do = "restore-files", paths = ["conf/"] }}, {{ do = "restart", services = ["app"] }}]
-checks = [
-  {{ check = "files-match", paths = ["conf/"] }},
-  {{ check = "healthy", services = ["app"] }},
-]
-
-[[phase]]
-id = "vol"
-title = "volume"
-volumes = ["files"]
-steps = [
-  {{ do = "stop", services = ["app"] }},
-  {{ do = "restore-volumes", volumes = ["files"] }},
-  {{ do = "up", services = ["app"] }},
-]
-checks = [{{ check = "volume-matches", volumes = ["files"] }}, {{ check = "healthy" }}]
-
-[[phase]]
-id = "net"
-title = "networks"
-steps = [
-  {{ do = "down" }},
-  {{ do = "remove-networks", networks = ["inner"] }},
-  {{ do = "create-networks", networks = ["inner"] }},
-  {{ do = "up" }},
-]
-checks = [
-  {{ check = "networks-exist", networks = ["inner"] }},
-  {{ check = "container-count", expect = 2 }},
-  {{ check = "logs-clean" }},
-]
-
-[[phase]]
-id = "cmd"
-title = "commands"
-steps = [
-  {{ do = "run", argv = ["sh", "-c", "echo built > build.out"], cwd = "conf" }},
-  {{ do = "exec", service = "store", argv = ["redis-cli", "-h", "127.0.0.1", "set", "marker", "{canary}"] }},
-  {{ do = "note", text = "tell the team" }},
-]
-checks = [
-  {{ check = "command", argv = ["cat", "build.out"], cwd = "conf", expect = "built" }},
-  {{ check = "exec", service = "store", argv = ["redis-cli", "-h", "127.0.0.1", "get", "marker"], expect = "{canary}" }},
-  {{ check = "test" }},
-  {{ check = "networks-absent", networks = ["inner"], name = "inner is gone (fails on purpose)" }},
-]
-
-[[phase]]
-id = "broken"
-title = "fails midway"
-volumes = ["files"]
-steps = [
-  {{ do = "stop", services = ["app"] }},
-  {{ do = "restore-volumes", volumes = ["files"] }},
-  {{ do = "restore-files", paths = ["conf/"] }},
-  {{ do = "run", argv = ["false"] }},
-  {{ do = "up", services = ["app"] }},
-]
-
-[full]
-title = "everything"
-steps = [
-  {{ do = "down" }},
-  {{ do = "restore-files", paths = ["."] }},
-  {{ do = "restore-volumes", volumes = ["data", "files"] }},
-  {{ do = "up" }},
-]
-checks = [{{ check = "container-count", expect = 2 }}, {{ check = "test" }}]
-
-[contacts]
-"On call" = "+1 555 0100"
-
-[after]
-next_steps = ["Analyze root cause."]
-""".replace("{canary}", CANARY)
+REDIS_CLI = ["redis-cli", "-h", "127.0.0.1"]
+PLAN = plan(
+    ["store", "app"], project={"networks": ["inner"],
+                               "test_command": ["sh", "-c", "test -f config.txt && test -f conf/app.conf"]},
+    volumes={"data": volume("store"), "files": volume("app", quiesce="none")},
+    phases=[
+        phase("files", "config files", [do("restore-files", paths=["conf/"]), do("restart", services=["app"])],
+              [check("files-match", paths=["conf/"]), check("healthy", services=["app"])]),
+        phase("vol", "volume", refill(["files"], ["app"]),
+              [check("volume-matches", volumes=["files"]), check("healthy")], volumes=["files"]),
+        phase("net", "networks", [do("down"), do("remove-networks", networks=["inner"]),
+                                  do("create-networks", networks=["inner"]), do("up")],
+              [check("networks-exist", networks=["inner"]), check("container-count", expect=2), check("logs-clean")]),
+        phase("cmd", "commands", [do("run", argv=["sh", "-c", "echo built > build.out"], cwd="conf"),
+                                  do("exec", service="store", argv=[*REDIS_CLI, "set", "marker", CANARY]),
+                                  do("note", text="tell the team")], [
+            check("command", argv=["cat", "build.out"], cwd="conf", expect="built"),
+            check("exec", service="store", argv=[*REDIS_CLI, "get", "marker"], expect=CANARY),
+            check("test"),
+            check("networks-absent", networks=["inner"], name="inner is gone (fails on purpose)")]),
+        phase("broken", "fails midway", [do("stop", services=["app"]), do("restore-volumes", volumes=["files"]),
+                                         do("restore-files", paths=["conf/"]), do("run", argv=["false"]),
+                                         do("up", services=["app"])], volumes=["files"]),
+    ],
+    full=everything(["data", "files"], stop="down", checks=[check("container-count", expect=2), check("test")]),
+    contacts={"On call": "+1 555 0100"}, after={"next_steps": ["Analyze root cause."]})
 
 
 @pytest.fixture

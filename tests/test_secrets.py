@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from scripts.repo import gitstate
 from scripts.plan import plan as planmod
 from scripts.stack.compose import for_plan
 
 from .conftest import KIT, sweep, unique
+from .projects import app, check, compose_file, do, full, healthy_when, lay_out, phase, plan, volume, write_plan
 
 pytestmark = pytest.mark.docker
 
@@ -24,70 +24,30 @@ CANARIES = {
     "secret_file": "canary-secretfile-3e8d20",  # a compose secrets: file
 }
 
-COMPOSE = """\
-services:
-  worker:
-    image: ${UNDOIT_IMAGE_PREFIX:-undoit}/app:latest
-    pull_policy: never
-    network_mode: none
-    env_file: [worker.env]
-    secrets: [apikey]
+COMPOSE = compose_file({"worker": app(
+    env_file=["worker.env"], secrets=["apikey"],
     # interpolated into a command, a healthcheck and a label: stored in compose config
-    command: ["sh", "-c", "echo starting with ${API_SECRET}; exec idle"]
-    labels: {db.url: "${DATABASE_URL}"}
-    volumes: [work:/work]
-    stop_grace_period: 1s
-    healthcheck:
-      test: ["CMD", "sh", "-c", "test -n '${API_SECRET}'"]
-      interval: 1s
-secrets:
-  apikey: {file: ./creds/api.key}
-volumes:
-  work: {}
-"""
+    command=["sh", "-c", "echo starting with ${API_SECRET}; exec idle"], labels={"db.url": "${DATABASE_URL}"},
+    volumes=["work:/work"], healthcheck=healthy_when("sh", "-c", "test -n '${API_SECRET}'"))},
+    secrets={"apikey": {"file": "./creds/api.key"}}, volumes=["work"])
 
-PLAN = """\
-[project]
-name = "{name}"
-root = "{root}"
-services = ["worker"]
-log = "{tmp}/LOG.md"
-reports = "{tmp}/reports"
-
-[backup]
-snapshots = "{tmp}/snapshots"
-
-[volumes.work]
-services = ["worker"]
-
-[[phase]]
-id = "broken"
-title = "a step that prints a database URL and fails"
-steps = [
-  {{ do = "restore-files", paths = ["."] }},
-  {{ do = "run", argv = ["sh", "-c", "echo connecting to postgres://app:{url}@otherhost:5432/x >&2; exit 1"] }},
-]
-
-[full]
-title = "everything"
-steps = [{{ do = "stop" }}, {{ do = "restore-volumes", volumes = ["work"] }}, {{ do = "up" }}]
-checks = [{{ check = "exec", service = "worker", argv = ["sh", "-c", "cat /run/secrets/apikey; env"] }}]
-"""
+PLAN = plan(["worker"], volumes={"work": volume("worker")}, phases=[
+    phase("broken", "a step that prints a database URL and fails", [do("restore-files", paths=["."]), do("run", argv=[
+        "sh", "-c", f"echo connecting to postgres://app:{CANARIES['url_password']}@otherhost:5432/x >&2; exit 1"])])],
+    full=full([do("stop"), do("restore-volumes", volumes=["work"]), do("up")],
+              [check("exec", service="worker", argv=["sh", "-c", "cat /run/secrets/apikey; env"])]))
 
 
 def test_a_canary_in_every_form_is_masked_everywhere(docker_client, kit_images, tmp_path):
     name = unique("sec")
-    root = tmp_path / "proj"
-    (root / "creds").mkdir(parents=True)
-    (root / "compose.yaml").write_text(COMPOSE)
-    (root / ".env").write_text(f"API_SECRET={CANARIES['env_secret']}\n"
-                               f"DATABASE_URL=postgres://app:{CANARIES['url_password']}@db:5432/app\n")
-    (root / "worker.env").write_text(f"WORKER_SETTING={CANARIES['env_file']}\n")
-    (root / "creds" / "api.key").write_text(CANARIES["secret_file"] + "\n")
-    (root / ".gitignore").write_text(".env\n")
-    gitstate.init(root, "worker")
-    (tmp_path / "plan.toml").write_text(PLAN.format(name=name, root=root, tmp=tmp_path, url=CANARIES["url_password"]))
-    plan = planmod.load(tmp_path / "plan.toml", env={})
+    root = lay_out(tmp_path / "proj", {
+        "compose.yaml": COMPOSE,
+        ".env": f"API_SECRET={CANARIES['env_secret']}\n"
+                f"DATABASE_URL=postgres://app:{CANARIES['url_password']}@db:5432/app\n",
+        "worker.env": f"WORKER_SETTING={CANARIES['env_file']}\n",
+        "creds/api.key": CANARIES["secret_file"] + "\n",
+        ".gitignore": ".env\n"}, "worker")
+    plan = planmod.load(write_plan(tmp_path / "plan.toml", PLAN, name, root, kept=tmp_path, log="LOG.md"), env={})
     env = dict(os.environ, UNDOIT_PLAN=str(tmp_path / "plan.toml"), CI="true")
     doit = [sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT)]
     try:
