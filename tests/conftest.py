@@ -57,10 +57,20 @@ def pytest_sessionstart(session):
 
 def pytest_sessionfinish(session):
     """Every test's rollbacks parked what they replaced outside its tmp_path: removed once
-    all workers are done (a worker's own teardown could take a folder another still uses)."""
+    all workers are done (a worker's own teardown could take a folder another still uses).
+    Only this session's: a folder is named for its safety set, and that set lies in this
+    session's temporary folders (another pytest on the same engine, a CI run beside a
+    developer's, parks its own meanwhile, and its undo needs them)."""
     before = getattr(session.config, "parked_before", None)
-    if before is not None:
-        for folder in _parked_folders() - before:
+    if before is None:
+        return
+    new = _parked_folders() - before
+    if not new:
+        return
+    base = session.config._tmp_path_factory.getbasetemp()
+    ours = {child.name for safety in base.rglob("safety") if safety.is_dir() for child in safety.iterdir()}
+    for folder in new:
+        if folder.name in ours:
             shutil.rmtree(folder, ignore_errors=True)
 
 
