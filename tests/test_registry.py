@@ -17,6 +17,7 @@ from scripts.plan.registry import CHECKS, STEPS, CheckType, Invalid, StepType
 from scripts.rehearse import changes
 from scripts.rollback import checks, rollback, runlog
 
+from . import projects
 from .conftest import KIT, MINI_COMPOSE, make_stack, sweep, unique
 
 # the vocabulary as the kit had it before the registry (plan.STEP_KEYS, CHANGE_STEP_KEYS,
@@ -207,7 +208,11 @@ def test_a_registered_type_runs_in_the_dry_run_a_change_and_the_runner(docker_cl
                                                                       echo_types, capsys):
     name = unique()
     try:
-        plan = make_stack(name, tmp_path, MINI_COMPOSE, ECHO_PLAN)
+        echo_plan = projects.plan(["store", "app"], phases=[projects.phase(
+            "p1", "a step no kit module knows", steps=[projects.do("echo", text="rolled back", file="echo.txt")],
+            checks=[projects.check("file-says", file="echo.txt", text="rolled back")],
+            change={"steps": [projects.do("echo", text="changed", file="echo.txt")]})])
+        plan = make_stack(name, tmp_path, MINI_COMPOSE, echo_plan)
         echo = plan.root / "echo.txt"
         backup.backup(plan)
 
