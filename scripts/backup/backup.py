@@ -143,6 +143,11 @@ def backup(plan: Plan, include_dirty: bool = False, export_hook=None, strict: bo
     gaps = stackcheck.uncovered(plan, client, config) + ignored.uncovered(plan, config)
     for gap in gaps:
         say(f"WARNING: {gap}")
+    down = stopped_services(plan, client)
+    if down:
+        # a set of a stopped stack is a set of its files at rest: fine, but rarely meant
+        say(f"WARNING: {', '.join(down)} not running at backup time: the set holds their volumes as they were "
+            "left, and a rollback to it starts them")
     if gaps and strict:
         raise UndoitError(f"strict=1: {len(gaps)} place(s) keep state no backup covers (first: {gaps[0]}); "
                           "nothing was backed up")
@@ -153,6 +158,13 @@ def backup(plan: Plan, include_dirty: bool = False, export_hook=None, strict: bo
     )
     say(f"git: branch {git['branch']}, tag {git['tag']}" + (" (reused: HEAD unchanged)" if git["reused"] else ""))
     return take_set(plan, list(plan.volumes), git, "backup", export_hook=export_hook, save_images=save_images)
+
+
+def stopped_services(plan: Plan, client) -> list[str]:
+    """The plan's services that have no running container now."""
+    running = {c.labels.get(SERVICE_LABEL) for c in client.containers.list(
+        filters={"label": f"com.docker.compose.project={plan.project_name}"})}
+    return [svc for svc in plan.services if svc not in running]
 
 
 def tag_names_in_use(plan: Plan) -> set[str]:

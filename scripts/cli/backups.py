@@ -22,9 +22,16 @@ def backup(plan: Plan, args: Args) -> dict:
 
 
 def _up_to_date(plan: Plan) -> bool:
+    """doit's "up to date", said in words: which set stands for the stack as it is."""
     from ..backup import backup as backups
+    from ..store import snapshots as sets
 
-    return backups.up_to_date(plan)
+    if not backups.up_to_date(plan):
+        return False
+    latest = sets.latest_complete(plan.snapshots_dir, plan.project_name, kind="backup")
+    print(f"backup: unchanged since set {latest.id} (its HEAD and every volume are as they are now): no new set",
+          flush=True)
+    return True
 
 
 def _backup(plan: Plan, args: Args) -> None:

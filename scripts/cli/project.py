@@ -60,21 +60,42 @@ def _init(plan: Plan | None, path, args: Args) -> None:
     project = args.text("project") or (plan.env.get("UNDOIT_PROJECT_DIR") if plan else None)
     if not project:
         raise UndoitError("plan:init needs the compose project's folder: project=DIR")
-    print(f"wrote {starter.init(path, project)}: edit its phases, then `doit plan:check`")
+    found = starter.init(path, project, _client())
+    for line in starter.summary(found):
+        print(line)
+    print(f"wrote {path}: edit its phases, then `doit plan:check`")
+
+
+def _client():
+    """The engine, to ask images for their healthchecks (None when none answers: the plan
+    is still written, and says which it could not ask)."""
+    from ..errors import UndoitError
+    from ..stack import engine
+
+    try:
+        return engine.client()
+    except UndoitError:
+        return None
 
 
 def _check(plan: Plan) -> None:
     from ..backup import cycles
     from ..repo import gitstate
-    from ..stack import engine, stackcheck
+    from ..stack import engine, ignored, stackcheck, starter
 
     gitstate.require_repo(plan.root)
     client = engine.client()
-    stackcheck.check(plan, client)
+    config = stackcheck.check(plan, client)
     stackcheck.refs(plan, client)
     print(f"plan {plan.path}: {len(plan.services)} service(s), {len(plan.volumes)} volume(s), "
           f"{len(plan.networks)} network(s) as compose and the engine have them; "
           f"{len(plan.phases)} phase(s), {len(plan.scenarios)} scenario(s)")
+    # what a backup would warn about, said before the first one
+    for gap in stackcheck.uncovered(plan, client, config) + ignored.uncovered(plan, config):
+        print(f"not covered: {gap}")
+    for svc, profiles in sorted(starter.survey(starter.every_profile(plan.root), plan.root).profiled.items()):
+        if svc not in plan.services:
+            print(f"profile service {svc} ({', '.join(profiles)}): not in the plan; a rollback leaves it as it is")
     try:
         print(f"a rollback restores {cycles.current(plan)[1]}")
     except UndoitError as err:

@@ -96,11 +96,11 @@ def conclude(plan: Plan, rec: dict):
         f"{plan.reports_dir / (rec['run'] + '.json')})")
     for line in plan.next_steps:
         say(f"next: {line}")
-    if rec.get("file_restores"):
-        say("restored files are staged in the project's git index (`git status` shows them): commit them "
-            f"(git commit -m \"rollback {rec['procedure']}\") to record the rollback; until then `doit backup` "
-            "refuses the uncommitted changes")
     if rec["outcome"] == "success":
+        if rec.get("file_restores"):
+            say("restored files are staged in the project's git index (`git status` shows them): commit them "
+                f"(git commit -m \"rollback {rec['procedure']}\") to record the rollback; until then `doit backup` "
+                "refuses the uncommitted changes")
         return None
     failed = rec.get("failed_step")
     if failed:

@@ -63,6 +63,16 @@ def _range(root: Path, ref: str) -> tuple[str, str]:
     return gitstate.run(root, "rev-parse", "--verify", base + "^{commit}"), tip
 
 
+def _merged_range(root: Path, ref: str, tip: str) -> str:
+    """The range A..ref that holds a change already merged into HEAD: from where it forked
+    off the branch it was merged into (found by the merge commit), else its last commit."""
+    for merge in gitstate.run(root, "rev-list", "--merges", "--first-parent", "HEAD").split():
+        parents = gitstate.run(root, "rev-list", "--parents", "-n", "1", merge).split()[1:]
+        if tip in parents[1:]:
+            return f"{gitstate.run(root, 'merge-base', parents[0], tip)[:12]}..{ref}"
+    return f"{ref}~1..{ref}"
+
+
 def _git(root: Path, *args: str, stdin: bytes | None = None) -> bytes:
     res = subprocess.run(["git", "-C", str(root), *args], input=stdin, capture_output=True)
     if res.returncode != 0:
@@ -79,7 +89,11 @@ def apply_files(tree: Path, root: Path, phase: Procedure) -> tuple[str, int]:
     base, tip = _range(root, phase.change.ref)
     span = f"{base}..{tip}"
     if gitstate.run(tree, "rev-list", "--count", span) == "0":
-        return before, 0
+        # its commits are in HEAD already (merged): applying them would change nothing,
+        # and the drill would "roll back" a change it never made
+        raise UndoitError(f"change of {phase.id}: ref {phase.change.ref} ({tip[:12]}) applies nothing, its commits "
+                          f"are already in HEAD ({gitstate.head(root)[:12]}); name the change as a range: "
+                          f'ref = "{_merged_range(root, phase.change.ref, tip)}"')
     try:
         if gitstate.run(tree, "rev-list", "--merges", span):
             _git(tree, "apply", "--3way", "--index", "--whitespace=nowarn",

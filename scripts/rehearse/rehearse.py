@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from ..output import redact
 from . import changes, junit
 from ..repo import gitstate
 from ..rollback import checks, repair, restore, rollback
-from ..stack import engine, sandboxes, stackcheck, volumes
+from ..stack import engine, ignored, sandboxes, stackcheck, volumes
 from ..store import journal, snapshots
 from ..stack.compose import discover, for_plan
 from ..errors import NO_BACKUP, UndoitError
@@ -86,9 +87,26 @@ class Sandbox:
         self.work.mkdir(mode=0o700)
         gitstate.run(self.live.root, "worktree", "add", "--detach", "--quiet", str(self.tree), "HEAD")
         self.tree.chmod(0o755)  # bind-mounted into containers that run as other users
+        self._copy_ignored()
         self.override.write_text(self._override_yaml())
         self.learn_secrets()
         self._capture_live()
+
+    def _copy_ignored(self) -> None:
+        """The git-ignored files compose reads (an env_file, a secret's file), which a
+        worktree does not have: copied from the live project (the sandbox's compose would
+        refuse a required env file it cannot find), with their own modes, as the stack's
+        containers read them, inside the scratch folder only its owner can enter. Their
+        values are masked in all the rehearsal writes (learn_secrets)."""
+        live_root = Path(self.live.root)
+        files = set(ignored.ignored(self.live, for_plan(self.live).config_json()))
+        files |= {f for f in self.live.env_files if (live_root / f).is_file()}
+        for rel in sorted(files):
+            src = live_root / rel
+            for one in ([src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())):
+                dst = self.plan.root / one.relative_to(live_root)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(one, dst)
 
     def learn_secrets(self) -> None:
         """What the sandbox's worktree and compose files hold secret (a change may bring an
@@ -143,6 +161,7 @@ class Sandbox:
         self._down()
         gitstate.run(self.tree, "checkout", "--quiet", "--force", "--detach", gitstate.head(self.live.root))
         gitstate.run(self.tree, "clean", "-q", "-d", "-f", "-x")
+        self._copy_ignored()  # the clean took them too
         for key in self.start.volumes:
             name = self.volume_name(key)
             if volumes.is_bind(name):

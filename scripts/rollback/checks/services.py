@@ -76,21 +76,32 @@ def last_health_output(container, redact: Redactor = PLAIN) -> str:
 
 @CHECKS.register
 class ContainerCount(CheckType):
+    """How many containers run: of the whole compose project (`of = "project"`, the
+    default), or only of the plan's services (`of = "plan"`: a service under a profile,
+    running or not, changes nothing)."""
+
     name = "container-count"
     required = frozenset({"expect"})
+    optional = frozenset({"of"})
 
     def validate(self, args):
         expect = args["expect"]
         if isinstance(expect, bool) or not isinstance(expect, int) or expect < 0:
             raise Invalid("expect", "must be a whole number of containers")
+        if args.get("of", "project") not in ("project", "plan"):
+            raise Invalid("of", '"project" (every container of the compose project) or "plan" (its services)')
 
     def describe(self, ctx, check):
-        return f"{check.args['expect']} containers of project {ctx.plan.project_name} running"
+        whose = f"the plan's services ({', '.join(ctx.plan.services)})" if check.args.get("of") == "plan" \
+            else f"project {ctx.plan.project_name}"
+        return f"{check.args['expect']} containers of {whose} running"
 
     def run(self, ctx, check):
-        n = len(project_containers(ctx))
+        cs = project_containers(ctx)
+        if check.args.get("of") == "plan":
+            cs = [c for c in cs if c.labels.get(SERVICE_LABEL) in ctx.plan.services]
         want = int(check.args["expect"])
-        return n == want, f"{n} container(s) running, expected {want}"
+        return len(cs) == want, f"{len(cs)} container(s) running, expected {want}"
 
 
 def _of_services(check) -> str:
