@@ -37,6 +37,8 @@ class _Type:
     name: ClassVar[str]
     required: ClassVar[frozenset[str]] = frozenset()
     optional: ClassVar[frozenset[str]] = frozenset()
+    summary: ClassVar[str] = ""  # what it does, for the reference (README, "Steps and checks")
+    example: ClassVar[dict[str, Any]] = {}  # one use of it, as a plan writes it (the reference's, tested)
 
     def validate(self, args: dict[str, Any]) -> None:
         """Raise Invalid(key, problem) for a value this type cannot use. The loader has
@@ -146,3 +148,38 @@ class Registry(Generic[T]):
 
 STEPS: Registry[StepType] = Registry("step", StepType, "..rollback.steps")
 CHECKS: Registry[CheckType] = Registry("check", CheckType, "..rollback.checks")
+
+
+def reference() -> str:
+    """Every step and check type, its keys and an example, as the README's "Steps and
+    checks" shows them: made from the registry, so the two cannot drift (a test compares)."""
+    out = []
+    for title, registry, key in (("Steps", STEPS, "do"), ("Checks", CHECKS, "check")):
+        out += [f"{title} (`{key} = \"...\"`):", "", f"| {key} | keys (**required**) | what it does | example |",
+                "|---|---|---|---|"]
+        for name in registry:
+            t = registry[name]
+            if key == "do" and not t.for_rollback:
+                continue  # a change's own step: listed with the change below
+            out.append(_row(name, t, key))
+        out.append("")
+    change = [n for n in STEPS if STEPS[n].for_change]
+    out.append("A phase's change (`[phase.change] steps`) may use: " + ", ".join(f"`{n}`" for n in change)
+               + " (`up` and `restart` without the wait for health there)."
+               + "".join(f" `{n}`: {STEPS[n].summary}." for n in change if not STEPS[n].for_rollback))
+    out.append("Every check may also carry a `name`. Keys every type shares: `services` (compose services, all "
+               "when none), `paths` (relative to the project folder), `argv` (a command and its arguments), "
+               "`timeout` (seconds).")
+    return "\n".join(out) + "\n"
+
+
+def _row(name: str, t: "_Type", key: str) -> str:
+    keys = [f"**{k}**" for k in sorted(t.required)] + sorted(t.optional)
+    example = "{ " + ", ".join(f"{k} = {_inline(v)}" for k, v in t.example.items()) + " }"
+    return f"| `{name}` | {', '.join(keys) or '-'} | {t.summary} | `{example}` |"
+
+
+def _inline(value) -> str:
+    import json
+
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()

@@ -36,6 +36,8 @@ def _expect(ctx, check, out: str) -> tuple[bool, str]:
 @CHECKS.register
 class Command(CheckType):
     name = "command"
+    summary = "a command on this host exits 0 (expect: its output, or one of its lines)"
+    example = {"check": "command", "argv": ["curl", "-fsS", "http://localhost:8080/health"]}
     required = frozenset({"argv"})
     optional = frozenset({"cwd", "expect"})
 
@@ -58,6 +60,8 @@ class Command(CheckType):
 @CHECKS.register
 class Exec(CheckType):
     name = "exec"
+    summary = "a command in a service's container exits 0 (expect: its output, or one of its lines)"
+    example = {"check": "exec", "service": "db", "argv": ["pg_isready"], "expect": "accepting connections"}
     required = frozenset({"service", "argv"})
     optional = frozenset({"expect", "user"})
 
@@ -81,6 +85,8 @@ class Exec(CheckType):
 @CHECKS.register
 class Test(CheckType):
     name = "test"
+    summary = "the plan's [project] test_command exits 0"
+    example = {"check": "test"}
 
     def describe(self, ctx, check):
         return f"$ {' '.join(ctx.plan.test_command)}"

@@ -9,6 +9,8 @@ from ...repo import gitstate
 @CHECKS.register
 class FilesMatch(CheckType):
     name = "files-match"
+    summary = "the paths are as the set's commit (or ref) has them"
+    example = {"check": "files-match", "paths": ["config/"]}
     required = frozenset({"paths"})
     optional = frozenset({"ref"})
 

@@ -22,6 +22,8 @@ class _Networks(CheckType):
 @CHECKS.register
 class NetworksExist(_Networks):
     name = "networks-exist"
+    summary = "these networks of the project exist"
+    example = {"check": "networks-exist", "networks": ["frontend"]}
 
     def run(self, ctx, check):
         have = self.have(ctx)
@@ -34,6 +36,8 @@ class NetworksExist(_Networks):
 @CHECKS.register
 class NetworksAbsent(_Networks):
     name = "networks-absent"
+    summary = "none of these networks of the project exists"
+    example = {"check": "networks-absent", "networks": ["legacy"]}
 
     def run(self, ctx, check):
         have = self.have(ctx)

@@ -81,6 +81,8 @@ class ContainerCount(CheckType):
     running or not, changes nothing)."""
 
     name = "container-count"
+    summary = "exactly expect containers run: of the compose project, or of the plan's services (of = \"plan\")"
+    example = {"check": "container-count", "expect": 4, "of": "plan"}
     required = frozenset({"expect"})
     optional = frozenset({"of"})
 
@@ -111,6 +113,8 @@ def _of_services(check) -> str:
 @CHECKS.register
 class Healthy(CheckType):
     name = "healthy"
+    summary = "every container of services (all when none named) runs and is healthy (or has no healthcheck)"
+    example = {"check": "healthy"}
     optional = frozenset({"services"})
 
     def describe(self, ctx, check):
@@ -123,6 +127,8 @@ class Healthy(CheckType):
 @CHECKS.register
 class LogsClean(CheckType):
     name = "logs-clean"
+    summary = "no log line since the rollback began matches pattern (default: error, fatal, panic, exception)"
+    example = {"check": "logs-clean", "services": ["backend"]}
     optional = frozenset({"services", "pattern"})
 
     def describe(self, ctx, check):

@@ -18,6 +18,8 @@ class VolumeMatches(CheckType):
     them, and that is reported as the entry itself."""
 
     name = "volume-matches"
+    summary = "each volume holds exactly what the set holds: every entry and file content (ignore: globs of paths left out)"
+    example = {"check": "volume-matches", "volumes": ["pgdata"], "ignore": ["postmaster.pid"]}
     required = frozenset({"volumes"})
     optional = frozenset({"ignore"})
 

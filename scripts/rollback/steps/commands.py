@@ -13,6 +13,8 @@ from .services import compose_line
 @STEPS.register
 class Run(StepType):
     name = "run"
+    summary = "run a command on this host in the project folder (cwd: a folder of it; env: more variables)"
+    example = {"do": "run", "argv": ["make", "migrate-down"]}
     required = frozenset({"argv"})
     optional = frozenset({"cwd", "env"})
     changes_files = True
@@ -41,6 +43,8 @@ class Run(StepType):
 @STEPS.register
 class Exec(StepType):
     name = "exec"
+    summary = "run a command in a running service's container (user: as whom)"
+    example = {"do": "exec", "service": "db", "argv": ["psql", "-U", "postgres", "-f", "/migrations/down.sql"]}
     required = frozenset({"service", "argv"})
     optional = frozenset({"user"})
     changes_files = True  # through a bind mount

@@ -11,6 +11,8 @@ from ...repo import gitstate
 @STEPS.register
 class RestoreFiles(StepType):
     name = "restore-files"
+    summary = "put paths back as the set's commit (or ref) has them, no overlay: added files removed, untracked ones moved aside, all overwritten files saved first"
+    example = {"do": "restore-files", "paths": ["config/", "compose.yaml"]}
     required = frozenset({"paths"})
     optional = frozenset({"ref"})
     destructive = True

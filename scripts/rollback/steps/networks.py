@@ -9,6 +9,8 @@ from ...plan.registry import STEPS, StepType
 @STEPS.register
 class RemoveNetworks(StepType):
     name = "remove-networks"
+    summary = "remove the project's networks by their compose keys"
+    example = {"do": "remove-networks", "networks": ["legacy"]}
     required = frozenset({"networks"})
     destructive = True
     for_change = True
@@ -35,6 +37,8 @@ class RemoveNetworks(StepType):
 @STEPS.register
 class CreateNetworks(StepType):
     name = "create-networks"
+    summary = "create networks as the compose file declares them"
+    example = {"do": "create-networks", "networks": ["backend"]}
     required = frozenset({"networks"})
     for_change = True
 

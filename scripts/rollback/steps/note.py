@@ -8,6 +8,8 @@ from ...plan.registry import STEPS, StepType
 @STEPS.register
 class Note(StepType):
     name = "note"
+    summary = "show a manual instruction; on a terminal, wait for Enter"
+    example = {"do": "note", "text": "Tell the on-call channel the rollback is done"}
     required = frozenset({"text"})
 
     def describe(self, run, step):

@@ -31,6 +31,8 @@ def _all(svcs) -> str:
 @STEPS.register
 class Stop(StepType):
     name = "stop"
+    summary = "stop services (all when none named); they keep their containers and volumes"
+    example = {"do": "stop", "services": ["app"]}
     optional = frozenset({"services"})
     for_change = True
 
@@ -45,6 +47,8 @@ class Stop(StepType):
 @STEPS.register
 class Down(StepType):
     name = "down"
+    summary = "remove the containers (of services, else of the whole project), keeping volumes"
+    example = {"do": "down"}
     optional = frozenset({"services"})
     destructive = True
     for_change = True
@@ -64,6 +68,8 @@ class Down(StepType):
 @STEPS.register
 class Up(StepType):
     name = "up"
+    summary = "start services as the compose file on disk describes them, the set's images pinned, and wait until healthy (timeout: seconds)"
+    example = {"do": "up", "services": ["app"], "timeout": 120}
     optional = frozenset({"services", "timeout"})
     runs_images = True
     for_change = True
@@ -90,6 +96,8 @@ class Up(StepType):
 @STEPS.register
 class Restart(StepType):
     name = "restart"
+    summary = "restart services and wait until healthy (timeout: seconds)"
+    example = {"do": "restart", "services": ["app"]}
     optional = frozenset({"services", "timeout"})
     for_change = True
 

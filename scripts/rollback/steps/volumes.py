@@ -11,6 +11,8 @@ from ...store import snapshots
 @STEPS.register
 class RestoreVolumes(StepType):
     name = "restore-volumes"
+    summary = "put volumes back as the set holds them (built beside the live ones and swapped in where it can), what they held kept as a safety copy"
+    example = {"do": "restore-volumes", "volumes": ["pgdata"]}
     required = frozenset({"volumes"})
     optional = frozenset({"set"})
     destructive = True
@@ -38,6 +40,8 @@ class RestoreVolumes(StepType):
 @STEPS.register
 class RemoveVolumes(StepType):
     name = "remove-volumes"
+    summary = "remove volumes (a phase's change that does away with one; not in a rollback)"
+    example = {"do": "remove-volumes", "volumes": ["cache"]}
     required = frozenset({"volumes"})
     for_rollback = False
     for_change = True
