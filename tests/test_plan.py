@@ -60,7 +60,7 @@ def test_duplicate_ids(tmp_path):
 def test_unknown_service_in_step(tmp_path):
     text = GOOD.replace('services = ["mvp-backend"] },\n  { do = "restore-files", paths = ["backend/src/core/storage/"',
                         'services = ["mvp-backnd"] },\n  { do = "restore-files", paths = ["backend/src/core/storage/"', 1)
-    fails(tmp_path, text, "[phase.phase3.steps[0]] services", "unknown service 'mvp-backnd'")
+    fails(tmp_path, text, "[phase.phase3 step 1] services", "unknown service 'mvp-backnd'")
 
 
 def test_unknown_volume_and_phase_references(tmp_path):
@@ -69,12 +69,12 @@ def test_unknown_volume_and_phase_references(tmp_path):
     fails(tmp_path, GOOD.replace('keeps = ["phase4"]', 'keeps = ["phase44"]', 1),
           "[scenario.keep-config] keeps", "unknown phase 'phase44'")
     fails(tmp_path, GOOD.replace('target = "phase5"', 'target = "phase55"', 1),
-          "[matrix[4]] target", "unknown phase or scenario")
+          "[matrix row 5] target", "unknown phase or scenario")
 
 
 def test_unknown_step_type_and_bad_quiesce(tmp_path):
     fails(tmp_path, GOOD.replace('{ do = "down" },', '{ do = "teleport" },', 1),
-          "[phase.phase1.steps[0]] do", "unknown type 'teleport'")
+          "[phase.phase1 step 1] do", "unknown type 'teleport'")
     fails(tmp_path, GOOD.replace('quiesce = "stop"', 'quiesce = "freeze"', 1),
           "[volumes.postgres_data] quiesce")
 

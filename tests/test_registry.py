@@ -38,7 +38,7 @@ STEP_KEYS = {
 CHANGE_STEP_KEYS = {**{k: v for k, v in STEP_KEYS.items() if k not in ("restore-files", "restore-volumes", "note")},
                     "remove-volumes": ({"volumes"}, set())}
 CHECK_KEYS = {
-    "container-count": ({"expect"}, set()),
+    "container-count": ({"expect"}, {"of"}),
     "healthy": (set(), {"services"}),
     "logs-clean": (set(), {"services", "pattern"}),
     "networks-exist": ({"networks"}, set()),
@@ -187,10 +187,10 @@ def test_the_plan_loader_knows_a_registered_type_and_its_own_checks(tmp_path, ec
     assert p1.checks[0].type is CHECKS["file-says"] and p1.checks[0].name == "file-says"
     for old, new, needle in [
         ('file = "echo.txt" }}]\nchecks', 'file = "/etc/passwd" }}]\nchecks',
-         "[phase.p1.steps[0]] file: a file of the project"),
+         "[phase.p1 step 1] file: a file of the project"),
         ('text = "rolled back" }}]\n[phase', 'text = "rolled back", loud = true }}]\n[phase',
-         "[phase.p1.checks[0]] loud: unknown key (allowed: check, file, name, text)"),
-        ('do = "echo", text = "changed"', 'do = "echo", text = ""', "[phase.p1.change.steps[0]] text: must not be empty"),
+         "[phase.p1 check 1] loud: unknown key (allowed: check, file, name, text)"),
+        ('do = "echo", text = "changed"', 'do = "echo", text = ""', "[phase.p1.change step 1] text: must not be empty"),
     ]:
         assert old in ECHO_PLAN, old
         with pytest.raises(UndoitError) as info:
@@ -199,7 +199,7 @@ def test_the_plan_loader_knows_a_registered_type_and_its_own_checks(tmp_path, ec
 
 
 def test_an_unregistered_type_is_unknown_to_the_plan(tmp_path):
-    with pytest.raises(UndoitError, match=r"\[phase.p1.steps\[0\]\] do: unknown type 'echo' \(known: stop, "):
+    with pytest.raises(UndoitError, match=r"\[phase.p1 step 1\] do: unknown type 'echo' \(known: stop, "):
         _load(tmp_path, ECHO_PLAN)
 
 

@@ -79,10 +79,11 @@ class _Procedures:
             volumes=vols,
             keeps=r.strs(table, spec, "keeps"),
             rolls_back=r.strs(table, spec, "rolls_back"),
-            steps=tuple(self.step(f"{table}.steps[{i}]", s)
-                        for i, s in enumerate(r.array(f"{table}.steps", spec.get("steps", [])))),
-            checks=tuple(self.check(f"{table}.checks[{i}]", c)
-                         for i, c in enumerate(r.array(f"{table}.checks", spec.get("checks", [])))),
+            # counted from 1, as a person counts the lines of the array
+            steps=tuple(self.step(f"{table} step {i}", s)
+                        for i, s in enumerate(r.array(f"{table}.steps", spec.get("steps", [])), 1)),
+            checks=tuple(self.check(f"{table} check {i}", c)
+                         for i, c in enumerate(r.array(f"{table}.checks", spec.get("checks", [])), 1)),
             change=self.change(f"{table}.change", spec["change"]) if "change" in spec else None,
             rehearse_changes=r.strs(table, spec, "rehearse_changes") if "rehearse_changes" in spec else None,
         )
@@ -99,8 +100,8 @@ class _Procedures:
             raise r.fail(table, "settle", "must be a number of seconds between 0 and 600")
         # what a change may do to the running stack: no restores (a change moves forward;
         # only a rollback restores), and what only a change does (remove a volume)
-        steps = tuple(self.step(f"{table}.steps[{i}]", s, in_change=True)
-                      for i, s in enumerate(r.array(f"{table}.steps", spec.get("steps", []))))
+        steps = tuple(self.step(f"{table} step {i}", s, in_change=True)
+                      for i, s in enumerate(r.array(f"{table}.steps", spec.get("steps", [])), 1))
         if ref is None and not steps:
             raise r.fail(table, None, "names neither a ref nor steps: nothing to apply")
         return Change(ref=ref, steps=steps, settle=settle)

@@ -181,8 +181,8 @@ def _volumes(r: Reader, raw: Any, services) -> dict[str, Volume]:
 def _matrix(r: Reader, raw: Any, ids: set[str]) -> tuple[MatrixRow, ...]:
     """[[matrix]]: the decision matrix; a row's target is a procedure of the plan."""
     rows = []
-    for i, row in enumerate(r.array("matrix", raw)):
-        table = f"matrix[{i}]"
+    for i, row in enumerate(r.array("matrix", raw), 1):
+        table = f"matrix row {i}"
         r.keys(table, row, {"failure", "scope", "risk", "duration"}, {"target"})
         target = row.get("target")
         if target is not None and not isinstance(target, str):
