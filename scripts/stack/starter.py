@@ -62,7 +62,8 @@ def survey(config: dict, root: Path, client=None) -> Survey:
                networks=sorted(k for k in (config.get("networks") or {}) if k != "default"))
     for svc, spec in sorted(services.items()):
         _mounts(s, svc, spec.get("volumes") or [], root)
-        _health(s, svc, spec, client)
+        if svc in s.services:  # a profile service is none of the plan's checks' business
+            _health(s, svc, spec, client)
     s.ignored = ignored.ignored(SimpleNamespace(root=root, env_files=(), include_ignored=()), config)
     return s
 
@@ -170,7 +171,7 @@ def _notes(s: Survey) -> list[str]:
             for svc in s.unknown_health]
     out += [f"# {svc} has an anonymous volume: no backup covers it (give it a name)" for svc in sorted(set(s.anonymous))]
     out += [f"# {svc} mounts no volume: anything it keeps lives in its container and is lost when a rollback "
-            "recreates it" for svc in s.layer_only]
+            "recreates it" for svc in s.layer_only if svc in s.services]
     return out
 
 
