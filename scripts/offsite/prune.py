@@ -103,7 +103,7 @@ def prune(plan, keep_last: int | None, keep_days: float | None, dry_run: bool, o
     member = {s.id: c.key for c in cycles.all_cycles(plan.snapshots_dir, plan.project_name) for s in c.sets}
     repo, there, only_there = None, {}, []
     if offsite_too:
-        from .offsite import Repo
+        from ..store.restic import Repo
 
         repo = Repo(plan)
         there = repo.sets()
