@@ -17,6 +17,7 @@ import time
 from ..errors import UndoitError
 from ..output.progress import say
 from ..repo import worktree
+from ..stack import events
 from ..store import journal
 from . import checks, runlog, undo
 from .checks.volumes import compare
@@ -49,8 +50,10 @@ def put_back(run: Run) -> dict:
     ctx, t0 = run.ctx, time.monotonic()
     say("putting back the state from before the rollback (keep=1 would have left it for inspection)")
     run.persist()
+    if run.started_at:  # a service the engine is still stopping is not running: wait for it first
+        events.stops_under_way(ctx.client, ctx.plan.project_name, run.started_at, ctx.plan.timeouts["stop"])
     rec = runlog.record(ctx.plan, ctx.run_id)
-    problems, proven = [], []
+    problems, proven, unwell = [], [], ""
 
     def prove(s, key, name):  # each volume as soon as it is back, before a service starts on it
         differences, files = compare(ctx.client, s.listing(key), name)
@@ -61,7 +64,7 @@ def put_back(run: Run) -> dict:
 
     try:
         try:
-            undo.put_back(ctx.plan, rec, prove=prove)
+            unwell = undo.put_back(ctx.plan, rec, prove=prove).get("unwell")
         finally:
             run.record.undo, run.record.undone = rec.get("undo"), bool(runlog.record(ctx.plan, ctx.run_id).get(
                 "undone"))
@@ -80,7 +83,7 @@ def put_back(run: Run) -> dict:
     return {"ok": True, "seconds": seconds,
             "detail": (f"the state from before the run is back: volumes equal to their safety copies "
                        f"({', '.join(proven) or 'none replaced'}), files and git index as before, services as "
-                       f"before ({services}) on the same images")}
+                       f"before ({services}) on the same images" + (f"; {unwell}" if unwell else ""))}
 
 
 def _files_differ(run: Run) -> list[str]:
@@ -88,7 +91,10 @@ def _files_differ(run: Run) -> list[str]:
     if not before:
         return []
     now = worktree.fingerprint(run.ctx.plan.root, run.ctx.plan.kit_paths())
-    return [f"{d} from before the run" for d in worktree.differences(run.ctx.plan.root, before, now)]
+    differ = worktree.differences(run.ctx.plan.root, before, now)
+    commands = [f"{i} {s.do}" for i, s in enumerate(run.proc.steps, 1) if s.do in ("run", "exec")]
+    why = f" (what a command wrote is not taken back: step {', '.join(commands)})" if commands and differ else ""
+    return [f"{d} from before the run{why}" for d in differ]
 
 
 def _services_differ(run: Run) -> list[str]:

@@ -130,10 +130,12 @@ def _undo(plan: Plan, rec: dict, entry: journal.Entry, prove=None) -> dict:
     retagged = images_back(client, images)
     if retagged:
         say(f"images as before: {', '.join(retagged)}")
+    unwell = ""
     if before:
         # with what the run recorded of each service: only those healthy before are waited for
-        recreate(compose, before, healthy=[s for s in before if (images.get(s) or {}).get("health") == "healthy"]
-                 if images else None)
+        unwell = recreate(compose, before, healthy=[s for s in before
+                                                    if (images.get(s) or {}).get("health") == "healthy"]
+                          if images else None)
     now = sorted({c.labels.get(checks.SERVICE_LABEL) for c in client.containers.list(
         filters={"label": f"com.docker.compose.project={plan.project_name}"})} - {None})
     extra = [s for s in now if s not in before]
@@ -141,9 +143,9 @@ def _undo(plan: Plan, rec: dict, entry: journal.Entry, prove=None) -> dict:
         compose.stop(extra)
     runlog.mark_undone(plan, rec["run"])
     summary = (f"undone: {len(restored)} volume(s) restored from safety snapshots, {files} file(s) put back, "
-               f"services as before ({', '.join(before) or 'none running'})")
+               f"services as before ({', '.join(before) or 'none running'})" + (f"; {unwell}" if unwell else ""))
     say(summary)
-    return {"undone": rec["run"], "volumes": restored, "files": files}
+    return {"undone": rec["run"], "volumes": restored, "files": files, "unwell": unwell}
 
 
 def _put_back(plan: Plan, client, compose: Compose, rec: dict, s: snapshots.SnapshotSet, key: str,
@@ -181,13 +183,14 @@ def _put_back(plan: Plan, client, compose: Compose, rec: dict, s: snapshots.Snap
     return True
 
 
-def recreate(compose: Compose, services: list[str], healthy: list[str] | None = None) -> None:
+def recreate(compose: Compose, services: list[str], healthy: list[str] | None = None) -> str:
     """Bring services up as the compose file now on disk describes them: containers whose
     configuration differs are recreated and missing networks made (undo has just put an
     older compose file back; --no-recreate would leave the rollback's containers).
     A network compose refuses to reuse as it is gets the project taken down (volumes
     kept) and brought up again. healthy: the services to wait for (None: every one); a
-    service that was unhealthy before the rollback is put back running, as it was."""
+    service that was unhealthy before the rollback is put back running, as it was. What
+    did not get healthy again is said (not raised: everything else is back)."""
     wait = healthy is None
     try:
         compose.up(services, options=("--remove-orphans",), wait=wait)
@@ -198,7 +201,11 @@ def recreate(compose: Compose, services: list[str], healthy: list[str] | None = 
         compose.down(volumes=False)
         compose.up(services, wait=wait)
     if healthy:
-        compose.up(healthy)
+        try:
+            compose.up(healthy)
+        except UndoitError as err:  # running as before, its data as before: what it reads decides its health
+            return f"not healthy again ({err}), though healthy before the rollback"
+    return ""
 
 
 def images_back(client, images: dict) -> list[str]:
