@@ -111,7 +111,8 @@ def conclude(plan: Plan, rec: dict):
         say(f"escalated to {esc['kind']} {esc['procedure']} ({esc['run']}): {esc['outcome']}")
         if esc["outcome"] == "success":
             return None
-        _failure(esc)
+        if esc["run"] != "-":  # it ran (else its line above says why it was refused)
+            _failure(esc)
     put = rec.get("put_back")
     if put and put["ok"] and not isinstance(esc, dict):
         target = plan.procedure(rec["procedure"]).on_failure
