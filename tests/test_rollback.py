@@ -17,7 +17,7 @@ from scripts.repo import gitstate
 from scripts.rollback import rollback, runlog
 from scripts.stack import volumes
 from scripts.store import listings, lock, snapshots
-from scripts.errors import NO_BACKUP, PUT_BACK_FAILED, ROLLBACK_FAILED, UndoitError
+from scripts.errors import NO_BACKUP, PUT_BACK_FAILED, UndoitError
 
 from .conftest import KIT, make_stack, sweep, unique, volume_path
 from .projects import app, check, compose_file, do, everything, healthy_when, phase, plan, redis, refill, volume

@@ -106,12 +106,18 @@ def describe(run: Run) -> list[str]:
     for check in p.checks:
         lines.append(f"   check: {check.name}: {ctx.redact(checks.describe(ctx, check))}")
     if not ctx.sandbox:
-        lines.append("  if a step or check fails: " + ("the half state is left as it is (keep=1; `doit undo` puts "
-                                                       "back)" if run.keep else "the state from before the run is "
-                                                       "put back and proven (keep=1 leaves it)")
-                     + (f"; then {p.on_failure} " + ("runs (escalate)" if run.escalate else
-                                                     f"is advised (escalate=1 runs it)") if p.on_failure else ""))
+        lines.append("  if a step or check fails: " + _on_failure(run))
     return lines
+
+
+def _on_failure(run: Run) -> str:
+    """What a failure of the run would do, in words (the dry run's and the run's own)."""
+    p = run.proc
+    said = ("the half state is left as it is (keep=1; `doit undo` puts it back)" if run.keep
+            else "the state from before the run is put back and proven (keep=1 leaves it)")
+    if p.on_failure:
+        said += f"; then {p.on_failure} " + ("runs (escalate)" if run.escalate else "is advised (escalate=1 runs it)")
+    return said
 
 
 def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reason: str = "",
