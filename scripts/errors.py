@@ -7,6 +7,7 @@ PLAN = 2  # the plan file or a parameter is wrong; nothing was done
 NO_BACKUP = 4  # no verified backup to restore: the rollback refused before changing anything
 ROLLBACK_FAILED = 5  # the rollback ran and a step or check failed; services were brought back
 DRILL_FAILED = 6  # a rehearsal drill failed (the live stack was not touched)
+PUT_BACK_FAILED = 7  # a rollback failed and putting back the state from before it failed too
 INTERRUPTED = 130  # Ctrl-C or SIGTERM; the next kit command finishes what it left
 
 

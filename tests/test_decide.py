@@ -44,3 +44,25 @@ def test_json_form_for_ci():
                          cwd=KIT, capture_output=True, text=True, check=True)
     data = json.loads(res.stdout)
     assert data["rows"][0]["scope"] == "Investigate, partial"
+
+
+def test_each_row_shows_what_its_procedure_escalates_to():
+    rows = {r["failure"]: r for r in decide(PLAN, "")["rows"]}
+    assert rows["Data corruption"]["escalation"] == ["full"]  # full names nothing wider
+    assert rows["Container start fails"]["escalation"] == ["phase1"]
+    from scripts.plan.decide import chain
+
+    assert chain(PLAN, "phase7") == ["phase7", "full"] and chain(PLAN, "storage-only") == ["storage-only", "full"]
+
+
+def test_an_escalation_in_a_circle_is_refused(tmp_path):
+    from scripts.errors import UndoitError
+
+    text = (KIT / "phases.toml").read_text().replace('[full]\n', '[full]\non_failure = "phase7"\n', 1)
+    (tmp_path / "phases.toml").write_text(text.replace('root = "', 'root = "' + str(KIT) + '/', 1))
+    try:
+        planmod.load(tmp_path / "phases.toml", env={})
+    except UndoitError as err:
+        assert "escalates in a circle: phase7 -> full -> phase7" in str(err), err
+    else:
+        raise AssertionError("a circle of escalations was accepted")

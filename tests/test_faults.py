@@ -23,7 +23,7 @@ from scripts.stack import volumes
 from scripts.store import journal, listings, lock, snapshots
 
 from .conftest import KIT, make_stack, sweep, unique, volume_path, wait_health
-from .projects import MINI_COMPOSE, MINI_PLAN, do, healthy_when, mini_compose, more, phase, refill, volume
+from .projects import MINI_COMPOSE, MINI_PLAN, check, do, healthy_when, mini_compose, more, phase, refill, volume
 
 pytestmark = pytest.mark.docker
 
@@ -132,7 +132,9 @@ def test_a_second_ctrl_c_skips_bringing_services_back_says_so_and_the_next_run_d
 
 # --- killed rollbacks and undos ---------------------------------------------------------
 
-VOL_PLAN = more(MINI_PLAN, phase("vol", "files volume rollback", refill(["files"], ["app"])))
+VOL_PLAN = more(MINI_PLAN, phase("vol", "files volume rollback", refill(["files"], ["app"])),
+                phase("volbad", "files volume rollback whose check fails", refill(["files"], ["app"]),
+                      [check("command", argv=["false"])]))
 
 POINTS = 10  # kill points per run kind and signal, spread over the run's measured length
 
@@ -242,7 +244,9 @@ def test_a_rollback_interrupted_between_two_steps_brings_the_app_back(docker_cli
             rollback.execute(plan, "vol", yes=True)
         everything_runs(docker_client, plan)
         rec = runlog.last_record(plan, kinds=("phase",))
-        assert rec["outcome"] == "interrupted" and "brought back app" in rec["services"], rec
+        # the run changed something (it stopped app): it puts back the state from before it
+        assert rec["outcome"] == "interrupted" and rec["put_back"]["ok"], rec
+        assert "put back" in rec["services"], rec
         assert rec["failed_step"]["n"] == 2 and "before it began" in rec["failed_step"]["detail"], rec
         assert state(docker_client, plan) == before  # the refill never began
     finally:
@@ -279,8 +283,9 @@ def test_a_rollback_killed_anywhere_leaves_old_or_new_never_a_mix(docker_client,
         everything_runs(client, plan)
         assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
         assert "running" not in {r.get("outcome") for r in runlog.records(plan)}
-    # cut early and late alike: both outcomes were met
-    assert seen["old"] and seen["new"], seen
+    # killed outright, early and late alike: both outcomes were met; asked to stop, the run
+    # puts back the state from before it (new only if the signal lands during its checks)
+    assert seen["old"] and (seen["new"] or sig != signal.SIGKILL), seen
     finish(plan, "rollback:vol", "yes=1", env=env)
     assert state(client, plan) == new
     everything_runs(client, plan)
@@ -409,7 +414,8 @@ def test_a_run_cut_during_a_stop_waits_for_the_engine_then_brings_the_service_ba
             assert "interrupted: bringing app back first" in out, out[-3000:]
         else:
             assert proc.returncode == errors.INTERRUPTED, out[-3000:]
-            assert "services: brought back app" in out, out[-3000:]
+            # it waited for the engine's stop, then put back the state from before the run
+            assert "services: as before the run (put back)" in out, out[-3000:]
         time.sleep(max(0.0, cut_at + 5 - time.monotonic()))  # past the engine's 4 s
         everything_runs(docker_client, plan, out)
     finally:
@@ -525,16 +531,17 @@ def test_a_task_that_reads_sets_repairs_first_unless_another_run_holds_the_lock(
 # --- SIGKILL at each state change (tests/killpoints.py) -----------------------------------
 
 
-def killed(plan, point: int, *args, sig: str = "KILL") -> tuple[int, str, int]:
-    """`doit <args>` killed at its point-th state change (0: run whole; sig="INT": a Ctrl-C
-    there instead): its exit code, its output and how many state changes it had made."""
+def killed(plan, point: int, *args, sig: str = "KILL", whole: int = 0) -> tuple[int, str, int]:
+    """`doit <args>` killed at its point-th state change (0: run whole, ending with exit code
+    `whole`; sig="INT": a Ctrl-C there instead): its exit code, its output and how many
+    state changes it had made."""
     count = plan.path.parent / "killpoints.count"
     count.unlink(missing_ok=True)
     env = dict(os.environ, UNDOIT_PLAN=str(plan.path), CI="true")
     res = subprocess.run([sys.executable, "-m", "tests.killpoints", f"{point}:{sig}", str(count),
                           "-f", str(KIT / "dodo.py"), "-d", str(KIT), *args],
                          cwd=KIT, env=env, capture_output=True, text=True, timeout=600)
-    want = 0 if not point else -signal.SIGKILL if sig == "KILL" else errors.INTERRUPTED
+    want = whole if not point else -signal.SIGKILL if sig == "KILL" else errors.INTERRUPTED
     assert res.returncode == want, (point, (res.stdout + res.stderr)[-3000:])
     return res.returncode, res.stdout + res.stderr, int(count.read_text()) if count.exists() else point
 
@@ -736,3 +743,34 @@ def test_a_rehearsal_killed_at_any_state_change_is_cleaned_up_by_the_next(docker
         assert parked, "no Ctrl-C came after the drill parked a copy"
     finally:
         sweep(docker_client, name)
+
+
+@pytest.mark.long(2)
+def test_a_rollback_killed_while_it_puts_itself_back_is_finished_by_repair_and_undo(docker_client, filled):
+    """A rollback whose check fails puts itself back; SIGKILL at 4 points of that
+    put-back (the state changes past those of the same run with keep=1): `doit repair`
+    brings the services back and closes the record, and `doit undo` finishes the
+    put-back (or says it was done) to the state from before the rollback."""
+    plan, client = filled, docker_client
+    diverge(client, plan, 0)
+    kept = killed(plan, 0, "rollback:volbad", "yes=1", "keep=1", whole=errors.ROLLBACK_FAILED)
+    finish(plan, "undo")
+    whole = killed(plan, 0, "rollback:volbad", "yes=1", whole=errors.ROLLBACK_FAILED)
+    assert "the state from before it is back (proven)" in whole[1], whole[1][-3000:]
+    seen = {"finished": 0, "done": 0}
+    for i, point in enumerate((kept[2] + p for p in spread(whole[2] - kept[2], 4)), 1):
+        old = diverge(client, plan, i)
+        _, story, _ = killed(plan, point, "rollback:volbad", "yes=1")
+        out = finish(plan, "repair")
+        everything_runs(client, plan, story[-2000:] + out[-2000:])
+        code, out = ran(plan, "undo")
+        if code == 0:
+            seen["finished"] += 1
+        else:
+            assert code == errors.FAILED and "was already undone" in out, (point, out[-3000:])
+            seen["done"] += 1
+        assert state(client, plan) == old, (point, story[-2000:], out[-3000:])
+        everything_runs(client, plan, out)
+        assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
+        assert "running" not in {r.get("outcome") for r in runlog.records(plan)}
+    assert seen["finished"], seen

@@ -17,7 +17,7 @@ from scripts.repo import gitstate
 from scripts.rollback import rollback, runlog
 from scripts.stack import volumes
 from scripts.store import listings, lock, snapshots
-from scripts.errors import NO_BACKUP, ROLLBACK_FAILED, UndoitError
+from scripts.errors import NO_BACKUP, PUT_BACK_FAILED, UndoitError
 
 from .conftest import KIT, make_stack, sweep, unique, volume_path
 from .projects import app, check, compose_file, do, everything, healthy_when, phase, plan, redis, refill, volume
@@ -190,7 +190,9 @@ def test_failed_step_is_logged_services_come_back_and_undo_is_bit_identical(dock
     vol_before = volumes.listing(docker_client, name)
     files_before = {p: (eng.root / p).read_bytes() for p in ("conf/tuning.conf", "conf/new.conf", "conf/notes.txt")}
 
-    res = doit(eng, "rollback:broken", "reason=testing a failure")
+    # keep=1: the half state is left for inspection (without it the run puts it back itself:
+    # tests/test_atomic.py), and `doit undo` puts it back
+    res = doit(eng, "rollback:broken", "reason=testing a failure", "keep=1")
     assert res.returncode != 0
     out = res.stdout + res.stderr
     assert "step 4 (run) failed" in out and "On call: +1 555 0100" in out and "doit undo" in out
@@ -235,7 +237,10 @@ def test_dry_run_changes_nothing_and_real_run_still_runs(docker_client, eng):
 def test_secrets_never_reach_output_log_or_report(docker_client, eng):
     backup.backup(eng)
     res = doit(eng, "rollback:cmd", f"reason=secret is {CANARY}")
-    assert res.returncode == ROLLBACK_FAILED  # its last check fails on purpose
+    # its last check fails on purpose; the put-back cannot take back what its command wrote,
+    # and says so (exit 7), naming the file
+    assert res.returncode == PUT_BACK_FAILED, res.stdout[-3000:]
+    assert "untracked files differ: conf/build.out" in res.stdout + res.stderr
     assert CANARY in (eng.root / ".env").read_text()
     assert CANARY not in res.stdout + res.stderr
     assert CANARY not in eng.log_path.read_text()

@@ -22,7 +22,10 @@ from ..errors import PLAN, UndoitError
 DRY_RUN = "print the plan, change nothing (dry_run=1)"
 YES = "do not ask before destroying data (yes=1)"
 PROCEDURE = {"dry_run": DRY_RUN, "yes": YES, "reason": 'why, for the log (reason="...")',
-             "set": "restore this snapshot set (set=ID)"}
+             "set": "restore this snapshot set (set=ID)",
+             "keep": "a failed run leaves its half state instead of putting back the state from before (keep=1)",
+             "escalate": "a failed run, put back, runs the procedure's on_failure next (escalate=1; "
+                         "default [rollback] escalate)"}
 OPTIONS: dict[str, dict[str, str]] = {
     "rollback": PROCEDURE,
     "scenario": PROCEDURE,

@@ -66,10 +66,11 @@ def decision_table(result: dict) -> None:
     title = (f"decision matrix: rows matching {result['failure']!r}" if result["matched"]
              else "decision matrix (no row matched" + (f" {result['failure']!r}" if result["failure"] else "") + "; all rows)")
     t = Table(title=current()(title))
-    for col in ("failure type", "rollback scope", "risk", "duration", "run"):
+    for col in ("failure type", "rollback scope", "risk", "duration", "run", "if it fails"):
         t.add_column(col)
     for r in result["rows"]:
-        _add_row(t, r["failure"], r["scope"], r["risk"], r["duration"], r["command"])
+        _add_row(t, r["failure"], r["scope"], r["risk"], r["duration"], r["command"],
+                 " -> ".join(r["escalation"][1:]) or "-")
     console().print(t)
     for p in result["phases_with_matching_triggers"]:
         console().print(f"also matches the triggers of {p['id']} ({p['title']}, risk {p['risk']}, "

@@ -16,6 +16,7 @@ from ..plan.plan import Plan, Procedure
 from . import options
 from .action import action
 from .options import Args
+from ..plan.decide import command_for
 
 
 def verified(plan: Plan, args: Args):
@@ -84,7 +85,9 @@ def _run(plan: Plan, pid: str, args: Args, verified: dict | None = None):
         checked = rollbacks.Choice(snapshots.load_set(Path(verified["set"])), verified["set_source"],
                                    verified["ref"], verified["ref_source"])
     rec = rollbacks.execute(plan, pid, dry_run=args.flag("dry_run"), yes=args.flag("yes"),
-                            reason=args.text("reason", ""), set_id=args.text("set"), checked=checked)
+                            reason=args.text("reason", ""), set_id=args.text("set"), checked=checked,
+                            keep=args.flag("keep"),
+                            escalate=args.flag("escalate") if args.text("escalate") is not None else None)
     return conclude(plan, rec)
 
 
@@ -102,19 +105,47 @@ def conclude(plan: Plan, rec: dict):
                 f"(git commit -m \"rollback {rec['procedure']}\") to record the rollback; until then `doit backup` "
                 "refuses the uncommitted changes")
         return None
+    _failure(rec)
+    esc = rec.get("escalation")
+    if isinstance(esc, dict):
+        say(f"escalated to {esc['kind']} {esc['procedure']} ({esc['run']}): {esc['outcome']}")
+        if esc["outcome"] == "success":
+            return None
+        if esc["run"] != "-":  # it ran (else its line above says why it was refused)
+            _failure(esc)
+    put = rec.get("put_back")
+    if put and put["ok"] and not isinstance(esc, dict):
+        target = plan.procedure(rec["procedure"]).on_failure
+        say("try next: fix the cause and run the same task again"
+            + (f", or the wider procedure the plan names: {command_for(plan, target)} (escalate=1 runs it "
+               "after a failure)" if target else ""))
+    elif not put:
+        say("try next: fix the cause and run the same task again, or `doit undo` to put back the state "
+            "from before this rollback")
+    for who, contact in plan.contacts.items():
+        say(f"contact: {who}: {contact}")
+    failed = rec.get("failed_step")
+    what = f"step {failed['n']} ({failed['do']}) failed" if failed else "checks failed"
+    if put and not put["ok"]:
+        raise UndoitError(f"rollback {rec['procedure']}: {what}, and putting back the state from before it failed "
+                          f"too: {put['detail']}", exit_code=errors.PUT_BACK_FAILED)
+    back = "; the state from before it is back (proven)" if put else ""
+    raise UndoitError(f"rollback {rec['procedure']}: {what}{back}; see {plan.log_path}",
+                      exit_code=errors.ROLLBACK_FAILED)
+
+
+def _failure(rec: dict) -> None:
+    """What failed in a run, and what its put-back did."""
     failed = rec.get("failed_step")
     if failed:
         say(f"FAILED at step {failed['n']} ({failed['do']}): {failed['detail']}")
-        say(f"services: {rec['services']}")
     else:
-        bad = [c for c in rec["checks"] if not c["ok"]]
+        bad = [c for c in rec.get("checks") or [] if not c["ok"]]
         say(f"{len(bad)} check(s) failed: " + "; ".join(f"{c['name']}: {c['reason']}" for c in bad))
-    say("try next: fix the cause and run the same task again, or `doit undo` to put back the state "
-        "from before this rollback")
-    for who, contact in plan.contacts.items():
-        say(f"contact: {who}: {contact}")
-    what = f"step {failed['n']} ({failed['do']}) failed" if failed else "checks failed"
-    raise UndoitError(f"rollback {rec['procedure']}: {what}; see {plan.log_path}", exit_code=errors.ROLLBACK_FAILED)
+    put = rec.get("put_back")
+    if put:
+        say(f"put back {'and proven' if put['ok'] else 'FAILED'}: {put['detail']}")
+    say(f"services: {rec.get('services')}")
 
 
 def undo(plan: Plan) -> dict:

@@ -59,6 +59,15 @@ def decide(plan: Plan, failure: str) -> dict:
     }
 
 
+def chain(plan: Plan, target: str | None) -> list[str]:
+    """The procedure and what it escalates to when it fails, in order (on_failure)."""
+    out = []
+    while target is not None and target not in out:
+        out.append(target)
+        target = plan.procedure(target).on_failure
+    return out
+
+
 def _row(plan: Plan, row: MatrixRow) -> dict:
     return {"failure": row.failure, "scope": row.scope, "risk": row.risk, "duration": row.duration,
-            "command": command_for(plan, row.target)}
+            "command": command_for(plan, row.target), "escalation": chain(plan, row.target)}

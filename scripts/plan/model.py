@@ -72,6 +72,7 @@ class Procedure:
     change: Change | None = None  # phases only: what the rehearsal applies before rolling back
     # scenarios only: the phases whose changes its drill applies (None: all it rolls back)
     rehearse_changes: tuple[str, ...] | None = None
+    on_failure: str | None = None  # the wider procedure to try when this one fails (the matrix's escalation)
 
     @property
     def minutes(self) -> int | None:
@@ -155,6 +156,7 @@ class Plan:
     keep_last: int | None = None  # `doit prune` defaults ([backup])
     keep_days: float | None = None
     include_ignored: tuple[str, ...] = ()  # git-ignored files kept in every set ([backup])
+    escalate: bool = False  # [rollback] escalate: a failed rollback, put back, runs its on_failure
 
     def allows_devices(self, key: str) -> bool:
         """Whether this volume's archives may hold device nodes ([volumes.X] devices)."""

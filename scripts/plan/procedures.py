@@ -30,7 +30,26 @@ def read(r: Reader, top: dict, services, networks, volumes) -> tuple[tuple[Proce
             r.known(table, key, getattr(proc, key), phase_ids, "phase")
         if proc.rehearse_changes is not None:
             r.known(table, "rehearse_changes", proc.rehearse_changes, proc.rolls_back, "phase it rolls back:")
+    _escalations(r, (*phases, full, *scenarios))
     return phases, full, scenarios
+
+
+def _escalations(r: Reader, procs) -> None:
+    """Each on_failure names another procedure, and following them never comes back
+    round (a failed escalation would escalate forever)."""
+    by_id = {p.id: p for p in procs}
+    for proc in procs:
+        if proc.on_failure is None:
+            continue
+        table = proc.id if proc.kind == "full" else f"{proc.kind}.{proc.id}"
+        r.known(table, "on_failure", [proc.on_failure], set(by_id) - {proc.id}, "procedure (another phase, "
+                "full or a scenario)")
+        chain, step = [proc.id], proc
+        while step.on_failure is not None:
+            if step.on_failure in chain:
+                raise r.fail(table, "on_failure", "escalates in a circle: " + " -> ".join(chain + [step.on_failure]))
+            chain.append(step.on_failure)
+            step = by_id[step.on_failure]
 
 
 def _list(r: Reader, top: dict, kind: str) -> list:
@@ -54,7 +73,7 @@ class _Procedures:
             label,
             spec,
             {"title"} | ({"id"} if kind != "full" else set()),
-            {"risk", "duration", "triggers", "ref", "volumes", "steps", "checks"}
+            {"risk", "duration", "triggers", "ref", "volumes", "steps", "checks", "on_failure"}
             | ({"keeps", "rolls_back", "rehearse_changes"} if kind == "scenario" else set())
             | ({"change"} if kind == "phase" else set())
             | ({"id"} if kind == "full" else set()),
@@ -86,6 +105,7 @@ class _Procedures:
                          for i, c in enumerate(r.array(f"{table}.checks", spec.get("checks", [])), 1)),
             change=self.change(f"{table}.change", spec["change"]) if "change" in spec else None,
             rehearse_changes=r.strs(table, spec, "rehearse_changes") if "rehearse_changes" in spec else None,
+            on_failure=r.str_(table, spec, "on_failure") if "on_failure" in spec else None,
         )
 
     def change(self, table: str, spec: Any) -> Change:

@@ -204,7 +204,7 @@ def _specs(paths) -> list[str]:
     return out or ["."]
 
 
-def _kept(root: Path, keep) -> list[str]:
+def kept_inside(root: Path, keep) -> list[str]:
     """The kit's own files and folders that lie inside the project folder (the plan,
     snapshots/, reports/, the log, bind-mounted data), as paths relative to it: no
     restore of files ever touches them, whatever git's exclude file says (a fresh clone's
@@ -239,7 +239,7 @@ def restore_plan(root: Path, ref: str, paths, keep=()) -> dict:
               overwrites an ignored file of that name: it is in changed too)
     """
     root = Path(root)
-    kept = _kept(root, keep)
+    kept = kept_inside(root, keep)
     # a plain path the kit keeps names nothing to restore (git refuses a pathspec whose
     # every match is excluded)
     specs = [s for s in _specs(paths) if not _excluded(os.path.normpath(s), kept)]

@@ -92,6 +92,9 @@ class Run:
     started_at: float = 0.0  # time.time() at the start of the steps
     staged: dict = field(default_factory=dict)  # volume key -> restore.Staged, built ahead (prestage)
     file_plans: dict[int, dict] = field(default_factory=dict)  # step index -> restore_plan, described last
+    keep: bool = False  # a failed run leaves its half state (no put-back: putback.py)
+    escalate: bool = False  # a failed run put back runs its procedure's on_failure next
+    escalated_from: str | None = None  # this run is another's escalation: the log entry is that one's
 
     @property
     def proc(self) -> Procedure:

@@ -26,7 +26,7 @@ from ..plan.plan import Plan
 from ..repo import gitstate
 from ..stack import engine, events, pins, stackcheck, volumes
 from ..store import journal, lock, snapshots
-from . import checks, repair, restore, runlog, steps
+from . import checks, putback, repair, restore, runlog, steps
 from .choice import (NO_BACKUP, Choice, choose, files_of, restored_volumes, same_volume, verified_choice,
                      verified_set)
 from .context import Run, RunContext
@@ -105,18 +105,35 @@ def describe(run: Run) -> list[str]:
         lines.append(f" {mark}{i:2d}. {ctx.redact(steps.describe(run, step))}")
     for check in p.checks:
         lines.append(f"   check: {check.name}: {ctx.redact(checks.describe(ctx, check))}")
+    if not ctx.sandbox:
+        lines.append("  if a step or check fails: " + _on_failure(run))
     return lines
+
+
+def _on_failure(run: Run) -> str:
+    """What a failure of the run would do, in words (the dry run's and the run's own)."""
+    p = run.proc
+    said = ("the half state is left as it is (keep=1; `doit undo` puts it back)" if run.keep
+            else "the state from before the run is put back and proven (keep=1 leaves it)")
+    if p.on_failure:
+        said += f"; then {p.on_failure} " + ("runs (escalate)" if run.escalate else "is advised (escalate=1 runs it)")
+    return said
 
 
 def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reason: str = "",
             set_id: str | None = None, stop_after_step: int | None = None,
             source: snapshots.SnapshotSet | None = None, sandbox: bool = False,
-            up_timeout: int | None = None, checked: Choice | None = None) -> dict:
+            up_timeout: int | None = None, checked: Choice | None = None,
+            keep: bool = False, escalate: bool | None = None) -> dict:
     """Run (or, with dry_run, only print) a procedure; returns the run record.
 
     up_timeout: how long `up`/`restart` steps wait for health (default: the plan's [timeouts] up).
-    checked: see prepare."""
+    checked: see prepare. keep: a failed run leaves its half state (a rehearsal's sandbox
+    always does: it is thrown away). escalate: a failed run, put back, runs its
+    procedure's on_failure next (default: the plan's [rollback] escalate)."""
     run = prepare(plan, pid, dry_run, yes, reason, set_id, source, sandbox, checked, up_timeout)
+    run.keep = keep or sandbox
+    run.escalate = bool(plan.escalate if escalate is None else escalate) and not sandbox
     for line in describe(run):
         say(line)
     if dry_run:
@@ -126,7 +143,30 @@ def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
     with lock.held(lock_path(plan), f"rollback {pid}"):
         if not sandbox:
             repair.repair_for(plan)
-        return _execute(run, stop_after_step)
+        rec = _execute(run, stop_after_step)
+        if run.escalate and rec.get("escalation") == "pending":
+            return _escalate(run, rec, yes, set_id)
+        return rec
+
+
+def _escalate(run: Run, rec: dict, yes: bool, set_id: str | None) -> dict:
+    """The procedure's on_failure, run after it failed and was put back, in the same lock;
+    one log entry names both runs (the wider one's record is this one's escalation)."""
+    plan, target = run.ctx.plan, run.proc.on_failure
+    say(f"escalating: {run.proc.kind} {run.proc.id} failed and was put back; running {target}, as the plan says")
+    try:
+        wider = prepare(plan, target, yes=yes, reason=f"escalated from {run.proc.id} ({run.ctx.run_id})"
+                        + (f": {run.ctx.reason}" if run.ctx.reason else ""), set_id=set_id)
+    except UndoitError as err:
+        rec["escalation"] = {"kind": plan.procedure(target).kind, "procedure": target, "run": "-",
+                             "outcome": f"refused: {err}", "steps": [], "checks": []}
+    else:
+        wider.keep, wider.escalated_from = run.keep, run.ctx.run_id
+        for line in describe(wider):
+            say(line)
+        rec["escalation"] = _execute(wider, None)
+    runlog.write(plan, rec, run.ctx.redact)
+    return rec
 
 
 def _confirm(run: Run) -> None:
@@ -257,6 +297,8 @@ def _run_steps(run: Run, running_before: list[str], stop_after_step: int | None)
     if not run.ctx.sandbox:  # the worktree shares the live repository's tags
         run.record.pre_rollback_tag = f"undoit/pre-rollback/{started.strftime('%Y%m%dT%H%M%SZ')}"
         gitstate.tag(run.ctx.plan.root, run.record.pre_rollback_tag, run.record.head_before)
+    if not run.keep:
+        putback.record_before(run)
     return _steps_and_checks(run, running_before, stop_after_step, t0)
 
 
@@ -273,25 +315,52 @@ def _steps_and_checks(run: Run, running_before: list[str], stop_after_step: int 
             failed = {"n": n, "do": run.proc.steps[n - 1].do if n <= len(run.proc.steps) else "checks",
                       "detail": f"interrupted ({err or 'Ctrl-C'}) before it began"}
     if failed:
-        services = journal.cleanup(lambda: bring_back(run, running_before), "bringing services back",
-                                   interrupted=interrupted is not None)
         record.checks = []
     else:
-        services = "as the plan left them"
         results = checks.run_all(run.ctx, run.proc.checks)
         record.checks = [asdict(r) for r in results]
         for r in results:
             say(f"  {'PASS' if r.ok else 'FAIL'}  {r.name}: {r.reason}")
     ok = failed is None and all(c["ok"] for c in record.checks)
+    if ok:
+        services = "as the plan left them"
+    elif not run.keep and runlog.changed_anything(record.as_dict()):
+        services, interrupted = _put_back(run, running_before, interrupted)
+    elif failed:
+        services = journal.cleanup(lambda: bring_back(run, running_before), "bringing services back",
+                                   interrupted=interrupted is not None)
+    else:
+        services = "as the plan left them"
+    escalating = bool(not ok and interrupted is None and run.escalate and run.proc.on_failure
+                      and record.put_back and record.put_back["ok"])
     record.close(outcome=("success" if ok else "interrupted" if interrupted else
                           "step failed" if failed else "checks failed"),
                  services=services, failed_step=failed, seconds=round(time.monotonic() - t0, 2),
                  next_steps=run.ctx.plan.next_steps)
-    runlog.write(run.ctx.plan, record, run.ctx.redact)
+    if escalating:
+        record.escalation = "pending"  # execute runs it, then writes the one log entry
+    runlog.write(run.ctx.plan, record, run.ctx.redact, log=not escalating and run.escalated_from is None)
     if interrupted is not None:
         say(f"services: {record.services}")  # what the way out did (no conclusion follows)
         raise interrupted  # the journal stays: the next run finishes what this one left
     return record.as_dict()
+
+
+def _put_back(run: Run, running_before: list[str], interrupted) -> tuple[str, BaseException | None]:
+    """The failed run's own put-back (putback.py); if it fails, the services that ran
+    before are brought back at least. Returns what the services are, and the interrupt
+    (a Ctrl-C during the put-back leaves the rest to `doit undo`)."""
+    try:
+        result = journal.cleanup(lambda: putback.put_back(run), "putting back the state from before the rollback",
+                                 interrupted=interrupted is not None)
+    except KeyboardInterrupt as err:
+        run.record.put_back = {"ok": False, "seconds": 0, "detail": "interrupted: `doit undo` finishes it"}
+        return "as the interrupted put-back left them (the next kit command repairs)", interrupted or err
+    run.record.put_back = result
+    say(f"put back: {'proven' if result['ok'] else 'FAILED'} in {result['seconds']} s: {result['detail']}")
+    if result["ok"]:
+        return "as before the run (put back)", interrupted
+    return bring_back(run, running_before), interrupted
 
 
 def _steps(run: Run, stop_after_step: int | None) -> tuple[dict | None, BaseException | None]:

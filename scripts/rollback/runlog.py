@@ -56,6 +56,14 @@ class Record:
     safety_sets: list[str] = field(default_factory=list)
     file_restores: list[dict] = field(default_factory=list)  # what each restore-files step saved (undo)
     prestaged: dict[str, float] = field(default_factory=dict)  # volume key -> seconds its building took
+    # the stack just before the first step (putback.py): service -> image name, id, health;
+    # and the project's files' fingerprint (repo/worktree.py)
+    images_before: dict[str, dict] = field(default_factory=dict)
+    files_before: dict = field(default_factory=dict)
+    put_back: dict | None = None  # a failed run's own put-back: ok, detail, seconds
+    undo: dict | None = None  # an undo's progress (undo.py)
+    undone: bool = False
+    escalation: dict | str | None = None  # the wider procedure run after this one failed: its record ("pending" until it ran)
     outcome: str = "running"  # success, checks failed, step failed, interrupted
     # the run's end (close): a record without them is of a run under way, or one that died
     services: str | None = None
@@ -136,17 +144,26 @@ def markdown(rec: dict) -> str:
             lines.append(f"| {c['name']} | {'pass' if c['ok'] else 'FAIL'}: {c['reason'].replace('|', '/')} |")
     if rec.get("failed_step"):
         lines += ["", f"Failed at step {rec['failed_step']['n']} ({rec['failed_step']['do']}). Services: {rec['services']}."]
+    put = rec.get("put_back")
+    if put:
+        lines += ["", f"**Put back:** {'proven' if put['ok'] else 'FAILED'} in {put['seconds']} s: {put['detail']}"]
+    esc = rec.get("escalation")
+    if esc:
+        lines += ["", f"### Escalated to {esc['kind']} {esc['procedure']} ({esc['run']}): {esc['outcome'].upper()}",
+                  ""] + markdown(esc).split("\n")[2:-4]  # its heading and its next steps are this one's
     lines += ["", "Next steps: " + " ".join(rec.get("next_steps") or []), "", ""]
     return "\n".join(lines)
 
 
-def write(plan: Plan, rec: Record | dict, redact) -> None:
-    """Append to the log, write the JSON report and the run's own record (for undo)."""
+def write(plan: Plan, rec: Record | dict, redact, log: bool = True) -> None:
+    """Append to the log (log=False: not yet, an escalation's entry names both runs),
+    write the JSON report and the run's own record (for undo)."""
     clean = _masked(rec, redact)
     text = json.dumps(clean, indent=2, sort_keys=True)
-    if not plan.log_path.exists():
+    if log and not plan.log_path.exists():
         _private_write(plan.log_path, "# Rollback log\n\nOne entry per rollback, newest last (written by undoit).\n\n")
-    _private_write(plan.log_path, redact(markdown(clean)), append=True)
+    if log:
+        _private_write(plan.log_path, redact(markdown(clean)), append=True)
     _private_write(plan.reports_dir / f"{clean['run']}.json", text + "\n")
     try:
         save(plan, clean)  # whole or not at all: undo reads it

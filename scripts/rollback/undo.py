@@ -22,7 +22,6 @@ from ..stack.compose import Compose, for_plan
 from ..errors import UndoitError
 from ..plan.plan import Plan
 from ..output.progress import say
-from .rollback import lock_path
 from ..stack import events
 from . import repair
 
@@ -39,7 +38,7 @@ def undo(plan: Plan) -> dict:
     nothing, and no older one is undone). Killed itself, undo leaves a journal and its
     progress in the rollback's record; the next kit command finishes the volume it was
     refilling, and `doit undo` again completes it, skipping what it had put back."""
-    with lock.held(lock_path(plan), "undo"):
+    with lock.held(lock.path_of(plan.snapshots_dir), "undo"):
         repair.repair_for(plan)  # first: it closes the record of a rollback that died
         rec = last_record(plan)
         if rec is None:
@@ -51,19 +50,27 @@ def undo(plan: Plan) -> dict:
                 "changed anything, so the stack is as it was before it; an earlier rollback is not undone")
             return {"undone": None, "volumes": [], "files": 0}
         say(_found(rec))
-        since = time.time()
-        with journal.intent(plan.snapshots_dir, plan.project_name, "undo", undoing=rec["run"],
-                            running_before=rec.get("running_before") or []) as entry:
-            # on record before anything is put back: a second undo skips what this one did
-            rec["undo"] = {"pid": os.getpid(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                           "volumes": [], "putting": None, "files": [],
-                           **{k: v for k, v in (rec.get("undo") or {}).items() if k in ("volumes", "putting", "files")}}
-            runlog.save(plan, rec)
-            try:
-                return _undo(plan, rec, entry)
-            except KeyboardInterrupt:
-                journal.cleanup(lambda: say(_services_back(plan, entry, since)), "bringing services back")
-                raise
+        return put_back(plan, rec)
+
+
+def put_back(plan: Plan, rec: dict, prove=None) -> dict:
+    """Undo's work on a rollback's record (the caller holds the lock and has repaired):
+    volumes, files, services and their images as before it. prove(set, key, name), when
+    given, is called on each volume as soon as it is back, before any service starts on
+    it (a failed rollback's own put-back proves each one: putback.py)."""
+    since = time.time()
+    with journal.intent(plan.snapshots_dir, plan.project_name, "undo", undoing=rec["run"],
+                        running_before=rec.get("running_before") or []) as entry:
+        # on record before anything is put back: a second undo skips what this one did
+        rec["undo"] = {"pid": os.getpid(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       "volumes": [], "putting": None, "files": [],
+                       **{k: v for k, v in (rec.get("undo") or {}).items() if k in ("volumes", "putting", "files")}}
+        runlog.save(plan, rec)
+        try:
+            return _undo(plan, rec, entry, prove)
+        except KeyboardInterrupt:
+            journal.cleanup(lambda: say(_services_back(plan, entry, since)), "bringing services back")
+            raise
 
 
 def _found(rec: dict) -> str:
@@ -98,7 +105,7 @@ def _services_back(plan: Plan, entry: journal.Entry, since: float) -> str:
                if held else ""))
 
 
-def _undo(plan: Plan, rec: dict, entry: journal.Entry) -> dict:
+def _undo(plan: Plan, rec: dict, entry: journal.Entry, prove=None) -> dict:
     client = engine.client()
     compose = for_plan(plan)
     restored = []
@@ -107,6 +114,8 @@ def _undo(plan: Plan, rec: dict, entry: journal.Entry) -> dict:
         for key, vol in s.volumes.items():
             if _put_back(plan, client, compose, rec, s, key, entry):
                 restored.append(key)
+                if prove is not None:
+                    prove(s, key, vol["name"])
     files = 0
     progress = rec["undo"]
     for i, fr in reversed(list(enumerate(rec.get("file_restores") or []))):
@@ -117,8 +126,16 @@ def _undo(plan: Plan, rec: dict, entry: journal.Entry) -> dict:
         progress["files"].append(i)
         runlog.save(plan, rec)
     before = rec.get("running_before") or []
+    images = rec.get("images_before") or {}
+    retagged = images_back(client, images)
+    if retagged:
+        say(f"images as before: {', '.join(retagged)}")
+    unwell = ""
     if before:
-        recreate(compose, before)
+        # with what the run recorded of each service: only those healthy before are waited for
+        unwell = recreate(compose, before, healthy=[s for s in before
+                                                    if (images.get(s) or {}).get("health") == "healthy"]
+                          if images else None)
     now = sorted({c.labels.get(checks.SERVICE_LABEL) for c in client.containers.list(
         filters={"label": f"com.docker.compose.project={plan.project_name}"})} - {None})
     extra = [s for s in now if s not in before]
@@ -126,9 +143,9 @@ def _undo(plan: Plan, rec: dict, entry: journal.Entry) -> dict:
         compose.stop(extra)
     runlog.mark_undone(plan, rec["run"])
     summary = (f"undone: {len(restored)} volume(s) restored from safety snapshots, {files} file(s) put back, "
-               f"services as before ({', '.join(before) or 'none running'})")
+               f"services as before ({', '.join(before) or 'none running'})" + (f"; {unwell}" if unwell else ""))
     say(summary)
-    return {"undone": rec["run"], "volumes": restored, "files": files}
+    return {"undone": rec["run"], "volumes": restored, "files": files, "unwell": unwell}
 
 
 def _put_back(plan: Plan, client, compose: Compose, rec: dict, s: snapshots.SnapshotSet, key: str,
@@ -166,20 +183,55 @@ def _put_back(plan: Plan, client, compose: Compose, rec: dict, s: snapshots.Snap
     return True
 
 
-def recreate(compose: Compose, services: list[str]) -> None:
+def recreate(compose: Compose, services: list[str], healthy: list[str] | None = None) -> str:
     """Bring services up as the compose file now on disk describes them: containers whose
     configuration differs are recreated and missing networks made (undo has just put an
     older compose file back; --no-recreate would leave the rollback's containers).
     A network compose refuses to reuse as it is gets the project taken down (volumes
-    kept) and brought up again."""
+    kept) and brought up again. healthy: the services to wait for (None: every one); a
+    service that was unhealthy before the rollback is put back running, as it was. What
+    did not get healthy again is said (not raised: everything else is back)."""
+    wait = healthy is None
     try:
-        compose.up(services, options=("--remove-orphans",))
+        compose.up(services, options=("--remove-orphans",), wait=wait)
     except UndoitError as err:
         if "network" not in str(err).lower():
             raise
         say(f"networks differ from the compose file ({err}): recreating the project's containers and networks")
         compose.down(volumes=False)
-        compose.up(services)
+        compose.up(services, wait=wait)
+    if healthy:
+        try:
+            compose.up(healthy)
+        except UndoitError as err:  # running as before, its data as before: what it reads decides its health
+            return f"not healthy again ({err}), though healthy before the rollback"
+    return ""
+
+
+def images_back(client, images: dict) -> list[str]:
+    """Each service's image name pointed again at the image it ran before the rollback
+    (a build step moved the tag), where that image is still in the engine: the names
+    moved back."""
+    from docker.errors import ImageNotFound
+
+    moved = []
+    for info in images.values():
+        name, image_id = info.get("image"), info.get("id")
+        if not name or not image_id or name.startswith("sha256:"):
+            continue
+        try:
+            if client.images.get(name).id == image_id:
+                continue
+        except ImageNotFound:
+            pass
+        try:
+            old = client.images.get(image_id)
+        except ImageNotFound:
+            continue  # gone from the engine: the proof of the services says so
+        repo, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
+        old.tag(repo, tag or "latest")
+        moved.append(name)
+    return moved
 
 
 def _undo_files(root: Path, fr: dict) -> int:

@@ -28,35 +28,42 @@ class VolumeMatches(CheckType):
         return "volume-matches: " + ", ".join(f"{k} vs set {s.id if s else '?'}" for k in check.args["volumes"])
 
     def run(self, ctx, check):
-        from ...stack import volumes  # here: the plan loader imports this module, and volumes the docker SDK
-
         if ctx.snapshot is None:
             return False, "no snapshot set to compare with"
         ignore = [g.strip("/") for g in check.args.get("ignore", ())]
-
-        def kept(entries):  # on disk, as the listings are (a volume may hold millions of files)
-            return listings.build(replace(e, mtime_ns=0) if e.type == "d" else e for e in entries
-                                  if not any(fnmatch.fnmatchcase(e.path.decode("utf-8", "surrogateescape"), g)
-                                             for g in ignore))
-
         problems, files = [], 0
         for key in check.args["volumes"]:
-            expected = kept(ctx.snapshot.listing(key))
             name = ctx.volume_names.get(key) or ctx.snapshot.volumes[key]["name"]
-            try:
-                actual = kept(volumes.listing(ctx.client, name))
-                if any(e.digest for e in expected):
-                    sums = volumes.content_digests(ctx.client, name)
-                    actual = listings.build(replace(e, digest=sums.get(e.path, "")) if e.type == "f" else e
-                                            for e in actual)
-            except Exception as err:  # gone, or unreadable in any way: this check's answer, not a crash
-                problems.append(f"{key}: cannot read {name} ({err})")
-                continue
-            differences = listings.diff(expected, actual, limit=3)
+            differences, n = compare(ctx.client, ctx.snapshot.listing(key), name, ignore)
             if differences:
                 problems.append(f"{key}: differs from set {ctx.snapshot.id}: {'; '.join(differences)}")
-            files += sum(e.type == "f" for e in expected)
+            files += n
         if problems:
             return False, "; ".join(problems)
         return True, (f"{len(check.args['volumes'])} volume(s) hold exactly what set {ctx.snapshot.id} holds "
                       f"({files} file(s), content compared)")
+
+
+def compare(client, expected_entries, name: str, ignore=()) -> tuple[list[str], int]:
+    """How volume (or bind folder) `name` differs from a set's listing of it, at most
+    three differences said, and how many files the listing holds. Contents are compared
+    where the listing has digests (an archive's); a listing without them (a parked
+    safety copy's) compares metadata."""
+    from ...stack import volumes  # here: the plan loader imports this module, and volumes the docker SDK
+
+    def kept(entries):  # on disk, as the listings are (a volume may hold millions of files)
+        return listings.build(replace(e, mtime_ns=0) if e.type == "d" else e for e in entries
+                              if not any(fnmatch.fnmatchcase(e.path.decode("utf-8", "surrogateescape"), g)
+                                         for g in ignore))
+
+    expected = kept(expected_entries)
+    files = sum(e.type == "f" for e in expected)
+    try:
+        actual = kept(volumes.listing(client, name))
+        if any(e.digest for e in expected):
+            sums = volumes.content_digests(client, name)
+            actual = listings.build(replace(e, digest=sums.get(e.path, "")) if e.type == "f" else e
+                                    for e in actual)
+    except Exception as err:  # gone, or unreadable in any way: the comparison's answer, not a crash
+        return [f"cannot read {name} ({err})"], files
+    return listings.diff(expected, actual, limit=3), files
