@@ -155,6 +155,7 @@ class Plan:
     keep_last: int | None = None  # `doit prune` defaults ([backup])
     keep_days: float | None = None
     include_ignored: tuple[str, ...] = ()  # git-ignored files kept in every set ([backup])
+    rehearse_require: bool = False  # [rehearse] require: a checkpoint waits for a passed drill
 
     def allows_devices(self, key: str) -> bool:
         """Whether this volume's archives may hold device nodes ([volumes.X] devices)."""

@@ -42,7 +42,8 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
     path = Path(path or env.plan_path)
     r = Reader(path)
     top = r.keys("plan", _parse(path), {"project", "full"},
-                 {"phase", "backup", "volumes", "scenario", "matrix", "contacts", "after", "timeouts", "offsite"})
+                 {"phase", "backup", "volumes", "scenario", "matrix", "contacts", "after", "timeouts", "offsite",
+                  "rehearse"})
     project = _project(r, top["project"], env)
     backup = _backup(r, top.get("backup", {}))
     volumes = _volumes(r, top.get("volumes", {}), project["services"])
@@ -62,6 +63,9 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         env=env,
         timeouts=_timeouts(r, top.get("timeouts", {})),
         offsite=_offsite(r, top.get("offsite")),
+        # [rehearse] require: checkpoint:<phase> waits for a drill of that phase that passed
+        rehearse_require=r.bool_("rehearse", r.keys("rehearse", top.get("rehearse", {}), set(), {"require"}),
+                                 "require"),
     )
 
 
