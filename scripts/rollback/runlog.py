@@ -56,6 +56,9 @@ class Record:
     safety_sets: list[str] = field(default_factory=list)
     file_restores: list[dict] = field(default_factory=list)  # what each restore-files step saved (undo)
     prestaged: dict[str, float] = field(default_factory=dict)  # volume key -> seconds its building took
+    # what the steps did, counted as they did it (the preview's figures, after the fact):
+    # volumes: key -> bytes of the files restored; files: overwritten, deleted, moved -> count
+    restored: dict = field(default_factory=dict)
     outcome: str = "running"  # success, checks failed, step failed, interrupted
     # the run's end (close): a record without them is of a run under way, or one that died
     services: str | None = None
