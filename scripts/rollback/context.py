@@ -92,6 +92,7 @@ class Run:
     started_at: float = 0.0  # time.time() at the start of the steps
     staged: dict = field(default_factory=dict)  # volume key -> restore.Staged, built ahead (prestage)
     file_plans: dict[int, dict] = field(default_factory=dict)  # step index -> restore_plan, described last
+    cost: Any = None  # what it will cost (preview.Cost), once described
 
     @property
     def proc(self) -> Procedure:

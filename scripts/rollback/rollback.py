@@ -26,7 +26,7 @@ from ..plan.plan import Plan
 from ..repo import gitstate
 from ..stack import engine, events, pins, stackcheck, volumes
 from ..store import journal, lock, snapshots
-from . import checks, repair, restore, runlog, steps
+from . import checks, preview, repair, restore, runlog, steps
 from .choice import (NO_BACKUP, Choice, choose, files_of, restored_volumes, same_volume, verified_choice,
                      verified_set)
 from .context import Run, RunContext
@@ -105,7 +105,8 @@ def describe(run: Run) -> list[str]:
         lines.append(f" {mark}{i:2d}. {ctx.redact(steps.describe(run, step))}")
     for check in p.checks:
         lines.append(f"   check: {check.name}: {ctx.redact(checks.describe(ctx, check))}")
-    return lines
+    run.cost = preview.estimate(run)  # after the steps: their file plans are made
+    return lines + [ctx.redact(line) for line in preview.lines(run, run.cost)]
 
 
 def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reason: str = "",
@@ -119,10 +120,11 @@ def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
     run = prepare(plan, pid, dry_run, yes, reason, set_id, source, sandbox, checked, up_timeout)
     for line in describe(run):
         say(line)
+    preview.refuse_if_short(run.cost)  # before anything changes; a dry run says it too
     if dry_run:
         prove_restored(run, restored_volumes(run.proc))
         say("dry run: nothing was changed")
-        return {"outcome": "dry-run", "run": run.ctx.run_id}
+        return {"outcome": "dry-run", "run": run.ctx.run_id, "preview": run.cost.as_dict()}
     with lock.held(lock_path(plan), f"rollback {pid}"):
         if not sandbox:
             repair.repair_for(plan)
