@@ -59,7 +59,9 @@ def estimate(run) -> Cost:
         entry = s.volumes.get(key)
         if entry is not None:
             name = ctx.volume_names.get(key, "?")
-            cost.volumes[key] = {"name": name, "bytes": int(entry.get("bytes", 0)), "set": entry.get("set") or s.id,
+            # a set from before sizes were recorded: its listing's sum, which the restore compares with
+            size = entry["bytes"] if "bytes" in entry else s.listing(key).total
+            cost.volumes[key] = {"name": name, "bytes": int(size), "set": entry.get("set") or s.id,
                                  "taken": _taken(s, entry.get("set")), "current": _current(ctx.client, name)}
     cost.files = {"overwritten": [], "deleted": [], "moved": []}
     for step in run.proc.steps:
