@@ -97,6 +97,8 @@ def test_the_preview_is_what_the_run_then_does(docker_client, ledger, capsys):
     assert rec["outcome"] == "success", rec
     # the figures, counted from what the steps did, are those the dry run gave
     assert rec["restored"] == {"volumes": dry["preview"]["volumes"], "files": dry["preview"]["files"]}
+    assert "- **Restored:** books 39.7 KiB, 1 file(s) overwritten, 1 file(s) deleted, 1 file(s) moved aside" in \
+        ledger.log_path.read_text()
     measured = rehearsed.downtime(rec["steps"])
     predicted = dry["preview"]["downtime"]
     print(f"downtime: predicted {predicted} s by the drill, measured {measured} s")

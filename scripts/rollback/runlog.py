@@ -127,6 +127,7 @@ def markdown(rec: dict) -> str:
         f"- **Files from:** {rec['ref']} ({rec['ref_source']}); HEAD was {rec['head_before'][:12]}" + (f", tagged {rec['pre_rollback_tag']}" if rec["pre_rollback_tag"] else ""),
         f"- **Volumes from:** set {rec['snapshot_set']} ({rec['snapshot_source']})"
         + (f"; safety snapshots {', '.join(rec['safety_sets'])}" if rec["safety_sets"] else ""),
+        *_restored(rec.get("restored") or {}),
         "",
         "| # | step | result | seconds |",
         "|---|------|--------|---------|",
@@ -141,6 +142,16 @@ def markdown(rec: dict) -> str:
         lines += ["", f"Failed at step {rec['failed_step']['n']} ({rec['failed_step']['do']}). Services: {rec['services']}."]
     lines += ["", "Next steps: " + " ".join(rec.get("next_steps") or []), "", ""]
     return "\n".join(lines)
+
+
+def _restored(figures: dict) -> list[str]:
+    """The log's line of what the steps put back (the record's `restored`), if any."""
+    from ..output.progress import human
+
+    said = [f"{key} {human(n)}" for key, n in (figures.get("volumes") or {}).items()]
+    said += [f"{n} file(s) {kind}{' aside' if kind == 'moved' else ''}"
+             for kind, n in (figures.get("files") or {}).items() if n]
+    return [f"- **Restored:** {', '.join(said)}"] if said else []
 
 
 def write(plan: Plan, rec: Record | dict, redact) -> None:
