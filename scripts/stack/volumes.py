@@ -18,7 +18,7 @@ from typing import Callable
 
 
 from ..store import archive, entries, gnutar
-from ..store.entries import Entry
+from ..store.entries import Entry, parse_ns
 from ..store.listings import Listing, Writer
 from ..errors import UndoitError
 
@@ -220,7 +220,7 @@ def run_listing(client, volume: str) -> Listing:
             continue  # sockets
         entries.add(Entry(path or b".", kind, int(size) if kind == "f" else 0,
                           int(mode, 8) if kind != "l" else 0, int(uid), int(gid),
-                          entries.parse_ns(mtime.decode()), target if kind == "l" else b""))
+                          parse_ns(mtime.decode()), target if kind == "l" else b""))
     return entries.finish()
 
 
