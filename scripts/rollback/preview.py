@@ -105,9 +105,10 @@ def _current(client, name: str) -> int | None:
 
 def _room(run, cost: Cost) -> list[dict]:
     """What the run writes, per filesystem: on this host each volume is built beside the
-    live one and swapped in (what it replaces moved aside whole, not copied); elsewhere
-    the replaced contents are first copied into a safety set under snapshots/. The files
-    a restore overwrites or deletes are saved in the run's folder (snapshots/runs/)."""
+    live one and swapped in (what a plain volume replaces moved aside whole, not copied);
+    elsewhere, and for a bind folder, the replaced contents are first copied into a
+    safety set under snapshots/. The files a restore overwrites or deletes are saved in
+    the run's folder (snapshots/runs/)."""
     ctx = run.ctx
     wants: list[tuple[Path, int, str]] = []
     here = engine.on_this_host()
@@ -116,7 +117,9 @@ def _room(run, cost: Cost) -> list[dict]:
         if path is not None and path.exists():
             wants.append((path.parent.parent if path.name == "_data" else path, v["bytes"],
                           "volumes built beside the live ones"))
-        else:
+        # a plain volume's replaced contents are moved aside (volumes.park_folder); a bind
+        # folder's, or any elsewhere, are copied
+        if path is None or not path.exists() or path.name != "_data" or path.parents[1].name != "volumes":
             wants.append((ctx.plan.snapshots_dir, v["current"] if v["current"] is not None else v["bytes"],
                           "safety copies of the volumes replaced"))
     root = Path(ctx.plan.root)
