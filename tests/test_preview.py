@@ -95,6 +95,8 @@ def test_the_preview_is_what_the_run_then_does(docker_client, ledger, capsys):
 
     rec = rollback.execute(ledger, "books", yes=True)
     assert rec["outcome"] == "success", rec
+    first = capsys.readouterr().out.splitlines()[:2]  # a live run's first lines say when it was rehearsed
+    assert first[1].startswith("  rehearsal: books: last rehearsed ") and first[1].endswith(": passed"), first
     # the figures, counted from what the steps did, are those the dry run gave
     assert rec["restored"] == {"volumes": dry["preview"]["volumes"], "files": dry["preview"]["files"]}
     assert "- **Restored:** books 39.7 KiB, 1 file(s) overwritten, 1 file(s) deleted, 1 file(s) moved aside" in \

@@ -172,9 +172,13 @@ def lines(run, cost: Cost) -> list[str]:
     if images and any(step.type.runs_images for step in run.proc.steps):
         shown = ", ".join(f"{svc}={pins.pin_name(ctx.plan.project_name, i['id'])}" for svc, i in sorted(images.items()))
         out.append(f"  images: as set {ctx.snapshot.id} ran them, for every `up`: {shown}")
-    if not ctx.sandbox:
-        out.append("  rehearsal: " + rehearsed.said(ctx.plan, run.proc.id))
     return out
+
+
+def rehearsal(run) -> list[str]:
+    """When the procedure was last rehearsed, on which set and plan, and whether it
+    passed: a run's second line (none in a rehearsal's own sandbox)."""
+    return [] if run.ctx.sandbox else ["  rehearsal: " + rehearsed.said(run.ctx.plan, run.proc.id)]
 
 
 def _first(paths: list[str]) -> str:

@@ -94,6 +94,7 @@ def describe(run: Run) -> list[str]:
     """The whole plan of a run, as printed by a dry run and before a real one."""
     ctx, p = run.ctx, run.proc
     lines = [f"{p.kind} {p.id}: {p.title}" + (f" (risk {p.risk}, runbook estimate {p.duration})" if p.risk else ""),
+             *preview.rehearsal(run),
              f"  files go back to {ctx.ref} ({ctx.ref_source}); volumes come from set "
              f"{ctx.snapshot.id if ctx.snapshot else '-'} ({ctx.snapshot_source})",
              f"  engine: {engine.endpoint()}; volumes "
