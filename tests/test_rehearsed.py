@@ -62,3 +62,13 @@ def test_the_gate_holds_a_checkpoint_until_a_drill_of_this_plan_and_set_passed(t
         "(the plan as it is now): passed")
     assert rehearsed.last_drill(plan, "phase1").downtime == 3.75
     assert rehearsed.last_drill(plan, "phase2") is None  # a proof of an archive is no drill
+
+
+def test_the_rehearse_table_takes_require_only_as_true_or_false(tmp_path):
+    path = tmp_path / "phases.toml"
+    for table, needle in [("[rehearse]\nrequire = \"yes\"\n", "must be true or false"),
+                          ("[rehearse]\nrequired = true\n", "unknown key")]:
+        path.write_text((KIT / "phases.toml").read_text() + "\n" + table)
+        with pytest.raises(UndoitError) as refused:
+            planmod.load(path, env={})
+        assert "rehearse" in str(refused.value) and needle in str(refused.value), str(refused.value)
