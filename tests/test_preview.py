@@ -112,7 +112,7 @@ def test_the_preview_is_what_the_run_then_does(docker_client, ledger, capsys):
     assert "rehearsal of full full: never rehearsed (`doit rehearse only=full`)" in res.stdout
 
 
-def test_a_run_that_would_not_fit_refuses_before_its_first_step(docker_client, ledger, monkeypatch):
+def test_a_run_that_would_not_fit_refuses_before_its_first_step(docker_client, ledger, monkeypatch, capsys):
     backup.backup(ledger)
     change_everything(docker_client, ledger)
     books = volume_path(docker_client, ledger, "books")
@@ -121,6 +121,9 @@ def test_a_run_that_would_not_fit_refuses_before_its_first_step(docker_client, l
     with pytest.raises(UndoitError) as refused:
         rollback.execute(ledger, "books", yes=True)
     line = str(refused.value)
+    said = capsys.readouterr().out
+    assert "stops ledger for as long as the steps take (not rehearsed)" in said
+    assert "rehearsal: books: never rehearsed (`doit rehearse only=books`)" in said
     assert line.startswith("not enough disk space for this rollback: ") and "1000 B free" in line, line
     assert "\n" not in line and "nothing was changed" in line
     assert {p.name: p.read_bytes() for p in books.iterdir() if p.is_file()} == before

@@ -36,7 +36,7 @@ class Cost:
     files: dict[str, list[str]] = field(default_factory=dict)  # overwritten, deleted, moved -> paths
     stopped: list[str] = field(default_factory=list)  # the services a step stops ("all services": every one)
     downtime: float | None = None  # seconds, as the last drill measured them
-    drilled: str | None = None  # when that drill ran
+    drilled: str | None = None  # when the last drill with step times ran
     room: list[dict] = field(default_factory=list)  # place, need, free, what: one per filesystem
 
     def as_dict(self) -> dict:
@@ -78,8 +78,8 @@ def estimate(run) -> Cost:
             named = step.args.get("services") or ["all services"]
             cost.stopped += [svc for svc in named if svc not in cost.stopped]
     drill = None if ctx.sandbox else rehearsed.last_drill(ctx.plan, run.proc.id)
-    if drill is not None and drill.steps:
-        cost.downtime, cost.drilled = drill.downtime, drill.started
+    if drill is not None and drill.steps:  # a failed drill's steps stop short: no figure
+        cost.downtime, cost.drilled = drill.downtime if drill.ok else None, drill.started
     cost.room = _room(run, cost)
     return cost
 
@@ -164,7 +164,8 @@ def lines(run, cost: Cost) -> list[str]:
                                            for kind, paths in cost.files.items() if paths))
     if cost.stopped:
         how_long = (f"for about {cost.downtime:.1f} s, as the drill of {cost.drilled} measured it"
-                    if cost.downtime is not None else "for as long as the steps take (not rehearsed)")
+                    if cost.downtime is not None else "for as long as the steps take (" + (
+                        f"its last drill, of {cost.drilled}, failed)" if cost.drilled else "not rehearsed)"))
         out.append(f"  stops {', '.join(cost.stopped)} {how_long}")
     for r in cost.room:
         out.append(f"  disk: {human(r['need'])} needed in {r['place']} ({r['what']}), {human(r['free'])} free")
