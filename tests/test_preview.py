@@ -103,7 +103,8 @@ def test_the_preview_is_what_the_run_then_does(docker_client, ledger, capsys):
         ledger.log_path.read_text()
     measured = rehearsed.downtime(rec["steps"])
     predicted = dry["preview"]["downtime"]
-    print(f"downtime: predicted {predicted} s by the drill, measured {measured} s")
+    with capsys.disabled():  # the figure, with -s
+        print(f"\ndowntime: predicted {predicted} s by the drill, measured {measured} s")
     assert measured and predicted and abs(predicted - measured) <= 0.5 * measured, (predicted, measured)
 
     res = doit(ledger, "status")
