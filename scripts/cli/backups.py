@@ -68,7 +68,21 @@ def _checkpoint(plan: Plan, pid: str, args: Args) -> None:
 
     with lock.held(rollbacks.lock_path(plan), f"checkpoint {pid}"):
         repair.repair_for(plan)
+        print(_rehearsal_gate(plan, pid), flush=True)
         backups.checkpoint(plan, pid, force=args.flag("force"))
+
+
+def _rehearsal_gate(plan: Plan, pid: str) -> str:
+    """When phase pid was last rehearsed; with [rehearse] require, a refusal unless that
+    drill passed on the plan as it is and on the set a rollback restores now."""
+    from ..backup import cycles
+    from ..rollback import rehearsed
+
+    try:
+        baseline = cycles.current(plan)[0].baseline
+    except UndoitError:  # no cycle: the checkpoint itself says so
+        baseline = None
+    return "rehearsal: " + rehearsed.gate(plan, pid, baseline.id if baseline else None)
 
 
 def verify(plan: Plan, args: Args) -> dict:

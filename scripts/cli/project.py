@@ -27,7 +27,7 @@ def status(plan: Plan, not_there: str = "") -> dict:
 def _status(plan: Plan, not_there: str) -> None:
     from ..backup import cycles
     from ..repo import gitstate
-    from ..rollback import repair
+    from ..rollback import rehearsed, repair
 
     repair.repair_if_free(plan)
     print(f"plan {plan.path}: project {plan.project_name} at {plan.root}")
@@ -40,6 +40,8 @@ def _status(plan: Plan, not_there: str) -> None:
             print(f"  a rollback restores {cycles.current(plan)[1]}")
         except UndoitError as err:
             print(f"  a rollback restores nothing yet: {err}")
+    for proc in (*plan.phases, plan.full, *plan.scenarios):
+        print(f"  rehearsal of {proc.kind} {rehearsed.said(plan, proc.id)}")
     print("tasks: `doit list` (all of them: `doit list --all`); before a change: `doit backup`")
 
 

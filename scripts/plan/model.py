@@ -157,6 +157,7 @@ class Plan:
     keep_days: float | None = None
     include_ignored: tuple[str, ...] = ()  # git-ignored files kept in every set ([backup])
     escalate: bool = False  # [rollback] escalate: a failed rollback, put back, runs its on_failure
+    rehearse_require: bool = False  # [rehearse] require: a checkpoint waits for a passed drill
 
     def allows_devices(self, key: str) -> bool:
         """Whether this volume's archives may hold device nodes ([volumes.X] devices)."""

@@ -43,7 +43,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
     r = Reader(path)
     top = r.keys("plan", _parse(path), {"project", "full"},
                  {"phase", "backup", "volumes", "scenario", "matrix", "contacts", "after", "timeouts", "offsite",
-                  "rollback"})
+                  "rollback", "rehearse"})
     project = _project(r, top["project"], env)
     backup = _backup(r, top.get("backup", {}))
     volumes = _volumes(r, top.get("volumes", {}), project["services"])
@@ -64,6 +64,9 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Plan:
         timeouts=_timeouts(r, top.get("timeouts", {})),
         offsite=_offsite(r, top.get("offsite")),
         escalate=r.bool_("rollback", r.keys("rollback", top.get("rollback", {}), set(), {"escalate"}), "escalate"),
+        # [rehearse] require: checkpoint:<phase> waits for a drill of that phase that passed
+        rehearse_require=r.bool_("rehearse", r.keys("rehearse", top.get("rehearse", {}), set(), {"require"}),
+                                 "require"),
     )
 
 

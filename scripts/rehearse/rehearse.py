@@ -34,7 +34,7 @@ from ..backup import cycles
 from ..output import redact
 from . import changes, junit
 from ..repo import gitstate
-from ..rollback import checks, repair, restore, rollback
+from ..rollback import checks, rehearsed, repair, restore, rollback
 from ..stack import engine, ignored, sandboxes, stackcheck, volumes
 from ..store import journal, snapshots
 from ..stack.compose import discover, for_plan
@@ -242,6 +242,8 @@ def rehearse(plan: Plan, only: str | None = None, set_id: str | None = None,
     report = masker.data({
         "rehearsal": sandbox.name,
         "set": source.id,
+        # the plan drilled: a gate ([rehearse] require) trusts a drill of this plan only
+        "plan_digest": rehearsed.plan_digest(plan),
         "started": began.isoformat(timespec="seconds"),
         "log": str(log_path),
         "seconds": round(time.monotonic() - started, 1),
@@ -376,7 +378,9 @@ def _drill(sandbox: Sandbox, proc: Procedure, change: Change | None, restored: s
             failed.append(f"re-applying the change after the rollback failed: {err}")
     return dict(_row(proc.id, proc.kind, rec["outcome"] == "success" and reapplied is not False, failed,
                      rec["seconds"], proc.minutes),
-                felt=felt, change=_change_label(declared, change), reapplied=reapplied)
+                felt=felt, change=_change_label(declared, change), reapplied=reapplied,
+                # each step's time: what a rollback's preview predicts its downtime from
+                steps=[{k: s[k] for k in ("n", "do", "seconds", "ok")} for s in rec["steps"]])
 
 
 def _change_label(declared: list[Procedure], change: Change | None) -> str | None:

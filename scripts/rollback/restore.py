@@ -216,7 +216,7 @@ def restore_volume(client, s: snapshots.SnapshotSet, key: str, target: str | Non
     journal.replaced(intent)
     say(f"{key}: restored into {name} from set {s.id}, {len(entries)} entries match the manifest")
     return {"volume": key, "name": name, "set": s.id, "safety_set": safety.id if safety else None,
-            "entries": len(entries), "staged": staging is not None}
+            "entries": len(entries), "bytes": entries.total, "staged": staging is not None}
 
 
 def _refuse_if_used(client, name: str) -> None:

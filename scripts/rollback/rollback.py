@@ -26,7 +26,7 @@ from ..plan.plan import Plan
 from ..repo import gitstate
 from ..stack import engine, events, pins, stackcheck, volumes
 from ..store import journal, lock, snapshots
-from . import checks, putback, repair, restore, runlog, steps
+from . import checks, preview, putback, repair, restore, runlog, steps
 from .choice import (NO_BACKUP, Choice, choose, files_of, restored_volumes, same_volume, verified_choice,
                      verified_set)
 from .context import Run, RunContext
@@ -94,6 +94,7 @@ def describe(run: Run) -> list[str]:
     """The whole plan of a run, as printed by a dry run and before a real one."""
     ctx, p = run.ctx, run.proc
     lines = [f"{p.kind} {p.id}: {p.title}" + (f" (risk {p.risk}, runbook estimate {p.duration})" if p.risk else ""),
+             *preview.rehearsal(run),
              f"  files go back to {ctx.ref} ({ctx.ref_source}); volumes come from set "
              f"{ctx.snapshot.id if ctx.snapshot else '-'} ({ctx.snapshot_source})",
              f"  engine: {engine.endpoint()}; volumes "
@@ -107,7 +108,8 @@ def describe(run: Run) -> list[str]:
         lines.append(f"   check: {check.name}: {ctx.redact(checks.describe(ctx, check))}")
     if not ctx.sandbox:
         lines.append("  if a step or check fails: " + _on_failure(run))
-    return lines
+    run.cost = preview.estimate(run)  # after the steps: their file plans are made
+    return lines + [ctx.redact(line) for line in preview.lines(run, run.cost)]
 
 
 def _on_failure(run: Run) -> str:
@@ -136,10 +138,11 @@ def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
     run.escalate = bool(plan.escalate if escalate is None else escalate) and not sandbox
     for line in describe(run):
         say(line)
+    preview.refuse_if_short(run.cost)  # before anything changes; a dry run says it too
     if dry_run:
         prove_restored(run, restored_volumes(run.proc))
         say("dry run: nothing was changed")
-        return {"outcome": "dry-run", "run": run.ctx.run_id}
+        return {"outcome": "dry-run", "run": run.ctx.run_id, "preview": run.cost.as_dict()}
     with lock.held(lock_path(plan), f"rollback {pid}"):
         if not sandbox:
             repair.repair_for(plan)

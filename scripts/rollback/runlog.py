@@ -64,6 +64,9 @@ class Record:
     undo: dict | None = None  # an undo's progress (undo.py)
     undone: bool = False
     escalation: dict | str | None = None  # the wider procedure run after this one failed: its record ("pending" until it ran)
+    # what the steps did, counted as they did it (the preview's figures, after the fact):
+    # volumes: key -> bytes of the files restored; files: overwritten, deleted, moved -> count
+    restored: dict = field(default_factory=dict)
     outcome: str = "running"  # success, checks failed, step failed, interrupted
     # the run's end (close): a record without them is of a run under way, or one that died
     services: str | None = None
@@ -132,6 +135,7 @@ def markdown(rec: dict) -> str:
         f"- **Files from:** {rec['ref']} ({rec['ref_source']}); HEAD was {rec['head_before'][:12]}" + (f", tagged {rec['pre_rollback_tag']}" if rec["pre_rollback_tag"] else ""),
         f"- **Volumes from:** set {rec['snapshot_set']} ({rec['snapshot_source']})"
         + (f"; safety snapshots {', '.join(rec['safety_sets'])}" if rec["safety_sets"] else ""),
+        *_restored(rec.get("restored") or {}),
         "",
         "| # | step | result | seconds |",
         "|---|------|--------|---------|",
@@ -153,6 +157,16 @@ def markdown(rec: dict) -> str:
                   ""] + markdown(esc).split("\n")[2:-4]  # its heading and its next steps are this one's
     lines += ["", "Next steps: " + " ".join(rec.get("next_steps") or []), "", ""]
     return "\n".join(lines)
+
+
+def _restored(figures: dict) -> list[str]:
+    """The log's line of what the steps put back (the record's `restored`), if any."""
+    from ..output.progress import human
+
+    said = [f"{key} {human(n)}" for key, n in (figures.get("volumes") or {}).items()]
+    said += [f"{n} file(s) {kind}{' aside' if kind == 'moved' else ''}"
+             for kind, n in (figures.get("files") or {}).items() if n]
+    return [f"- **Restored:** {', '.join(said)}"] if said else []
 
 
 def write(plan: Plan, rec: Record | dict, redact, log: bool = True) -> None:

@@ -3,6 +3,9 @@ overwrites, removes or moves aside kept first for `doit undo`."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from ...errors import UndoitError
 from ...plan.registry import STEPS, StepType
 from ...repo import gitstate
@@ -39,9 +42,16 @@ class RestoreFiles(StepType):
                                          **{k: p[k] for k in ("changed", "move", "missing", "remove")}})
         run.persist()
         gitstate.restore_paths(plan.root, ref, a["paths"], run.step_dir(step), plan=p)
+        _count_done(run.record.restored.setdefault("files", {}), plan.root, run.step_dir(step))
         run.ctx.redact.add_from(plan.root)
         return (f"{len(p['checkout'])} file(s) at {ref}; {len(p['changed'])} overwritten or removed (saved "
                 f"first), {len(p['remove'])} added since removed, {len(p['move'])} untracked moved aside")
+
+    @staticmethod
+    def planned(run, step) -> dict:
+        """The restore plan this step carries out (restore_plan's keys), as the run's
+        description planned it (rollback/preview.py counts from it)."""
+        return RestoreFiles._plan(run, step, step.args.get("ref") or run.ctx.ref, keep=True)
 
     @staticmethod
     def _plan(run, step, ref: str, keep: bool) -> dict:
@@ -53,3 +63,20 @@ class RestoreFiles(StepType):
         if keep:
             run.file_plans[i] = p
         return p
+
+
+def _count_done(counts: dict, root: Path, safety_dir: Path) -> None:
+    """Add what a restore did to counts, read from what it left (not from its plan): each
+    file saved before it was overwritten (there again now) or deleted (gone), each
+    untracked file moved aside."""
+    import tarfile
+
+    saved = safety_dir / gitstate.SAVED
+    names = []
+    if saved.exists():
+        with tarfile.open(saved) as tar:
+            names = [m.name for m in tar.getmembers() if not m.isdir()]
+    there = sum(os.path.lexists(root / n) for n in names)
+    moved = sum(1 for f in (safety_dir / "moved").rglob("*") if not f.is_dir() or f.is_symlink())
+    for key, n in (("overwritten", there), ("deleted", len(names) - there), ("moved", moved)):
+        counts[key] = counts.get(key, 0) + n

@@ -75,12 +75,10 @@ class Up(StepType):
     for_change = True
 
     def describe(self, run, step):
+        # the pinned images are said once, in the run's preview (rollback/preview.py), not on every `up`
         ctx = run.ctx
-        images = pins.recorded(ctx.snapshot.path) if ctx.snapshot and not ctx.sandbox else {}
-        shown = ", ".join(f"{svc}={pins.pin_name(ctx.plan.project_name, i['id'])}" for svc, i in sorted(images.items()))
         return "$ " + compose_line(ctx, "up", "--detach", "--wait", "--wait-timeout",
-                                   str(step.args.get("timeout", ctx.up_timeout)), *_services(step)) + \
-            (f"   (images as set {ctx.snapshot.id} ran them: {shown})" if shown else "")
+                                   str(step.args.get("timeout", ctx.up_timeout)), *_services(step))
 
     def execute(self, run, step):
         svcs = _services(step)

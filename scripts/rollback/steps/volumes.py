@@ -95,6 +95,8 @@ def restore_volumes(run, keys) -> str:
                                    intent=run.journal, staged=run.staged.pop(key, None),
                                    park=safety.parked_path(key) if safety and key in safety.volumes else None)
         done.append(f"{key} ({r['entries']} entries)")
+        # the bytes now in the volume (its listing compared with the set's): the preview's figure, after the fact
+        run.record.restored.setdefault("volumes", {})[key] = r["bytes"]
     return f"restored {', '.join(done)} from set {ctx.snapshot.id}"
 
 
