@@ -121,6 +121,8 @@ def test_no_form_of_a_secret_leaves_the_kit(docker_client, kit_images, tmp_path)
         doit("verify")
         out = doit("rollback:leaky", "yes=1", code=errors.ROLLBACK_FAILED)
         assert "3 check(s) failed" in out and "***" in out  # the checks printed them: masked
+        assert "the state from before it is back (proven)" in out  # its own put-back said its piece too
+        doit("rollback:leaky", "yes=1", "keep=1", code=errors.ROLLBACK_FAILED)  # its half state, for undo
         doit("undo")
         out = doit("rehearse", code=errors.DRILL_FAILED)
         assert "FAIL leaky: failing command: exit 1: " in out and "***" in out

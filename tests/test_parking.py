@@ -81,8 +81,8 @@ def test_a_run_killed_between_the_swap_and_the_move_leaves_the_contents_to_the_n
         return real(src, dst, *a, **k)
 
     monkeypatch.setattr(volumes.os, "rename", killed)
-    with pytest.raises(KeyboardInterrupt):
-        rollback.execute(plan, "files", yes=True)
+    with pytest.raises(KeyboardInterrupt):  # keep: as a run that died there (no put-back of its own)
+        rollback.execute(plan, "files", yes=True, keep=True)
     monkeypatch.undo()
     stranded = list(files.parent.glob(f"{volumes.STAGING_PREFIX}*"))
     assert len(stranded) == 1 and contents(stranded[0]) == before  # still there, in the volume's folder
@@ -103,8 +103,8 @@ def test_a_run_killed_before_the_swap_leaves_the_volume_as_it_was(docker_client,
         raise KeyboardInterrupt
 
     monkeypatch.setattr(volumes, "_exchange", killed)
-    with pytest.raises(KeyboardInterrupt):
-        rollback.execute(plan, "files", yes=True)
+    with pytest.raises(KeyboardInterrupt):  # keep: as a run that died there (no put-back of its own)
+        rollback.execute(plan, "files", yes=True, keep=True)
     monkeypatch.undo()
     said = repair.repair_for(plan)
     assert any("keeps its contents" in line for line in said), said
@@ -114,3 +114,38 @@ def test_a_run_killed_before_the_swap_leaves_the_volume_as_it_was(docker_client,
     assert not safety.parked_path("files").exists()
     undone = undo.undo(plan)
     assert undone["volumes"] == [] and contents(files) == before
+
+
+@pytest.mark.parametrize("cut", ["between the swap and the move", "before the swap"])
+def test_a_run_interrupted_around_its_swap_puts_itself_back_and_loses_nothing(docker_client, changed, monkeypatch,
+                                                                             cut):
+    """Ctrl-C at the swap: the run's own put-back first finishes what the swap began (the
+    contents swapped out land in the safety set, never taken for a dead restore's
+    leftovers), then puts them back: the volume holds exactly what it held, and nothing
+    is left beside it."""
+    plan, files, before = changed
+    real_rename, real_exchange, cut_once = os.rename, volumes._exchange, []
+
+    def rename(src, dst, *a, **k):
+        if volumes.PARKED in str(dst) and os.path.basename(dst) == "files" and not cut_once:
+            cut_once.append(dst)
+            raise KeyboardInterrupt  # the swap is done, the move not (once: the put-back makes it)
+        return real_rename(src, dst, *a, **k)
+
+    def exchange(a, b):
+        raise KeyboardInterrupt
+
+    if cut == "before the swap":
+        monkeypatch.setattr(volumes, "_exchange", exchange)
+    else:
+        monkeypatch.setattr(volumes.os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        rollback.execute(plan, "files", yes=True)
+    monkeypatch.undo()
+    assert volumes._exchange is real_exchange
+    rec = undo.last_record(plan)
+    assert rec["put_back"]["ok"] and rec["undone"], rec["put_back"]
+    assert contents(files) == before
+    assert not list(files.parent.glob(f"{volumes.STAGING_PREFIX}*"))
+    assert repair.repair_for(plan) == []  # nothing left for the next command
+    assert contents(files) == before

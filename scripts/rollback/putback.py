@@ -13,13 +13,14 @@ leaves the half state for inspection; `doit undo` then still works.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from ..errors import UndoitError
 from ..output.progress import say
 from ..repo import worktree
-from ..stack import events
+from ..stack import events, volumes
 from ..store import journal
-from . import checks, runlog, undo
+from . import checks, repair, runlog, undo
 from .checks.volumes import compare
 from .context import Run
 
@@ -52,17 +53,19 @@ def put_back(run: Run) -> dict:
     run.persist()
     if run.started_at:  # a service the engine is still stopping is not running: wait for it first
         events.stops_under_way(ctx.client, ctx.plan.project_name, run.started_at, ctx.plan.timeouts["stop"])
-    rec = runlog.record(ctx.plan, ctx.run_id)
-    problems, proven, unwell = [], [], ""
+    problems, proven = [], []
 
-    def prove(s, key, name):  # each volume as soon as it is back, before a service starts on it
+    def prove(s, key, name):  # each volume, before a service starts on it
         differences, files = compare(ctx.client, s.listing(key), name)
         if differences:
             problems.append(f"{key}: differs from its safety copy {s.id}: {'; '.join(differences)}")
         else:
-            proven.append(f"{key} ({files} file(s))")
+            proven.append(f"{key} ({files} file(s))")  # as its safety copy holds it
 
+    unwell = ""
     try:
+        _finish_cut(run)
+        rec = runlog.record(ctx.plan, ctx.run_id)
         try:
             unwell = undo.put_back(ctx.plan, rec, prove=prove).get("unwell")
         finally:
@@ -78,12 +81,30 @@ def put_back(run: Run) -> dict:
         where = (f"the safety copies are in set(s) {', '.join(run.record.safety_sets) or '(none made)'}, HEAD "
                  f"before the run is tag {run.record.pre_rollback_tag}; `doit undo` tries again")
         return {"ok": False, "seconds": seconds, "detail": ctx.redact("; ".join(problems)) + f" ({where})"}
-    journal.replaced(run.journal)  # a refill the failed step left half done is not finished later
     services = ", ".join(sorted(run.record.images_before)) or "none running"
     return {"ok": True, "seconds": seconds,
             "detail": (f"the state from before the run is back: volumes equal to their safety copies "
                        f"({', '.join(proven) or 'none replaced'}), files and git index as before, services as "
                        f"before ({services}) on the same images" + (f"; {unwell}" if unwell else ""))}
+
+
+def _finish_cut(run: Run) -> None:
+    """A swap or refill the failure cut short, finished first as the next command's repair
+    would: the volume whole from the set, what it held in the safety set (put back from
+    there next). Never a put-back over half a swap: the contents swapped out would be
+    taken for a dead restore's leftovers."""
+    ctx = run.ctx
+    cut = (run.journal.data.get("replacing") if run.journal is not None else None) or {}
+    if not cut:
+        return
+    for line in repair.finish_replace(ctx.plan, ctx.client, ctx.compose, run.journal.data):
+        say(line.replace("repaired: ", "put back, first: "))
+    parking = cut.get("parking") or {}
+    live = volumes.host_path(ctx.client, cut["name"])
+    built = Path(parking["from"]) if parking else None
+    if built is not None and built.is_dir() and live is not None and live.stat().st_ino == parking["inode"]:
+        volumes.discard(built)  # never swapped in: the set's contents built for the swap, not the volume's
+    journal.replaced(run.journal)
 
 
 def _files_differ(run: Run) -> list[str]:

@@ -52,7 +52,7 @@ def _repair_entry(plan, client, compose, data: dict) -> list[str]:
 
     said = []
     if data.get("replacing"):
-        said += _finish_replace(plan, client, compose, data)
+        said += finish_replace(plan, client, compose, data)
     if data.get("run"):
         said += _close_run(plan, data)
     if data.get("undoing"):
@@ -168,7 +168,7 @@ def _unpark(client, set_id: str) -> None:
                 empty.rmdir()  # never anything in them: left alone if there is
 
 
-def _finish_replace(plan, client, compose, data) -> list[str]:
+def finish_replace(plan, client, compose, data) -> list[str]:
     """A volume whose contents a dead run was replacing gets them, whole, from the set it
     was restoring (proven again on the way): never a mix of old and new."""
 

@@ -57,7 +57,7 @@ def put_back(plan: Plan, rec: dict, prove=None) -> dict:
     """Undo's work on a rollback's record (the caller holds the lock and has repaired):
     volumes, files, services and their images as before it. prove(set, key, name), when
     given, is called on each volume as soon as it is back, before any service starts on
-    it (a failed rollback's own put-back proves each one: putback.py)."""
+    it, services still stopped (a failed rollback's own put-back proves each one: putback.py)."""
     since = time.time()
     with journal.intent(plan.snapshots_dir, plan.project_name, "undo", undoing=rec["run"],
                         running_before=rec.get("running_before") or []) as entry:
@@ -114,8 +114,8 @@ def _undo(plan: Plan, rec: dict, entry: journal.Entry, prove=None) -> dict:
         for key, vol in s.volumes.items():
             if _put_back(plan, client, compose, rec, s, key, entry):
                 restored.append(key)
-                if prove is not None:
-                    prove(s, key, vol["name"])
+            if prove is not None:  # every one, put back now or not: none may be left as the rollback made it
+                prove(s, key, vol["name"])
     files = 0
     progress = rec["undo"]
     for i, fr in reversed(list(enumerate(rec.get("file_restores") or []))):
