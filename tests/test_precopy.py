@@ -137,3 +137,18 @@ def test_precopy_false_exports_with_the_scribe_stopped_throughout(docker_client,
     assert f"journal: scribe stopped {entry['held']['seconds']:.2f} s (the whole export)" in capsys.readouterr().out
     assert listings.diff(seen["listing"], s.listing("journal")) == []
     assert name == entry["name"]
+
+
+def test_a_copy_that_fails_before_the_stop_falls_back_to_the_slow_export(docker_client, scribe, monkeypatch, capsys):
+    import errno
+
+    def full(live, staging, progress=None):
+        (staging / "partial").write_text("x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mirror, "first_pass", full)
+    s = backup.backup(scribe)
+    out = capsys.readouterr().out
+    assert "journal: the copy while running failed ([Errno 28] No space left on device)" in out, out
+    assert "journal: scribe stopped " in out and "(the whole export)" in out, out
+    assert s.volumes["journal"]["precopy"] is None and not list(s.path.glob(".precopy-*"))

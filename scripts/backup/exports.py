@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from ..stack import events, volumes
 from ..stack.compose import Compose
 from ..store import archive, gnutar, journal, listings, mirror, snapshots
 from ..store.archive import HashingWriter
+from ..store.entries import walk
 
 SERVICE_LABEL = "com.docker.compose.service"
 
@@ -58,17 +60,18 @@ def export_volume(client, compose: Compose | None, vol: Volume, ref: volumes.Vol
     ident = volumes.identity(client, ref.name)
     label = f"{kind_label}{vol.key} ({ref.name})"
     live = precopy_source(client, vol, ref, set_path, size_hint)
+    first = _first_pass(vol, live, set_path, label, size_hint) if live is not None else None
     with snapshots.private_open(set_path / f"{vol.key}.tar.zst") as raw:
         out = HashingWriter(raw)
-        if live is None:
+        if first is None:
             with quiesced(client, compose, vol, ref, before_quiesce, journal_dir=set_path.parent) as hold:
                 with transfer(label, size_hint) as advance:
                     exported = volumes.export(client, ref.name, out, progress=advance)
                     raw.flush()
             pre = None
         else:
-            exported, hold, pre = _precopied(client, compose, vol, ref, live, set_path, out, label, before_quiesce,
-                                             size_hint)
+            exported, hold, pre = _precopied(client, compose, vol, ref, live, first, set_path, out, label,
+                                             before_quiesce)
             raw.flush()
     say_held(vol.key, hold, pre)
     digest = snapshots.write_listing(set_path / f"{vol.key}.listing", exported)
@@ -108,22 +111,36 @@ def precopy_source(client, vol: Volume, ref: volumes.VolumeRef, set_path: Path, 
     live = volumes.host_path(client, ref.name)
     if live is None:
         return None  # an engine elsewhere, or a volume with driver options
-    if shutil.disk_usage(set_path).free < size_hint * 1.2 + (64 << 20):
+    # the size the last archive recorded, or (a first backup) what a metadata walk finds
+    raw = size_hint or sum(st.st_size for _, st in walk(live) if stat.S_ISREG(st.st_mode))
+    if shutil.disk_usage(set_path).free < raw * 1.2 + (64 << 20):
         say(f"{vol.key}: no room in {set_path.parent} for a copy beside the archive: exported with its services "
             "held still throughout")
         return None
     return live
 
 
-def _precopied(client, compose, vol, ref, live: Path, set_path: Path, out, label: str, before_quiesce,
-               size_hint: int):
-    """The copy while the services run, the catch-up while they are held, the archive
-    from the copy once they are back; (the archive's listing, the hold, what was copied)."""
+def _first_pass(vol: Volume, live: Path, set_path: Path, label: str, size_hint: int):
+    """The copy made while the services run, into the set's folder; None when it failed
+    (no room after all, a folder it cannot read): nothing is held yet, so the export is
+    made the slow way instead."""
     staging = set_path / f"{PRECOPY}{vol.key}"
     staging.mkdir(mode=0o700)
     try:
         with transfer(f"{label}, copied while running", size_hint) as advance:
-            first = mirror.first_pass(live, staging, advance)
+            return mirror.first_pass(live, staging, advance)
+    except (UndoitError, OSError) as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        say(f"{vol.key}: the copy while running failed ({err}): exported with its services held still throughout")
+        return None
+
+
+def _precopied(client, compose, vol, ref, live: Path, first: mirror.FirstPass, set_path: Path, out, label: str,
+               before_quiesce):
+    """The catch-up while the services are held, then the archive from the copy once
+    they are back; (the archive's listing, the hold, what was copied)."""
+    staging = set_path / f"{PRECOPY}{vol.key}"
+    try:
         try:
             with quiesced(client, compose, vol, ref, before_quiesce, journal_dir=set_path.parent) as hold:
                 done = mirror.catch_up(live, staging, first)
