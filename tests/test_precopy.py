@@ -152,3 +152,38 @@ def test_a_copy_that_fails_before_the_stop_falls_back_to_the_slow_export(docker_
     assert "journal: the copy while running failed ([Errno 28] No space left on device)" in out, out
     assert "journal: scribe stopped " in out and "(the whole export)" in out, out
     assert s.volumes["journal"]["precopy"] is None and not list(s.path.glob(".precopy-*"))
+
+
+def test_a_pre_copied_set_keeps_what_a_naive_copy_loses(docker_client, scribe, monkeypatch):
+    """Hard links, symlinks (dangling too), a FIFO, setuid bits, numeric owners, a name
+    that is not UTF-8 and nanosecond mtimes, some made before the first pass and the
+    same again between it and the stop: the set holds them as the stop found them."""
+    import os
+
+    from .test_backup import fill_special
+
+    name = volumes.resolve(docker_client, scribe.project_name, ["journal"])["journal"].name
+    live = volumes.host_path(docker_client, name)
+    (live / "before").mkdir()
+    fill_special(live / "before")
+    seen = {}
+    real_first = mirror.first_pass
+
+    def first_pass(src, staging, progress=None):
+        first = real_first(src, staging, progress)
+        (src / "between").mkdir()
+        fill_special(src / "between")
+        os.chmod(src / "before" / "suid", 0o2750)  # a change only the ctime shows
+        return first
+
+    monkeypatch.setattr(mirror, "first_pass", first_pass)
+    monkeypatch.setattr(mirror, "catch_up", held_state(docker_client, scribe, seen))
+    s = backup.backup(scribe)
+    assert s.volumes["journal"]["precopy"]["copied"] >= 9, s.volumes["journal"]
+    got = {e.path: e for e in s.listing("journal")}
+    for e in seen["listing"]:
+        if e.path.startswith((b"before", b"between")):
+            assert got[e.path].meta == e.meta, e.path
+    assert listings.diff(seen["listing"], s.listing("journal")) == []
+    listing, digests, _ = restored(docker_client, s, "journal")
+    assert listings.diff(seen["listing"], listing) == [] and digests == seen["digests"]
