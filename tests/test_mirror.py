@@ -111,3 +111,23 @@ def test_a_file_written_right_before_its_first_stat_is_copied_again(tree, monkey
     done = mirror.catch_up(live, staging, first)
     assert done.copied == 3
     same(live, staging, done)
+
+
+def test_a_file_swapped_under_the_catch_up_is_refused_not_followed(tmp_path):
+    from scripts.errors import UndoitError
+
+    (tmp_path / "vol").mkdir()
+    (tmp_path / "secret").write_text("outside the volume")
+    src = tmp_path / "vol" / "data"
+    src.write_text("inside")
+    st = os.lstat(src)
+    os.rename(src, tmp_path / "kept")  # kept: its inode number is not given to another file
+    os.symlink(tmp_path / "secret", src)  # what the walk saw is gone, a symlink out is there
+    with pytest.raises(OSError):
+        mirror._copy_file(os.fsencode(src), os.fsencode(tmp_path / "copy"), st)
+    src.unlink()
+    (tmp_path / "other").write_text("another file")
+    os.rename(tmp_path / "other", src)  # another inode at the same path
+    with pytest.raises(UndoitError, match="changed while its services were held still"):
+        mirror._copy_file(os.fsencode(src), os.fsencode(tmp_path / "copy"), st)
+    assert not (tmp_path / "copy").exists()

@@ -245,7 +245,7 @@ def _copy(src: bytes, dst: bytes, st: os.stat_result, links: dict[int, bytes], b
             if first != rel:  # another path of the same file: one file in staging too
                 os.link(os.path.join(base, first), dst)
                 return
-        shutil.copyfile(src, dst, follow_symlinks=False)
+        _copy_file(src, dst, st)
     elif kind == stat.S_IFLNK:
         os.symlink(os.readlink(src), dst)
     elif kind == stat.S_IFIFO:
@@ -253,6 +253,20 @@ def _copy(src: bytes, dst: bytes, st: os.stat_result, links: dict[int, bytes], b
     elif kind in (stat.S_IFCHR, stat.S_IFBLK):
         os.mknod(dst, 0o600 | kind, st.st_rdev)
     _set_attrs(dst, st)
+
+
+def _copy_file(src: bytes, dst: bytes, st: os.stat_result) -> None:
+    """The file the walk saw, by its inode: a path swapped for a symlink since (by a
+    process the hold did not stop) is refused, never followed out of the volume."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb"):  # closes fd
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise UndoitError(f"{os.fsdecode(src)} changed while its services were held still (something else "
+                              "writes to the volume): nothing was backed up")
+        with open(dst, "xb") as fo:
+            while os.sendfile(fo.fileno(), fd, None, CHUNK * 8):
+                pass
 
 
 def _set_attrs(dst: bytes, st: os.stat_result) -> None:
