@@ -18,7 +18,7 @@ from scripts.backup import backup, cycles
 from scripts.repo import gitstate
 from scripts.rollback import restore
 from scripts.stack import volumes
-from scripts.store import archive, listings, snapshots
+from scripts.store import archive, listings, mirror, snapshots
 from scripts.stack.compose import for_plan
 from scripts.errors import UndoitError
 
@@ -107,22 +107,39 @@ def test_set_layout_manifest_and_permissions(docker_client, mini):
     assert gitstate.ref_exists(mini.root, "refs/heads/" + s.manifest["git"]["branch"])
 
 
-def test_stopped_service_comes_back_even_when_export_fails(docker_client, mini):
-    # fail inside the quiesced window: patch the exporter, not the hook
-    real = volumes.export
+def without_precopy(plan):
+    """The plan with `precopy = false` on every volume."""
+    from dataclasses import replace
+
+    return replace(plan, volumes={k: replace(v, precopy=False) for k, v in plan.volumes.items()})
+
+
+@pytest.mark.parametrize("precopy", [True, False], ids=["pre-copied", "precopy-false"])
+def test_stopped_service_comes_back_even_when_export_fails(docker_client, mini, precopy):
+    # fail inside the quiesced window: patch what runs there (the exporter, or the
+    # pre-copy's catch-up), not the hook
+    plan = mini if precopy else without_precopy(mini)
+    real_export, real_catch_up = volumes.export, mirror.catch_up
 
     def failing_export(client, name, out, **kwargs):
         if name.endswith("_data"):
             assert service_state(docker_client, mini, "store")[0] == "exited"
             raise UndoitError("injected export failure")
-        return real(client, name, out, **kwargs)
+        return real_export(client, name, out, **kwargs)
 
-    with mock.patch.object(volumes, "export", failing_export), pytest.raises(UndoitError, match="injected"):
-        backup.backup(mini)
+    def failing_catch_up(live, staging, first):
+        assert service_state(docker_client, mini, "store")[0] == "exited"
+        real_catch_up(live, staging, first)
+        raise UndoitError("injected export failure")
+
+    with mock.patch.object(volumes, "export", failing_export), mock.patch.object(mirror, "catch_up", failing_catch_up), \
+            pytest.raises(UndoitError, match="injected"):
+        backup.backup(plan)
     assert service_state(docker_client, mini, "store") == ("running", "healthy")
     assert not any(s.complete for s in snapshots.all_sets(mini.snapshots_dir))
+    assert not list(mini.snapshots_dir.glob("*/.precopy-*"))  # the copy went with the set
     # and on success too
-    backup.backup(mini)
+    backup.backup(plan)
     assert service_state(docker_client, mini, "store") == ("running", "healthy")
 
 

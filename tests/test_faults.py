@@ -42,7 +42,12 @@ def doit(plan, *args, env=None, **kw):
 
 def store_stopped_by(client, plan, *args) -> subprocess.Popen:
     """`doit <args>` started on a stack whose store holds 160 MiB more (its export takes a
-    moment), once it has stopped the store for that export."""
+    moment), once it has stopped the store for that export. The plan's `data` gets
+    precopy = false: a pre-copied export stops the store for well under a second, too
+    short to be cut there for sure (the sweeps below cut pre-copied backups anywhere)."""
+    text = plan.path.read_text()
+    if "precopy = false" not in text:
+        plan.path.write_text(text.replace("[volumes.data]\n", "[volumes.data]\nprecopy = false\n", 1))
     with open(volume_path(client, plan, "data") / "bulk.bin", "wb") as f:
         f.write(os.urandom(160 << 20))
     proc = doit(plan, *args)
@@ -595,6 +600,39 @@ def test_a_backup_killed_at_any_state_change_is_repaired_by_doit_snapshots(docke
             assert "repaired: started store again" in out, (point, out[-3000:])
         assert journal.unfinished(plan.snapshots_dir, plan.project_name) == []
     assert seen["stopped"] and seen["partial"], seen  # the points reached both states
+
+
+def test_a_backup_killed_while_its_pre_copy_catches_up_is_repaired_by_doit_snapshots(docker_client, mini):
+    """SIGKILL with the store stopped for a pre-copied export, its copy in the set's folder
+    (the point right before compose brings the store back): `doit snapshots` starts it
+    again and removes the partial set, copy and all; the next backup is whole."""
+    data = volume_path(docker_client, mini, "data")
+
+    def change(i: int) -> None:
+        (data / "bulk.bin").write_bytes(os.urandom(8 << 20))
+        (data / f"round{i}").mkdir()
+
+    for i in range(2):  # the second: a backup like the one cut below (HEAD reused, a set before it)
+        change(i)
+        killed(mini, 0, "backup")
+    said = (mini.path.parent / "killpoints.count.events").read_text().splitlines()
+    stop = next(i for i, line in enumerate(said) if line.startswith("subprocess.Popen") and " stop store" in line)
+    up = next(i for i, line in enumerate(said) if i > stop and line.startswith("subprocess.Popen") and " up " in line)
+    assert any(".precopy-data" in line for line in said[:stop]), said[:stop]  # copied before the stop
+    change(2)
+    killed(mini, up + 1, "backup")
+    assert status(docker_client, mini, "store") == "exited"
+    partial = partial_sets(mini)
+    assert len(partial) == 1 and (mini.snapshots_dir / partial[0] / ".precopy-data").is_dir(), partial
+    code, out = ran(mini, "snapshots")
+    assert code == 0, out[-3000:]
+    assert f"repaired: removed set {partial[0]}, left without its manifest" in out, out[-3000:]
+    assert "repaired: started store again" in out, out[-3000:]
+    everything_runs(docker_client, mini, out)
+    assert partial_sets(mini) == [] and journal.unfinished(mini.snapshots_dir, mini.project_name) == []
+    finish(mini, "backup")
+    latest = snapshots.latest_complete(mini.snapshots_dir, mini.project_name)
+    assert b"round2" in {e.path for e in latest.listing("data")}
 
 
 @pytest.mark.long(2)

@@ -79,6 +79,14 @@ def test_unknown_step_type_and_bad_quiesce(tmp_path):
           "[volumes.postgres_data] quiesce")
 
 
+def test_a_volume_is_pre_copied_unless_the_plan_says_precopy_false(tmp_path):
+    assert all(v.precopy for v in load_text(tmp_path, GOOD).volumes.values())
+    plan = load_text(tmp_path, GOOD.replace('quiesce = "stop"', 'quiesce = "stop"\nprecopy = false', 1))
+    assert not plan.volumes["postgres_data"].precopy
+    fails(tmp_path, GOOD.replace('quiesce = "stop"', 'quiesce = "stop"\nprecopy = "no"', 1),
+          "[volumes.postgres_data] precopy")
+
+
 def test_not_toml(tmp_path):
     fails(tmp_path, GOOD + "\n[[[", "not valid TOML")
 

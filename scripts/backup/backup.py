@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..repo import gitstate, records
 from ..stack import engine, ignored, pins, stackcheck, volumes
 from ..store import archive, journal, listings, snapshots
-from ..store.archive import HashingWriter
 from ..stack.compose import Compose, for_plan
 from ..errors import UndoitError
 from ..plan.plan import Plan, Volume
-from ..output.progress import human, say, transfer
-from ..stack import events
+from ..output.progress import human, say
 from ..store import restic
-
-SERVICE_LABEL = "com.docker.compose.service"
-
+from .exports import SERVICE_LABEL, STALENESS, export_volume
 
 def restored_paths(plan: Plan) -> list[str]:
     """Every path any procedure restores from git (what a backup must not leave dirty)."""
@@ -52,10 +46,6 @@ def probe(client, plan_project: str, vol: Volume) -> str | None:
     return hashlib.sha256(out).hexdigest()
 
 
-# entries written since the fingerprint is the archive's own listing and the probe is
-# taken before the export's quiesce; older entries' were taken after the services came
-# back, so a write in that gap counted as backed up: they are never trusted to skip
-STALENESS = 2
 
 
 def volume_state(client, plan: Plan, key: str, name: str, prev: dict | None = None) -> dict:
@@ -296,105 +286,6 @@ def _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phas
     say(f"snapshot set {set_id}" + (f" (baseline of a new cycle, tag {git['tag']})" if manifest["baseline"]
                                     else f" (cycle {manifest['cycle']})"))
     return result
-
-
-def export_volume(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, set_path: Path,
-                  set_id: str, kind_label: str = "", before_quiesce=None, size_hint: int = 0) -> dict:
-    """Export one volume under its quiesce policy; the services come back whatever happens.
-
-    before_quiesce() runs before any service is stopped, paused or hooked (the stack's
-    state must be recorded as it runs)."""
-    archive_name = f"{vol.key}.tar.zst"
-    listing_name = f"{vol.key}.listing"
-    start = time.monotonic()
-    ident = volumes.identity(client, ref.name)
-    with quiesced(client, compose, vol, ref, before_quiesce, journal_dir=set_path.parent) as policy:
-        with snapshots.private_open(set_path / archive_name) as raw, \
-                transfer(f"{kind_label}{vol.key} ({ref.name})", size_hint) as advance:
-            out = HashingWriter(raw)
-            exported = volumes.export(client, ref.name, out, progress=advance)
-            raw.flush()
-    digest = snapshots.write_listing(set_path / listing_name, exported)
-    return {
-        "name": ref.name,
-        "archive": f"{set_path.name}/{archive_name}",
-        "sha256": out.sha.hexdigest(),
-        "size": out.count,
-        "listing": f"{set_path.name}/{listing_name}",
-        "listing_sha256": digest,
-        "listing_digest": digest,
-        "content_digests": True,
-        # what a later backup compares a walk with: the archive's own listing, so a write
-        # that missed the archive always makes the volume stale
-        "fingerprint": listings.fingerprint(exported),
-        "staleness": STALENESS,
-        # probes and fingerprints compare only with the same volume of the same engine
-        "identity": ident,
-        "entries": len(exported),
-        "bytes": exported.total,
-        "quiesce": policy,
-        "seconds": round(time.monotonic() - start, 3),
-        "set": set_id,
-    }
-
-
-@contextmanager
-def quiesced(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, before_quiesce=None,
-             journal_dir: Path | None = None):
-    """Hold the volume still while it is exported, per its policy; yields the policy applied.
-
-    `stop` stops the running services that mount it (compose stops them in reverse
-    dependency order) and, in a finally, brings them back in dependency order and waits
-    for them to be healthy, even when the export failed.
-    """
-    running = [c for c in volumes.users(client, ref.name) if c.status in ("running", "paused")]
-    services = sorted({c.labels.get(SERVICE_LABEL) for c in running} - {None})
-    hook_service = vol.hook_service or (vol.services[0] if vol.services else None)
-    if before_quiesce and services and (vol.pre or vol.quiesce != "none"):
-        before_quiesce()
-    if vol.pre and services:
-        compose.exec(hook_service, *vol.pre)
-    policy = vol.quiesce if services else "none"
-    # the intent first: a run killed while they are down leaves a record the next run
-    # acts on (starting them again), never a stack that looks stopped on purpose
-    record = journal.intent(journal_dir, compose.project, "backup", volume=ref.name,
-                            **{"stopped" if policy == "stop" else "paused": services}) \
-        if journal_dir is not None and policy in ("stop", "pause") else nullcontext()
-    with record:
-        yield from _quiesced_body(client, compose, vol, services, hook_service, policy)
-
-
-def _quiesced_body(client, compose: Compose, vol: Volume, services, hook_service, policy):
-    failed = None
-    since = time.time()
-    try:
-        # inside the try: a stop interrupted halfway still brings back what it stopped
-        if policy == "stop":
-            compose.stop(services)
-        elif policy == "pause":
-            compose("pause", *services)
-        yield policy
-    except BaseException as err:
-        failed = err
-        raise
-    finally:
-        def bring_back():
-            if policy == "stop" and failed is not None:  # a stop cut short: the engine finishes it first
-                events.stops_under_way(client, compose.project, since, compose.timeouts["stop"])
-            if policy == "stop":
-                compose.up(services, options=("--no-recreate", "--no-deps"))
-            elif policy == "pause":
-                compose("unpause", *services)
-            if vol.post and services:
-                compose.exec(hook_service, *vol.post)
-
-        try:
-            journal.cleanup(bring_back, f"bringing {', '.join(services)} back",
-                            interrupted=isinstance(failed, KeyboardInterrupt))
-        except UndoitError as err:
-            if failed is None:
-                raise
-            raise UndoitError(f"{failed}; and bringing {', '.join(services)} back failed too: {err}") from failed
 
 
 def record_state(client, compose: Compose, plan: Plan, set_path: Path) -> dict:

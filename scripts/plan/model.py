@@ -95,6 +95,9 @@ class Volume:
     # a bind-mounted data folder (relative to the project root) instead of a named volume
     bind: str | None = None
     devices: bool = False  # device nodes allowed in its archives (refused otherwise)
+    # copied while its services run, then only what changed while they are held still
+    # (scripts/store/mirror.py): the stop lasts as long as the changes take, not the data
+    precopy: bool = True
 
 
 @dataclass(frozen=True)

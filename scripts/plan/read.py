@@ -160,7 +160,8 @@ def _volumes(r: Reader, raw: Any, services) -> dict[str, Volume]:
     volumes: dict[str, Volume] = {}
     for key, spec in raw.items():
         table = f"volumes.{key}"
-        r.keys(table, spec, {"services"}, {"quiesce", "pre", "post", "hook_service", "probe", "bind", "devices"})
+        r.keys(table, spec, {"services"}, {"quiesce", "pre", "post", "hook_service", "probe", "bind", "devices",
+                                                  "precopy"})
         vol_services = r.strs(table, spec, "services")
         r.known(table, "services", vol_services, services, "service")
         quiesce = r.str_(table, spec, "quiesce", "stop")
@@ -179,6 +180,7 @@ def _volumes(r: Reader, raw: Any, services) -> dict[str, Volume]:
             probe=_command(r, table, spec, "probe"),
             bind=_bind(r, table, spec),
             devices=r.bool_(table, spec, "devices"),
+            precopy=r.bool_(table, spec, "precopy", True),
         )
     return volumes
 

@@ -16,7 +16,7 @@ from docker.errors import NotFound
 
 from ..stack import volumes
 from ..store import archive, journal, listings, snapshots
-from ..backup.backup import export_volume
+from ..backup.exports import export_volume
 from ..errors import UndoitError
 from ..store.listings import Listing
 from ..plan.plan import Volume

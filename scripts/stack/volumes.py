@@ -18,7 +18,7 @@ from typing import Callable
 
 
 from ..store import archive, entries, gnutar
-from ..store.entries import Entry, parse_ns
+from ..store.entries import Entry
 from ..store.listings import Listing, Writer
 from ..errors import UndoitError
 
@@ -210,7 +210,7 @@ def run_listing(client, volume: str) -> Listing:
     finally:
         c.remove(force=True)
     kinds = {b"d": "d", b"f": "f", b"l": "l", b"p": "p", b"c": "c", b"b": "b"}
-    entries = Writer()
+    found = Writer()  # not `entries`: that is the module parse_ns comes from
     for rec in out.split(b"\0"):
         if not rec.strip():
             continue
@@ -218,10 +218,10 @@ def run_listing(client, volume: str) -> Listing:
         kind = kinds.get(y)
         if kind is None:
             continue  # sockets
-        entries.add(Entry(path or b".", kind, int(size) if kind == "f" else 0,
-                          int(mode, 8) if kind != "l" else 0, int(uid), int(gid),
-                          parse_ns(mtime.decode()), target if kind == "l" else b""))
-    return entries.finish()
+        found.add(Entry(path or b".", kind, int(size) if kind == "f" else 0,
+                        int(mode, 8) if kind != "l" else 0, int(uid), int(gid),
+                        entries.parse_ns(mtime.decode()), target if kind == "l" else b""))
+    return found.finish()
 
 
 def listing(client, volume: str) -> Listing:
