@@ -8,6 +8,8 @@ need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v restic >/dev/null || need+=(restic)
 command -v rclone >/dev/null || need+=(rclone)
+command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs)  # copy-on-write tests: a loop-mounted btrfs
+command -v mkfs.xfs >/dev/null || need+=(xfsprogs)       # and XFS with reflinks
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "[servers] installing ${need[*]} from Debian" >&2
 if [ ! -e /usr/sbin/policy-rc.d ]; then
