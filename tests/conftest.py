@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import replace
@@ -177,6 +179,13 @@ def mini(docker_client, kit_images, tmp_path):
         yield make_stack(name, tmp_path, MINI_COMPOSE, MINI_PLAN)
     finally:
         sweep(docker_client, name)
+
+
+def doit(plan, *args, timeout=300) -> subprocess.CompletedProcess:
+    """`doit <args>` on plan as a user runs it (CI=true: never asks), its output captured."""
+    env = dict(os.environ, UNDOIT_PLAN=str(plan.path), CI="true")
+    return subprocess.run([sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT), *args],
+                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def volume_path(client, plan, key) -> Path:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -18,7 +16,7 @@ from scripts.repo import gitstate
 from scripts.rollback import rollback, runlog
 from scripts.stack import volumes
 
-from .conftest import KIT, make_stack, sweep, unique, volume_path
+from .conftest import doit, make_stack, sweep, unique, volume_path
 from .projects import app, check, compose_file, do, everything, keeper, phase, plan, volume
 
 pytestmark = pytest.mark.docker
@@ -42,11 +40,6 @@ PLAN = plan(
     full=everything(["ledger"], checks=[check("healthy")]),
     contacts={"Treasury": "ext. 4410"})
 
-
-def doit(plan, *args, timeout=300):
-    env = dict(os.environ, UNDOIT_PLAN=str(plan.path), CI="true")
-    return subprocess.run([sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT), *args],
-                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

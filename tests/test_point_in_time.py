@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,7 +15,7 @@ from scripts.repo import gitstate
 from scripts.rollback import restore, rollback, undo
 from scripts.store import snapshots
 
-from .conftest import KIT, make_stack, sweep, unique
+from .conftest import doit, make_stack, sweep, unique
 from .projects import (app, check, compose_file, do, full, healthy_when, image, phase, plan, postgres, refill, service,
                        volume)
 
@@ -81,11 +80,6 @@ def commit(root, message: str) -> None:
     gitstate.run(root, "add", "-A")
     gitstate.run(root, "commit", "-q", "-m", message)
 
-
-def doit(plan, *args, timeout=300):
-    env = dict(os.environ, UNDOIT_PLAN=str(plan.path), CI="true")
-    return subprocess.run([sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT), *args],
-                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def rows_in_set(client, s, plan, below: int) -> int:

@@ -10,9 +10,6 @@ that the phase puts back with the volume."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -24,7 +21,7 @@ from scripts.repo import gitstate
 from scripts.rollback import preview, rehearsed, rollback
 from scripts.store import snapshots
 
-from .conftest import KIT, make_stack, sweep, unique, volume_path
+from .conftest import doit, make_stack, sweep, unique, volume_path
 from .projects import check, compose_file, do, healthy_when, keeper, phase, plan, volume, waiter
 
 pytestmark = pytest.mark.docker
@@ -56,11 +53,6 @@ def ledger(docker_client, kit_images, tmp_path):
     finally:
         sweep(docker_client, name)
 
-
-def doit(plan, *args, timeout=300):
-    env = dict(os.environ, UNDOIT_PLAN=str(plan.path), CI="true")
-    return subprocess.run([sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT), *args],
-                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def change_everything(client, plan) -> None:

@@ -19,7 +19,7 @@ from scripts.stack import volumes
 from scripts.store import listings, lock, snapshots
 from scripts.errors import NO_BACKUP, PUT_BACK_FAILED, UndoitError
 
-from .conftest import KIT, make_stack, sweep, unique, volume_path
+from .conftest import KIT, doit, make_stack, sweep, unique, volume_path
 from .projects import app, check, compose_file, do, everything, healthy_when, phase, plan, redis, refill, volume
 
 pytestmark = pytest.mark.docker
@@ -74,11 +74,6 @@ def eng(docker_client, kit_images, tmp_path):
     finally:
         sweep(docker_client, name)
 
-
-def doit(plan, *args, timeout=300):
-    env = dict(os.environ, UNDOIT_PLAN=str(plan.path), CI="true")
-    return subprocess.run([sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT), *args],
-                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def commit(root: Path, message: str) -> None:
