@@ -26,6 +26,16 @@ def readme_steps() -> list[str]:
     return [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
 
 
+def readme_commands(project, env) -> list[str]:
+    """The README's adoption lines after its `export`s, which go into env (for project)."""
+    steps = readme_steps()
+    exports = [s for s in steps if s.startswith("export ")]
+    for s in exports:
+        key, _, value = s[len("export "):].partition("=")
+        env[key] = value.replace("/srv/shop", str(project))
+    return steps[len(exports):]
+
+
 def run(line: str, project, env) -> subprocess.CompletedProcess:
     line = line.replace("/srv/shop", str(project))
     return subprocess.run(["bash", "-c", line], cwd=KIT, env=env, capture_output=True, text=True, timeout=300)
@@ -51,13 +61,9 @@ def test_the_readme_adoption_steps_end_in_a_green_rollback(docker_client, kit_im
         subprocess.run(["docker", "compose", "up", "-d", "--wait"], cwd=project, env=env, check=True,
                        capture_output=True, timeout=120)
         psql(name, "create table orders(id int); insert into orders select generate_series(1, 10)")
-        steps = readme_steps()
-        exports = [s for s in steps if s.startswith("export ")]
-        for s in exports:
-            key, _, value = s[len("export "):].partition("=")
-            env[key] = value.replace("/srv/shop", str(project))
-        backup_at = next(i for i, s in enumerate(steps) if s.endswith("doit backup"))
-        for line in steps[len(exports):backup_at + 1]:
+        commands = readme_commands(project, env)
+        backup_at = next(i for i, s in enumerate(commands) if s.endswith("doit backup"))
+        for line in commands[:backup_at + 1]:
             res = run(line, project, env)
             assert res.returncode == 0, f"{line}\n{res.stdout[-2000:]}{res.stderr[-2000:]}"
         plan = (project / "phases.toml").read_text()
@@ -67,7 +73,7 @@ def test_the_readme_adoption_steps_end_in_a_green_rollback(docker_client, kit_im
         psql(name, "drop table orders")
         (project / "shop.conf").write_text("release=2\n")
         gitstate.run(project, "commit", "-qam", "release 2")
-        for line in steps[backup_at + 1:]:
+        for line in commands[backup_at + 1:]:
             res = run(line, project, env)
             assert res.returncode == 0, f"{line}\n{res.stdout[-2000:]}{res.stderr[-2000:]}"
         assert "outcome: success" in res.stdout, res.stdout[-2000:]
@@ -146,13 +152,8 @@ def test_a_project_with_every_trait_adopts_by_the_readme_and_rehearses_as_it_is(
         subprocess.run([*compose, "--profile", "tools", "up", "-d", "tools"], cwd=project, env=env, check=True,
                        capture_output=True, timeout=120)  # the profile service runs throughout
         psql(name, "create table orders(id int); insert into orders select generate_series(1, 10)")
-        steps = readme_steps()
-        exports = [s for s in steps if s.startswith("export ")]
-        for s in exports:
-            key, _, value = s[len("export "):].partition("=")
-            env[key] = value.replace("/srv/shop", str(project))
-        outs = {}
-        for line in steps[len(exports):]:
+        outs, commands = {}, readme_commands(project, env)
+        for line in commands:
             res = run(line, project, env)
             assert res.returncode == 0, f"{line}\n{res.stdout[-3000:]}{res.stderr[-2000:]}"
             outs[line] = res.stdout + res.stderr
@@ -161,7 +162,7 @@ def test_a_project_with_every_trait_adopts_by_the_readme_and_rehearses_as_it_is(
                       "profile service tools", "git-ignored .env"):
             assert found in init, init
         assert "no healthcheck" not in (project / "phases.toml").read_text()
-        assert "outcome: success" in outs[steps[-1]], outs[steps[-1]][-3000:]
+        assert "outcome: success" in outs[commands[-1]], outs[commands[-1]][-3000:]
         # the full rollback passed with tools running, and left it so
         assert "Up" in subprocess.run([*compose, "--profile", "tools", "ps", "tools", "--format", "{{.Status}}"],
                                       cwd=project, env=env, capture_output=True, text=True).stdout

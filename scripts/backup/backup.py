@@ -325,10 +325,8 @@ def record_state(client, compose: Compose, plan: Plan, set_path: Path) -> dict:
         {"name": v.name, "labels": v.attrs.get("Labels"), "driver": v.attrs.get("Driver")}
         for v in client.volumes.list(filters=label)
     ])
-    images = {}
-    for c in client.containers.list(all=True, filters=label):
-        images[c.labels.get(SERVICE_LABEL, c.name)] = {"image": c.attrs["Config"]["Image"], "id": c.attrs["Image"]}
-    put("images.json", images, masked=False)  # ids and image names, which pins.py reads back
+    # ids and image names, which pins.py reads back
+    put("images.json", pins.images_of(client.containers.list(all=True, filters=label)), masked=False)
     put("compose-config.json", config)
     return files
 

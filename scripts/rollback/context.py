@@ -95,6 +95,7 @@ class Run:
     keep: bool = False  # a failed run leaves its half state (no put-back: putback.py)
     escalate: bool = False  # a failed run put back runs its procedure's on_failure next
     escalated_from: str | None = None  # this run is another's escalation: the log entry is that one's
+    escalating: bool = False  # it failed, was put back, and its on_failure runs next (execute)
     cost: Any = None  # what it will cost (preview.Cost), once described
 
     @property

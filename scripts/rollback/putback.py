@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import UndoitError
 from ..output.progress import say
 from ..repo import worktree
-from ..stack import events, volumes
+from ..stack import events, pins, volumes
 from ..store import journal
 from . import checks, repair, runlog, undo
 from .checks.volumes import compare
@@ -34,14 +34,12 @@ def record_before(run: Run) -> None:
 
 def services_now(run: Run) -> dict[str, dict]:
     """The project's running services: service -> its image's name and id, its health."""
-    out = {}
-    for c in checks.project_containers(run.ctx):
-        service = c.labels.get(checks.SERVICE_LABEL)
-        if service:
-            health = ((c.attrs.get("State") or {}).get("Health") or {}).get("Status", "none")
-            out[service] = {"image": (c.attrs.get("Config") or {}).get("Image", ""), "id": c.attrs.get("Image", ""),
-                            "health": health}
-    return out
+    running = [c for c in checks.project_containers(run.ctx) if c.labels.get(checks.SERVICE_LABEL)]
+    images = pins.images_of(running)
+    for c in running:
+        images[c.labels[checks.SERVICE_LABEL]]["health"] = ((c.attrs.get("State") or {}).get("Health")
+                                                            or {}).get("Status", "none")
+    return images
 
 
 def put_back(run: Run) -> dict:

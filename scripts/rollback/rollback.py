@@ -147,7 +147,7 @@ def execute(plan: Plan, pid: str, dry_run: bool = False, yes: bool = False, reas
         if not sandbox:
             repair.repair_for(plan)
         rec = _execute(run, stop_after_step)
-        if run.escalate and rec.get("escalation") == "pending":
+        if run.escalating:
             return _escalate(run, rec, yes, set_id)
         return rec
 
@@ -340,8 +340,7 @@ def _steps_and_checks(run: Run, running_before: list[str], stop_after_step: int 
                           "step failed" if failed else "checks failed"),
                  services=services, failed_step=failed, seconds=round(time.monotonic() - t0, 2),
                  next_steps=run.ctx.plan.next_steps)
-    if escalating:
-        record.escalation = "pending"  # execute runs it, then writes the one log entry
+    run.escalating = escalating  # execute runs it, then writes the one log entry naming both
     runlog.write(run.ctx.plan, record, run.ctx.redact, log=not escalating and run.escalated_from is None)
     if interrupted is not None:
         say(f"services: {record.services}")  # what the way out did (no conclusion follows)

@@ -63,7 +63,7 @@ class Record:
     put_back: dict | None = None  # a failed run's own put-back: ok, detail, seconds
     undo: dict | None = None  # an undo's progress (undo.py)
     undone: bool = False
-    escalation: dict | str | None = None  # the wider procedure run after this one failed: its record ("pending" until it ran)
+    escalation: dict | None = None  # the wider procedure run after this one failed: its record
     # what the steps did, counted as they did it (the preview's figures, after the fact):
     # volumes: key -> bytes of the files restored; files: overwritten, deleted, moved -> count
     restored: dict = field(default_factory=dict)

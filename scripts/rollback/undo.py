@@ -228,8 +228,10 @@ def images_back(client, images: dict) -> list[str]:
             old = client.images.get(image_id)
         except ImageNotFound:
             continue  # gone from the engine: the proof of the services says so
-        repo, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
-        old.tag(repo, tag or "latest")
+        repo, colon, tag = name.rpartition(":")
+        if not colon or "/" in tag:  # no tag, or the colon is a registry's port
+            repo, tag = name, "latest"
+        old.tag(repo, tag)
         moved.append(name)
     return moved
 

@@ -34,6 +34,13 @@ def recorded(set_path: Path) -> dict[str, dict]:
         return {}
 
 
+def images_of(containers) -> dict[str, dict]:
+    """service -> {"image": the name it runs as, "id": the image id}, of compose containers
+    (what a set records in images.json, and a rollback before its first step)."""
+    return {c.labels.get("com.docker.compose.service", c.name): {"image": c.attrs["Config"]["Image"],
+                                                                 "id": c.attrs["Image"]} for c in containers}
+
+
 def pin(client, project: str, images: dict[str, dict]) -> list[str]:
     """Tag every image id the set records (idempotent); returns the pin names."""
     from docker.errors import APIError  # here: the plan loader imports this module
