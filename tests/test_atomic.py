@@ -15,6 +15,7 @@ from scripts.errors import PUT_BACK_FAILED, ROLLBACK_FAILED
 from scripts.repo import gitstate
 from scripts.rollback import rollback, runlog
 from scripts.stack import volumes
+from scripts.store import snapshots
 
 from .conftest import doit, make_stack, sweep, unique, volume_path
 from .projects import app, check, compose_file, do, everything, keeper, phase, plan, volume
@@ -88,11 +89,16 @@ def state(client, plan) -> dict:
 
 
 def test_a_failed_check_puts_back_the_state_from_before_and_proves_it(docker_client, ledger):
-    """Two change cycles; in each, `rollback:books` restores files and the volume, its
-    second check fails: exit 5, and volumes, files, index and services are as before the
-    run, without another command; the log and the JSON report say so."""
+    """Two backups, each before its change; in each cycle `rollback:books` restores files
+    and the volume from that cycle's set, its second check fails: exit 5, and volumes,
+    files, index and services are as before the run, without another command; the log
+    and the JSON report say so."""
     plan = ledger
+    sets = {2: snapshots.latest_complete(plan.snapshots_dir, plan.project_name).id}
     for cycle in (2, 3):
+        if cycle == 3:  # what cycle 2 left, committed and backed up: the next point in time
+            commit(plan.root, "cycle 2 kept")
+            sets[3] = backup.backup(plan).id
         change(docker_client, plan, cycle)
         before = state(docker_client, plan)
         res = doit(plan, "rollback:books", f"reason=cycle {cycle}")
@@ -103,6 +109,7 @@ def test_a_failed_check_puts_back_the_state_from_before_and_proves_it(docker_cli
         assert state(docker_client, plan) == before
         report = json.loads(max(plan.reports_dir.glob("*-books.json")).read_text())
         assert report["outcome"] == "checks failed" and report["put_back"]["ok"], report["put_back"]
+        assert report["snapshot_set"] == sets[cycle]  # this cycle's set, not the first
         assert "ledger (" in report["put_back"]["detail"] and report["undone"]
         assert [c["ok"] for c in report["checks"]] == [True, False]
         assert report["put_back"]["detail"] in ledger.log_path.read_text().replace("\n", " ") or \
