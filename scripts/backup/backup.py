@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..repo import gitstate, records
-from ..stack import engine, ignored, pins, stackcheck, volumes
+from ..stack import clones, engine, ignored, pins, stackcheck, volumes
 from ..store import archive, journal, listings, snapshots
 from ..stack.compose import Compose, for_plan
 from ..errors import UndoitError
@@ -217,8 +217,21 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
     latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
     set_id, path = snapshots.new_set(plan.snapshots_dir)
     with snapshots.writing_set(path):
-        return _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phase, export_hook, cycle,
-                         save_images)
+        result = _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phase, export_hook, cycle,
+                           save_images)
+    release_clones(client, plan)  # the set is complete: a failure here must not undo it
+    return result
+
+
+def release_clones(client, plan: Plan) -> None:
+    """The copy-on-write clones no set keeps any more, released, one line each."""
+    try:
+        gone = clones.tidy(client, plan.snapshots_dir)
+    except OSError as err:
+        say(f"WARNING: copy-on-write clones not released ({err}); the next backup tries again")
+        return
+    for set_id in gone:
+        say(f"released the copy-on-write clone(s) of set {set_id} (no longer among the sets that keep one)")
 
 
 def _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phase, export_hook, cycle,

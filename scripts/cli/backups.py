@@ -10,7 +10,7 @@ from ..plan.plan import Plan
 from . import options
 from .action import action
 from .options import Args
-from .report import safety_lines, snapshot_table
+from .report import clone_column, safety_lines, snapshot_table
 
 
 def backup(plan: Plan, args: Args) -> dict:
@@ -130,6 +130,7 @@ def _show(plan: Plan) -> None:
                 r["copies"] = "here + offsite" if r["set"] in there else "here only"
         except UndoitError as err:
             print(f"offsite copies unknown: {err}")
+    clone_column(plan, rows)
     snapshot_table(rows, why)
     safety_lines([{"set": s.id, "reason": (s.manifest or {}).get("reason", "incomplete"),
                    "parked": prune.parked_bytes(s) if s.complete else 0,

@@ -29,8 +29,9 @@ def snapshot_table(rows: list[dict], why: str = "") -> None:
         return
     t = Table(title="snapshot sets by change cycle (oldest first)")
     copies = any("copies" in r for r in rows)
+    cloned = any("clone" in r for r in rows)
     for col in ("cycle", "set", "kind", "age", "size", "volumes", "pins", "valid", *(("copies",) if copies else ()),
-                ""):
+                *(("copy-on-write clone",) if cloned else ()), ""):
         t.add_column(col)
     last = None
     for r in rows:
@@ -41,11 +42,32 @@ def snapshot_table(rows: list[dict], why: str = "") -> None:
         kind = r["kind"] if r["kind"] != "backup" or r["cycle"].startswith(r["tag"]) else f"backup ({r['tag']})"
         _add_row(t, r["cycle"] if r["cycle"] != last else "", r["set"], kind, r["age"], human(r["size"]), vols,
                  ", ".join(r.get("pins") or []) or "-", valid, *((r.get("copies", ""),) if copies else ()),
-                 ", ".join(marks))
+                 *((r.get("clone", "-"),) if cloned else ()), ", ".join(marks))
         last = r["cycle"]
     console().print(t)
     if why:
         print(f"a rollback restores {why}")
+
+
+def clone_column(plan, rows: list[dict]) -> None:
+    """Which sets keep a copy-on-write clone on the engine's disk, and what it pins there
+    (the bytes no other file shares, from the filesystem's extent map), and the total."""
+    from ..stack import clones, engine
+    from ..errors import UndoitError
+    from ..store import snapshots as sets
+
+    try:
+        held = clones.inventory(engine.client(), plan.snapshots_dir, sets.all_sets(plan.snapshots_dir))
+    except (UndoitError, OSError) as err:
+        print(f"copy-on-write clones unknown: {err}")
+        return
+    for r in rows if held else ():
+        h = held.get(r["set"])
+        r["clone"] = f"{', '.join(h.keys)}: pins {human(h.pinned)} of {human(h.bytes)}" if h else "-"
+    if held:
+        print(f"copy-on-write clones: {len(held)} set(s) keep one, pinning {human(sum(h.pinned for h in held.values()))}"
+              f" on the engine's disk (the newest {clones.KEEP} sets and the newest baseline keep theirs; "
+              "`doit prune` releases those of the sets it removes)")
 
 
 def safety_lines(rows: list[dict]) -> None:

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 
 from ..backup import cycles
 from ..rollback import runlog
-from ..stack import pins
+from ..stack import clones, engine, pins
 from ..store import snapshots
 from ..errors import UndoitError
 from ..output.progress import human, say
@@ -146,6 +146,8 @@ def prune(plan, keep_last: int | None, keep_days: float | None, dry_run: bool, o
             repo.run("forget", "--prune", *ids)
     freed += _remove_safety(plan, [s for s, keep, _ in safety if not keep])
     pins.release(plan.project_name, released)
+    for set_id in clones.tidy(engine.client(), plan.snapshots_dir):
+        say(f"released the copy-on-write clone(s) of set {set_id}")
     say(f"removed {len([s for s in doomed if s.id in here])} set(s) here, {human(freed)} freed"
         + (f"; {len([s for s in doomed if s.id in there])} forgotten offsite" if repo else "")
         + f"; {len([s for s, keep, _ in safety if not keep])} safety set(s), {len(released)} pin(s) released")

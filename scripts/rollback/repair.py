@@ -20,7 +20,7 @@ from docker.errors import NotFound
 
 from ..errors import UndoitError
 from ..output.progress import say
-from ..stack import engine, sandboxes, stackcheck, volumes
+from ..stack import clones, engine, sandboxes, stackcheck, volumes
 from ..stack.compose import for_plan
 from ..stack.events import stops_under_way
 from ..store import listings, lock, snapshots
@@ -44,6 +44,9 @@ def repair(plan, client, compose) -> list[str]:
         if rec.get("outcome") == "running" and runlog.close_interrupted(plan, rec["run"], None):
             said.append(f"repaired: recorded {rec.get('kind')} {rec['run']} as interrupted")
     said += _partial_sets(plan, client)
+    # a backup that died while cloning or archiving left an unsealed clone (its set is gone)
+    said += [f"repaired: released the copy-on-write clone(s) of set {gone}, which no complete set keeps"
+             for gone in clones.tidy(client, plan.snapshots_dir)]
     return said + _beside_volumes(plan, client)
 
 

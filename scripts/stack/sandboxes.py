@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from ..repo import gitstate
-from ..stack import volumes
+from ..stack import clones, volumes
 from ..store import snapshots
 from ..errors import UndoitError
 
@@ -70,6 +70,8 @@ def remove(client, rec: dict) -> list[str]:
     if parked:
         said.append(f"{parked} parked copy(ies) under the engine's {volumes.PARKED}/")
     if work.exists():
+        clones.release_all(client, work / "snapshots")
+        clones.release_all(client, work / "snapshots" / snapshots.SAFETY)
         shutil.rmtree(work, ignore_errors=True)
         said.append(f"the scratch folder {work}")
     return said

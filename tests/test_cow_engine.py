@@ -1,0 +1,209 @@
+"""Copy-on-write backups and rollbacks on real copy-on-write filesystems: a second dockerd
+whose data root is a loop-mounted btrfs, then XFS made with reflink=1, on a project
+unlike the demo (an `herbarium`: a `press` service keeping `specimens`), over two change
+cycles: each backup holds the service still only for a clone, each rollback clones the
+set's clone back instead of extracting, undo swaps the parked contents back, prune
+releases the clones of the sets it removes, and a kill at each of those steps leaves
+the services running and nothing counted that the archive does not hold."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from scripts.repo import gitstate
+from scripts.stack import clones, engine, volumes
+from scripts.store import cow, snapshots
+
+from .conftest import KIT, make_stack, sweep, unique, volume_path
+from .projects import keeper_project
+
+pytestmark = [pytest.mark.docker, pytest.mark.long(3)]
+
+MKFS = {"btrfs": ["mkfs.btrfs", "-q"], "xfs": ["mkfs.xfs", "-q", "-m", "reflink=1"]}
+
+
+@dataclass
+class CowEngine:
+    fs: str
+    base: Path
+    client: docker.DockerClient
+    root: Path  # the engine's data root, on the copy-on-write filesystem
+
+
+def _missing(what: str) -> None:
+    (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(what)
+
+
+@pytest.fixture(scope="module", params=["btrfs", "xfs"])
+def cow_engine(request, docker_client, kit_images):
+    """A second dockerd (on this host, its own socket) with its data root on a 3 GiB
+    loop-mounted `fs`; the process's engine while the module runs; all of it removed."""
+    fs = request.param
+    if shutil.which(MKFS[fs][0]) is None:  # .ci/servers.sh installs them: in CI, their absence fails
+        _missing(f"no {MKFS[fs][0]} (apt-get install btrfs-progs xfsprogs)")
+    base = Path(tempfile.mkdtemp(prefix=f"uc{fs[0]}", dir="/tmp"))  # short: a unix socket's path
+    mnt, sock = base / "mnt", base / "docker.sock"
+    mnt.mkdir()
+    with open(base / "fs.img", "wb") as f:
+        f.truncate(3 << 30)
+    subprocess.run([*MKFS[fs], str(base / "fs.img")], check=True, capture_output=True)
+    mounted = subprocess.run(["mount", "-o", "loop", str(base / "fs.img"), str(mnt)], capture_output=True, text=True)
+    if mounted.returncode:
+        shutil.rmtree(base, ignore_errors=True)
+        _missing(f"no loop mount here: {mounted.stderr.strip()}")
+    saved = os.environ.get("DOCKER_HOST")
+    with open(base / "dockerd.log", "wb") as log:
+        proc = subprocess.Popen(["dockerd", "--host", f"unix://{sock}", "--data-root", str(mnt / "docker"),
+                                 "--exec-root", str(base / "exec"), "--pidfile", str(base / "dockerd.pid"),
+                                 "--bridge=none", "--iptables=false", "--ip-masq=false"],
+                                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        cli = _answering(proc, sock, base)
+        saver = subprocess.Popen(["docker", "save", kit_images["base"]], stdout=subprocess.PIPE)
+        loaded = subprocess.run(["docker", "-H", f"unix://{sock}", "load", "-q"], stdin=saver.stdout,
+                                capture_output=True, text=True, timeout=300)
+        saver.stdout.close()
+        assert saver.wait() == 0 and loaded.returncode == 0, loaded.stderr
+        os.environ["DOCKER_HOST"] = f"unix://{sock}"
+        engine.client.cache_clear()
+        assert engine.on_this_host()  # the kit reads its volumes' folders directly
+        yield CowEngine(fs, base, cli, mnt / "docker")
+    finally:
+        if saved is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = saved
+        engine.client.cache_clear()
+        proc.terminate()  # dockerd stops its containers
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for _ in range(10):
+            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
+                break
+            time.sleep(1)
+        else:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _answering(proc, sock: Path, base: Path) -> docker.DockerClient:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            cli = docker.DockerClient(base_url=f"unix://{sock}", timeout=120)
+            cli.ping()
+            return cli
+        except Exception:  # noqa: BLE001 -- not up yet: the socket is not there, or not answering
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"the copy-on-write dockerd did not answer: {(base / 'dockerd.log').read_text()[-800:]}")
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def herbarium(cow_engine, tmp_path):
+    name = unique("utherb")
+    compose, plan = keeper_project("press", "specimens", None, "the specimens back")
+    try:
+        p = make_stack(name, tmp_path, compose, plan)
+        vol = volume_path(cow_engine.client, p, "specimens")
+        (vol / "pressed").write_text("ready\n")
+        (vol / "sheets").mkdir()
+        for i in range(300):
+            (vol / "sheets" / f"s{i:03d}.txt").write_text(f"sheet {i}\n" * 20)
+        (vol / "atlas.bin").write_bytes(os.urandom(48 << 20))
+        (vol / "plates.bin").write_bytes(os.urandom(4 << 20))
+        os.link(vol / "sheets/s000.txt", vol / "sheets/first.txt")
+        os.symlink("sheets/s001.txt", vol / "latest")
+        yield p
+    finally:
+        sweep(cow_engine.client, name)
+
+
+def doit(plan, *args, killed_at: str | None = None, timeout=300) -> subprocess.CompletedProcess:
+    """`doit` on plan against the copy-on-write engine; killed_at: tests.killpoints' N."""
+    env = dict(os.environ, UNDOIT_PLAN=str(plan.path), CI="true")
+    head = [sys.executable, "-m", "tests.killpoints", killed_at, "0"] if killed_at else [sys.executable, "-m", "doit"]
+    return subprocess.run([*head, "-f", str(KIT / "dodo.py"), "-d", str(KIT), *args], cwd=KIT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def contents(client, plan) -> list:
+    """The volume as a restore must leave it: every entry's metadata and content digest."""
+    name = volumes.resolve(client, plan.project_name, ["specimens"])["specimens"].name
+    return sorted(e.meta for e in volumes.listing(client, name)) + sorted(volumes.content_digests(client, name).items())
+
+
+def store(cow: CowEngine, plan) -> Path:
+    return clones.path_of(cow.root / clones.FOLDER, plan.snapshots_dir, "set", "key").parent.parent
+
+
+def change(client, plan, cycle: int) -> None:
+    vol = volume_path(client, plan, "specimens")
+    with open(vol / "atlas.bin", "r+b") as f:  # a rewrite in place: the clone keeps the old blocks
+        f.seek(4 << 20)
+        f.write(os.urandom(8 << 20))
+    with open(vol / "plates.bin", "wb") as f:  # rewritten whole: its old blocks are the clone's alone
+        f.write(os.urandom(4 << 20))
+    (vol / f"sheets/s{cycle + 1:03d}.txt").unlink()
+    (vol / f"cycle{cycle}.txt").write_text(f"found in cycle {cycle}\n")
+
+
+def test_backups_clone_and_rollbacks_clone_back_over_two_cycles(cow_engine, herbarium):
+    plan, client = herbarium, cow_engine.client
+    sets = []
+    for cycle in (1, 2):
+        if cycle == 2:  # what cycle 1 left, committed: the next backup is the next cycle's baseline
+            (plan.root / "config.txt").write_text("v2\n")
+            gitstate.run(plan.root, "commit", "-q", "-am", "v2")
+        res = doit(plan, "backup")
+        out = res.stdout + res.stderr
+        assert res.returncode == 0, out[-3000:]
+        assert "press stopped" in out and "a copy-on-write clone of" in out, out[-3000:]
+        s = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
+        sets.append(s)
+        entry = s.volumes["specimens"]
+        assert entry["precopy"]["cloned"] and entry["held"]["services"] == ["press"]
+        image = store(cow_engine, plan) / s.id / "specimens"
+        assert image.is_dir() and json.loads((image.parent / "specimens.json").read_text())["sha256"] == entry["sha256"]
+        at_backup = contents(client, plan)
+        change(client, plan, cycle)
+        changed = contents(client, plan)
+        assert changed != at_backup
+        _, alone = cow.pinned_bytes(image)
+        assert alone >= 4 << 20  # plates.bin's old blocks, rewritten by the change: the clone's alone now
+
+        res = doit(plan, "rollback:specimens", f"reason=cycle {cycle}")
+        out = res.stdout + res.stderr
+        assert res.returncode == 0, out[-3000:]
+        assert f"cloned from set {s.id}'s copy-on-write clone" in out and "the archive not read" in out, out[-3000:]
+        assert contents(client, plan) == at_backup  # this cycle's point in time, byte for byte
+        report = json.loads(max(plan.reports_dir.glob("*-specimens.json")).read_text())
+        assert report["snapshot_set"] == s.id
+
+        res = doit(plan, "undo")
+        assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+        assert contents(client, plan) == changed  # the change back, from the parked contents
+
+    res = doit(plan, "snapshots")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "copy-on-write clones: 2 set(s) keep one" in out, out[-3000:]
+    res = doit(plan, "prune", "keep_last=1")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and f"released the copy-on-write clone(s) of set {sets[0].id}" in out, out[-3000:]
+    assert not (store(cow_engine, plan) / sets[0].id).exists()
+    assert (store(cow_engine, plan) / sets[1].id / "specimens").is_dir()
+
