@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import UndoitError
 from ..output.progress import human
-from ..stack import engine, pins, volumes
+from ..stack import clones, engine, pins, volumes
 from ..store import archive, snapshots
 from . import rehearsed
 from .choice import restored_volumes
@@ -115,8 +115,11 @@ def _room(run, cost: Cost) -> list[dict]:
     for key, v in cost.volumes.items():
         path = volumes.host_path(ctx.client, v["name"]) if here else None
         if path is not None and path.exists():
-            wants.append((path.parent.parent if path.name == "_data" else path, v["bytes"],
-                          "volumes built beside the live ones"))
+            # a clone of the set's clone shares its blocks: it needs no room until written to
+            cloned = ctx.snapshot is not None and clones.usable(ctx.client, ctx.snapshot, key, v["name"]) is not None
+            wants.append((path.parent.parent if path.name == "_data" else path, 0 if cloned else v["bytes"],
+                          "volumes cloned from the set's copy-on-write clones" if cloned
+                          else "volumes built beside the live ones"))
         # a plain volume's replaced contents are moved aside (volumes.park_folder); a bind
         # folder's, or any elsewhere, are copied
         if path is None or not path.exists() or path.name != "_data" or path.parents[1].name != "volumes":
