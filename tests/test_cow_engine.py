@@ -26,6 +26,7 @@ from scripts.stack import clones, engine, volumes
 from scripts.store import cow, snapshots
 
 from .conftest import KIT, make_stack, sweep, unique, volume_path
+from .test_faults import killed
 from .projects import compose_file, everything, keeper, phase, refill, volume, waiter
 from .projects import plan as plan_of
 
@@ -219,3 +220,80 @@ def test_backups_clone_and_rollbacks_clone_back_over_two_cycles(cow_engine, herb
     assert not (store(cow_engine, plan) / sets[0].id).exists()
     assert (store(cow_engine, plan) / sets[1].id / "specimens").is_dir()
 
+
+
+def events(plan) -> list[str]:
+    """What each state change of the last run under tests.killpoints was, in order."""
+    return (plan.path.parent / "killpoints.count.events").read_text().splitlines()
+
+
+def at(said: list[str], *parts: str) -> int:
+    """The kill point right before the first state change whose line holds every part
+    (a probe of whether a rename reaches a folder is never the one aimed at)."""
+    return next(i for i, line in enumerate(said) if all(p in line for p in parts) and "probe" not in line) + 1
+
+
+def clean(cow: CowEngine, plan, client) -> None:
+    """After a repair: the service runs, no partial set, no staging or clone that no
+    complete set keeps sealed."""
+    out = doit(plan, "snapshots")
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    running = {c.labels["com.docker.compose.service"] for c in client.containers.list(
+        filters={"label": f"com.docker.compose.project={plan.project_name}"})}
+    assert running == {"press", "catalog"}, (out.stdout + out.stderr)[-3000:]
+    done = {s.id: s for s in snapshots.all_sets(plan.snapshots_dir) if s.complete}
+    assert len(done) == len(snapshots.all_sets(plan.snapshots_dir))
+    for folder in store(cow, plan).iterdir() if store(cow, plan).is_dir() else ():
+        if folder.is_dir():
+            assert folder.name in done, f"a clone no complete set keeps: {folder}"
+            assert sorted(p.name for p in folder.iterdir()) == ["specimens", "specimens.json"]
+    live = volume_path(client, plan, "specimens")
+    assert [p.name for p in live.parent.iterdir()] == ["_data"]
+
+
+def test_a_kill_at_each_copy_on_write_step_loses_nothing(cow_engine, herbarium):
+    """SIGKILL while the clone is taken (the service stopped), before its seal, before
+    the set's manifest; in a rollback while the set's clone is cloned back and at the
+    swap; in undo at its swap: the next command repairs, the service runs, nothing is
+    counted that the archive does not hold, and undo brings back the state before."""
+    plan, client = herbarium, cow_engine.client
+    vol = volume_path(client, plan, "specimens")
+    for n in range(2):  # the second: a backup like those cut below (HEAD reused, a set before it)
+        (vol / "round.txt").write_text(f"round {n}\n")
+        assert killed(plan, 0, "backup")[0] == 0
+    said = events(plan)
+    first = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
+    points = [at(said, "--reflink=always"), at(said, "specimens.json"), at(said, "manifest.json")]
+    for n, point in enumerate(points):
+        (vol / f"written{n}.txt").write_text(f"after the kill point {n}\n")
+        killed(plan, point, "backup")
+        clean(cow_engine, plan, client)
+        assert snapshots.latest_complete(plan.snapshots_dir, plan.project_name).id == first.id
+    assert killed(plan, 0, "backup")[0] == 0
+    whole = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
+    assert {b"written0.txt", b"written2.txt"} <= {e.path for e in whole.listing("specimens")}
+    restored = contents(client, plan)
+
+    change(client, plan, 1)
+    before = contents(client, plan)
+    assert killed(plan, 0, "rollback:specimens", "yes=1", f"set={whole.id}")[0] == 0
+    said = events(plan)
+    assert contents(client, plan) == restored
+    assert killed(plan, 0, "undo")[0] == 0
+    undo_said = events(plan)
+    assert contents(client, plan) == before
+    # the clone cloned back; the folder the replaced contents go to; the move after the swap
+    for point in (at(said, "--reflink=always"), at(said, "os.mkdir", volumes.PARKED),
+                  at(said, "os.rename", volumes.STAGING_PREFIX)):
+        killed(plan, point, "rollback:specimens", "yes=1", f"set={whole.id}")
+        out = doit(plan, "undo")
+        assert out.returncode in (0, 1), (out.stdout + out.stderr)[-3000:]
+        assert contents(client, plan) == before, (point, (out.stdout + out.stderr)[-3000:])
+        clean(cow_engine, plan, client)
+    for point in (at(undo_said, "os.mkdir", volumes.PARKED), at(undo_said, "os.rename", volumes.PARKED)):
+        assert killed(plan, 0, "rollback:specimens", "yes=1", f"set={whole.id}")[0] == 0
+        killed(plan, point, "undo")
+        out = doit(plan, "undo")
+        assert out.returncode == 0, (undo_said[point - 1], (out.stdout + out.stderr)[-3000:])
+        assert contents(client, plan) == before
+        clean(cow_engine, plan, client)

@@ -23,7 +23,7 @@ from ..output.progress import say
 from ..stack import clones, engine, sandboxes, stackcheck, volumes
 from ..stack.compose import for_plan
 from ..stack.events import stops_under_way
-from ..store import listings, lock, snapshots
+from ..store import archive, listings, lock, snapshots
 from ..store.journal import owner_alive, unfinished
 from . import restore, runlog
 
@@ -186,6 +186,12 @@ def finish_replace(plan, client, compose, data) -> list[str]:
         raise UndoitError(f"a {data.get('what')} that died (pid {data.get('pid')}) was replacing the contents of "
                           f"{r['name']} from {r['set']}, which is no longer a complete set: restore {r['name']} "
                           "by hand (`doit snapshots` lists the sets)")
+    live = volumes.host_path(client, r["name"])
+    root = s.listing(r["key"]).root if s.parked_path(r["key"]) is not None else None
+    if root is not None and live is not None and live.is_dir():
+        # swapped in from a parked folder (undo), killed before its root's attributes were
+        # set back: XFS sets the mtime of a folder an exchange moves to another parent
+        archive.set_root_attrs(live, root)
     try:
         if not listings.diff(s.listing(r["key"]), volumes.listing(client, r["name"])):
             return said + [f"repaired: {r['name']} was already whole from set {s.id} when its {data.get('what')} died"]

@@ -40,6 +40,8 @@ def base_of(client, volume: str) -> Path | None:
     live = volumes.host_path(client, volume)
     if live is None or live.name != "_data" or live.parents[1].name != "volumes" or not live.is_dir():
         return None
+    if cow.filesystem(live) not in cow.REFLINK_TYPES.values():
+        return None  # no folder made in the engine's data root where no clone can be
     base = live.parents[2] / FOLDER
     try:
         base.mkdir(mode=0o700, exist_ok=True)
