@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import docker
 import pytest
 
 from scripts.repo import gitstate
@@ -26,93 +21,24 @@ from scripts.stack import clones, engine, volumes
 from scripts.store import cow, snapshots
 
 from .conftest import KIT, make_stack, sweep, unique, volume_path
+from .cowengine import LoopEngine, Unavailable, as_the_engine, loop_engine
 from .test_faults import killed
 from .projects import compose_file, everything, keeper, phase, refill, volume, waiter
 from .projects import plan as plan_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.long(3)]
 
-MKFS = {"btrfs": ["mkfs.btrfs", "-q"], "xfs": ["mkfs.xfs", "-q", "-m", "reflink=1"]}
-
-
-@dataclass
-class CowEngine:
-    fs: str
-    base: Path
-    client: docker.DockerClient
-    root: Path  # the engine's data root, on the copy-on-write filesystem
-
-
-def _missing(what: str) -> None:
-    (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(what)
-
 
 @pytest.fixture(scope="module", params=["btrfs", "xfs"])
 def cow_engine(request, docker_client, kit_images):
-    """A second dockerd (on this host, its own socket) with its data root on a 3 GiB
-    loop-mounted `fs`; the process's engine while the module runs; all of it removed."""
-    fs = request.param
-    if shutil.which(MKFS[fs][0]) is None:  # .ci/servers.sh installs them: in CI, their absence fails
-        _missing(f"no {MKFS[fs][0]} (apt-get install btrfs-progs xfsprogs)")
-    base = Path(tempfile.mkdtemp(prefix=f"uc{fs[0]}", dir="/tmp"))  # short: a unix socket's path
-    mnt, sock = base / "mnt", base / "docker.sock"
-    mnt.mkdir()
-    with open(base / "fs.img", "wb") as f:
-        f.truncate(3 << 30)
-    subprocess.run([*MKFS[fs], str(base / "fs.img")], check=True, capture_output=True)
-    mounted = subprocess.run(["mount", "-o", "loop", str(base / "fs.img"), str(mnt)], capture_output=True, text=True)
-    if mounted.returncode:
-        shutil.rmtree(base, ignore_errors=True)
-        _missing(f"no loop mount here: {mounted.stderr.strip()}")
-    saved = os.environ.get("DOCKER_HOST")
-    with open(base / "dockerd.log", "wb") as log:
-        proc = subprocess.Popen(["dockerd", "--host", f"unix://{sock}", "--data-root", str(mnt / "docker"),
-                                 "--exec-root", str(base / "exec"), "--pidfile", str(base / "dockerd.pid"),
-                                 "--bridge=none", "--iptables=false", "--ip-masq=false"],
-                                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    """The process's engine while the module runs: a second dockerd with its data root on
+    a 3 GiB loop-mounted btrfs, then XFS; all of it removed."""
     try:
-        cli = _answering(proc, sock, base)
-        saver = subprocess.Popen(["docker", "save", kit_images["base"]], stdout=subprocess.PIPE)
-        loaded = subprocess.run(["docker", "-H", f"unix://{sock}", "load", "-q"], stdin=saver.stdout,
-                                capture_output=True, text=True, timeout=300)
-        saver.stdout.close()
-        assert saver.wait() == 0 and loaded.returncode == 0, loaded.stderr
-        os.environ["DOCKER_HOST"] = f"unix://{sock}"
-        engine.client.cache_clear()
-        assert engine.on_this_host()  # the kit reads its volumes' folders directly
-        yield CowEngine(fs, base, cli, mnt / "docker")
-    finally:
-        if saved is None:
-            os.environ.pop("DOCKER_HOST", None)
-        else:
-            os.environ["DOCKER_HOST"] = saved
-        engine.client.cache_clear()
-        proc.terminate()  # dockerd stops its containers
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for _ in range(10):
-            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
-                break
-            time.sleep(1)
-        else:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _answering(proc, sock: Path, base: Path) -> docker.DockerClient:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            cli = docker.DockerClient(base_url=f"unix://{sock}", timeout=120)
-            cli.ping()
-            return cli
-        except Exception:  # noqa: BLE001 -- not up yet: the socket is not there, or not answering
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(f"the copy-on-write dockerd did not answer: {(base / 'dockerd.log').read_text()[-800:]}")
-            time.sleep(0.2)
+        with loop_engine(request.param, 3, [kit_images["base"]]) as eng, as_the_engine(eng):
+            assert engine.on_this_host()  # the kit reads its volumes' folders directly
+            yield eng
+    except Unavailable as err:  # .ci/servers.sh installs what it needs: in CI, its absence fails
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(str(err))
 
 
 @pytest.fixture
@@ -153,7 +79,7 @@ def contents(client, plan) -> list:
     return sorted(e.meta for e in volumes.listing(client, name)) + sorted(volumes.content_digests(client, name).items())
 
 
-def store(cow: CowEngine, plan) -> Path:
+def store(cow: LoopEngine, plan) -> Path:
     return clones.path_of(cow.root / clones.FOLDER, plan.snapshots_dir, "set", "key").parent.parent
 
 
@@ -233,7 +159,7 @@ def at(said: list[str], *parts: str) -> int:
     return next(i for i, line in enumerate(said) if all(p in line for p in parts) and "probe" not in line) + 1
 
 
-def clean(cow: CowEngine, plan, client) -> None:
+def clean(cow: LoopEngine, plan, client) -> None:
     """After a repair: the service runs, no partial set, no staging or clone that no
     complete set keeps sealed."""
     out = doit(plan, "snapshots")
