@@ -148,12 +148,13 @@ def psql(compose, query: str) -> str:
     return sh([*compose, "exec", "-T", "db", "psql", "-U", "postgres", "-d", "bench", "-qAtc", query]).strip()
 
 
-def run(client, name, root, work, env, compose, args) -> None:
+def fill_database(compose, root, gib: float) -> None:
+    """The database up with gib GiB of table data, then the writer started."""
     sh([*compose, "up", "-d", "--wait", "db"], cwd=root)
     psql(compose, "create table writes(id bigserial primary key, ts timestamptz not null default clock_timestamp());"
                   "create table bulk(id bigserial primary key, payload text)")
-    print(f"filling {args.gib:g} GiB of table data ...", flush=True)
-    rows = int(args.gib * (1 << 30) / 1100)  # ~1.1 KB a row on disk
+    print(f"filling {gib:g} GiB of table data ...", flush=True)
+    rows = int(gib * (1 << 30) / 1100)  # ~1.1 KB a row on disk
     step = 200_000
     for start in range(0, rows, step):
         psql(compose, f"insert into bulk(payload) select repeat(md5(random()::text), 32) "
@@ -163,6 +164,10 @@ def run(client, name, root, work, env, compose, args) -> None:
     sh([*compose, "up", "-d", "writer"], cwd=root)
     time.sleep(3)
     print(f"database: {size}; the writer commits a row every ~100 ms", flush=True)
+
+
+def run(client, name, root, work, env, compose, args) -> None:
+    fill_database(compose, root, args.gib)
     doit = [sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT)]
     results = []
     for _ in range(args.repeat):

@@ -145,6 +145,11 @@ def test_backups_clone_and_rollbacks_clone_back_over_two_cycles(cow_engine, herb
     assert res.returncode == 0 and f"released the copy-on-write clone(s) of set {sets[0].id}" in out, out[-3000:]
     assert not (store(cow_engine, plan) / sets[0].id).exists()
     assert (store(cow_engine, plan) / sets[1].id / "specimens").is_dir()
+    res = doit(plan, "release", "yes=1")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "set(s)' copy-on-write clones" in out, out[-3000:]
+    assert not store(cow_engine, plan).exists()  # every clone released; the sets themselves stay
+    assert snapshots.latest_complete(plan.snapshots_dir, plan.project_name).id == sets[1].id
 
 
 

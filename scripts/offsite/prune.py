@@ -214,9 +214,14 @@ def release(plan, yes: bool) -> dict:
     safety = snapshots.safety_sets(plan.snapshots_dir)
     pinned = pins.unused(plan.project_name, set())
     parked = sum(parked_bytes(s) for s in safety)
-    say(f"release: {len(safety)} safety set(s) ({human(parked)} parked on the engine) and {len(pinned)} pinned "
-        f"image tag(s) of project {plan.project_name}")
-    if not (safety or pinned):
+    client = engine.client()
+    held = clones.inventory(client, plan.snapshots_dir, snapshots.all_sets(plan.snapshots_dir))
+    held.update(clones.inventory(client, plan.snapshots_dir / snapshots.SAFETY, safety))
+    say(f"release: {len(safety)} safety set(s) ({human(parked)} parked on the engine), {len(pinned)} pinned "
+        f"image tag(s) of project {plan.project_name}"
+        + (f" and the copy-on-write clones of {len(held)} set(s) (pinning "
+           f"{human(sum(h.pinned for h in held.values()))})" if held else ""))
+    if not (safety or pinned or held):
         say("release: nothing to release")
         return {"safety": 0, "pins": 0}
     if not yes:
@@ -224,7 +229,9 @@ def release(plan, yes: bool) -> dict:
                           "nothing was removed")
     _remove_safety(plan, safety)
     pins.release(plan.project_name, pinned)
-    say(f"release: released {len(safety)} safety set(s), {human(parked)}, and {len(pinned)} pin(s); the backup "
-        f"sets in {plan.snapshots_dir} stay")
-    return {"safety": len(safety), "pins": len(pinned)}
+    for folder in (plan.snapshots_dir, plan.snapshots_dir / snapshots.SAFETY):
+        clones.release_all(client, folder)  # a rollback from a backup set then extracts its archive
+    say(f"release: released {len(safety)} safety set(s), {human(parked)}, {len(pinned)} pin(s) and "
+        f"{len(held)} set(s)' copy-on-write clones; the backup sets in {plan.snapshots_dir} stay")
+    return {"safety": len(safety), "pins": len(pinned), "clones": len(held)}
 
