@@ -98,9 +98,11 @@ def pinned_bytes(folder: Path) -> tuple[int, int]:
     block its source rewrites since moves from the second figure's complement into it.
     Read from the filesystem's own extent map (FIEMAP), never assumed."""
     total = alone = 0
+    seen: set[int] = set()
     for rel, st in walk(folder):
-        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
-            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0 or st.st_ino in seen:
+            continue  # a file with more hard links is counted once
+        seen.add(st.st_ino)
         total += st.st_size
         with open(os.path.join(os.fsencode(folder), rel), "rb") as f:
             alone += _unshared(f.fileno(), st.st_size)
