@@ -82,6 +82,9 @@ def clone_tree(src: Path, dst: Path) -> None:
     --reflink=always: a file it cannot clone is an error, never a silent full copy (the
     caller counted on a copy that costs no time and no room). dst is left half made on
     failure: the caller removes it."""
+    if os.path.lexists(dst) and not (os.path.isdir(dst) and not os.path.islink(dst) and not os.listdir(dst)):
+        # cp would merge into it: what is there already would pass for part of the clone
+        raise UndoitError(f"the copy-on-write clone of {src} was to go to {dst}, which is not empty: refused")
     cp = shutil.which("cp")
     if cp is None:
         raise UndoitError("a copy-on-write clone needs cp (GNU coreutils)")
