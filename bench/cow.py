@@ -103,9 +103,9 @@ def measure(eng, client, name, root, work, env, compose, fs: str, args) -> list[
     print(f"rows committed before the backup's quiesce: {before}; in the restored set: {after}"
           + ("" if after == before else "  <-- ROWS MISSING"), flush=True)
     run["undo"] = downtime.measured(client, name, compose, "doit undo", lambda: downtime.sh([*doit, "undo"], env=env))
-    store = eng.root / clones.FOLDER
-    aside = eng.root / f"{clones.FOLDER}-aside"
-    store.rename(aside)  # no clone to use: the rollback extracts the archive, as on any other filesystem
+    store = clones.path_of(eng.root / clones.FOLDER, work / "snapshots", backup_set, "pgdata").parent
+    aside = store.with_name(f".{store.name}-aside")
+    store.rename(aside)  # no clone of that set: the rollback extracts its archive, as on any other filesystem
     try:
         run["extraction"] = downtime.measured(client, name, compose, "doit rollback:db (extraction)",
                                               lambda: downtime.sh([*doit, "rollback:db", "yes=1",
