@@ -129,6 +129,7 @@ def test_backups_clone_and_rollbacks_clone_back_over_two_cycles(cow_engine, herb
         out = res.stdout + res.stderr
         assert res.returncode == 0, out[-3000:]
         assert f"cloned from set {s.id}'s copy-on-write clone" in out and "the archive not read" in out, out[-3000:]
+        assert "specimens cloned from the set's copy-on-write clone(s)" in out and "read to the end" not in out
         assert contents(client, plan) == at_backup  # this cycle's point in time, byte for byte
         report = json.loads(max(plan.reports_dir.glob("*-specimens.json")).read_text())
         assert report["snapshot_set"] == s.id

@@ -37,14 +37,30 @@ def _verify(plan: Plan, pid: str, set_id: str | None) -> dict:
         raise UndoitError(str(err), exit_code=max(err.exit_code, errors.NO_BACKUP)) from None
     restored = rollbacks.restored_volumes(plan.procedure(pid))
     others = len([k for k in choice.set.volumes if k not in restored])
+    cloned = _cloned(plan, choice.set, restored)
+    read = len(restored) - len(cloned)
     print(f"{pid}: restores set {choice.set.id} ({choice.set_source}) and files from {choice.ref} "
           f"({choice.ref_source}): manifest, listings and state match"
-          + (f"; the {len(restored)} archive(s) it restores are read to the end before its first step"
-             if restored else "")
+          + (f"; the {read} archive(s) it restores are read to the end before its first step" if read else "")
+          + (f"; {', '.join(cloned)} cloned from the set's copy-on-write clone(s) and compared with the listing "
+             "instead" if cloned else "")
           + (f"; {others} archive(s) it does not restore not read (`doit verify` reads them)" if others else ""))
     # rollback:<id> takes this answer (getargs) instead of working it out again
     return {"set": str(choice.set.path), "set_source": choice.set_source, "ref": choice.ref,
             "ref_source": choice.ref_source}
+
+
+def _cloned(plan: Plan, s, keys) -> list[str]:
+    """The volumes of keys whose set keeps a sealed copy-on-write clone here (the rollback
+    clones them back; where that fails after all, it reads the archive and says so)."""
+    from ..stack import clones, engine, stackcheck
+
+    keys = [k for k in keys if k in s.volumes]
+    if not keys or not engine.on_this_host():
+        return []
+    client = engine.client()
+    refs = stackcheck.refs(plan, client, keys)
+    return [k for k, ref in refs.items() if clones.usable(client, s, k, ref.name) is not None]
 
 
 def rollback(plan: Plan, args: Args):
