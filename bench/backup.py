@@ -9,7 +9,12 @@ repeated in one run:
   backup   runbook `docker run busybox tar czf` | undoit (doit backup) | host `tar | zstd -T0 -3`
   restore  runbook `tar xzf`                    | undoit (restore primitive) | host `zstd -dc | tar x`
   no-op    `doit backup` on the unchanged volume
-and undoit's peak RSS. Prints the medians and the ratios the targets are stated in.
+and undoit's peak RSS. Before each timed backup and restore the kernel's caches are
+dropped and what all three methods read is read back (bench/common.drop_caches: the
+volume, or the three archives, and the programs): every run starts from the same disk.
+The volume's only service is never started, so undoit exports it directly, as the other
+two do (no pre-copy: the run says which way its set was made).
+Prints the medians and the ratios the targets are stated in.
 Everything it creates carries the prefix `undoitbench` and is removed at the end.
 """
 
@@ -29,15 +34,15 @@ sys.path.insert(0, str(KIT))
 
 from scripts.stack import engine, images  # noqa: E402
 
-from common import busybox_image, empty, fill, journal_less_ext4, begin, timed  # noqa: E402
+from common import (begin, busybox_image, empty, files_under, fill, settle_for, settle_option,  # noqa: E402
+                    start_even, timed)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--settle", type=float, default=None,
-                    help="seconds to wait before each timed restore (default: 65 on ext4 without a journal, else 0)")
+    settle_option(ap, "restore")
     args = ap.parse_args()
 
     client, tag, work = begin("undoitbench")
@@ -56,9 +61,7 @@ def main() -> None:
 
 def run(client, bb, tag, vol_name, work: Path, args) -> None:
     mp = Path(client.api.inspect_volume(vol_name)["Mountpoint"])
-    settle = args.settle if args.settle is not None else (65.0 if journal_less_ext4(mp) else 0.0)
-    if settle:
-        print(f"waiting {settle:.0f} s before each timed restore (ext4 without a journal: see journal_less_ext4)")
+    settle = settle_for(args.settle, mp)
     t0 = time.perf_counter()
     size = fill(mp, args.mib)
     print(f"volume {vol_name}: {size / 2**30:.2f} GiB written in {time.perf_counter() - t0:.1f} s")
@@ -71,21 +74,31 @@ def run(client, bb, tag, vol_name, work: Path, args) -> None:
                            "host_restore", "noop")}
     rss = []
     snap = work / "snapshots"
+    # read back after the caches are dropped: the programs every method runs (a user's
+    # tools are warm), and the volume before a backup or the archives before a restore
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    tools = [lambda: subprocess.run([*doit, "list"], env=env, **quiet),
+             lambda: subprocess.run(["docker", "run", "--rm", "--network", "none", bb, "true"], **quiet),
+             lambda: subprocess.run("tar --version && zstd --version", shell=True, **quiet)]
+    volume_files = files_under(mp)
+    precopied = []
     for r in range(args.repeat):
         order = ["rb", "ud", "host"] if r % 2 == 0 else ["host", "ud", "rb"]
         for who in order:
             for f in backups.iterdir():
                 f.unlink()
-            subprocess.run(["sync"])
+            if who == "ud":
+                shutil.rmtree(snap, ignore_errors=True)  # a first backup: the whole volume exported
+            start_even([*tools, *volume_files], 0.0)  # nothing was deleted from the volume: no wait
             if who == "rb":
                 t, _ = timed(["docker", "run", "--rm", "--network", "none", "-v", f"{vol_name}:/data",
                               "-v", f"{backups}:/backup", bb, "tar", "czf", "/backup/data.tar.gz", "/data"])
                 res["rb_backup"].append(t)
             elif who == "ud":
-                shutil.rmtree(snap, ignore_errors=True)
                 t, peak = timed([*doit, "backup"], env=env, stdout=subprocess.DEVNULL)
                 res["ud_backup"].append(t)
                 rss.append(peak)
+                precopied.append(newest_set(snap)["volumes"]["data"].get("precopy") is not None)
                 t, _ = timed([*doit, "backup"], env=env, stdout=subprocess.DEVNULL)
                 res["noop"].append(t)
             else:
@@ -95,10 +108,10 @@ def run(client, bb, tag, vol_name, work: Path, args) -> None:
         subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{vol_name}:/data",
                         "-v", f"{backups}:/backup", bb, "tar", "czf", "/backup/data.tar.gz", "/data"], check=True)
         subprocess.run(f"tar -C {mp} -cf - . | zstd -T0 -3 -q -f -o {backups}/host.tar.zst", shell=True, check=True)
+        archives = [backups / "data.tar.gz", backups / "host.tar.zst", *snap.glob("*/data.tar.zst")]
         for who in order:
             empty(mp)
-            subprocess.run(["sync"])
-            time.sleep(settle)
+            start_even([*tools, *archives], settle)
             if who == "rb":
                 t, _ = timed(["docker", "run", "--rm", "--network", "none", "-v", f"{vol_name}:/data",
                               "-v", f"{backups}:/backup", bb, "tar", "xzf", "/backup/data.tar.gz", "-C", "/"])
@@ -121,6 +134,15 @@ def run(client, bb, tag, vol_name, work: Path, args) -> None:
     print(f"restore: undoit / host limit = {med['ud_restore'] / med['host_restore']:.3f}")
     print(f"no-op backup                 = {med['noop']:.2f} s   (target < 1 s)")
     print(f"peak RSS (largest undoit process) = {max(rss) / 1024:.0f} MiB   (target < 100 MiB)")
+    print(f"undoit's backups pre-copied the volume: {sum(precopied)} of {len(precopied)}"
+          + ("" if any(precopied) else " (exported directly, as the runbook and the host limit read it)"))
+
+
+def newest_set(snap: Path) -> dict:
+    """The manifest of the newest set in snap (what the backup just made)."""
+    import json
+
+    return json.loads(max(snap.glob("*/manifest.json"), key=lambda f: f.stat().st_mtime).read_text())
 
 
 def make_project(work: Path, tag: str, vol_name: str) -> Path:

@@ -1,7 +1,8 @@
 """What the benchmarks share: the start of a run (engine, images, a name and a work
 folder of its own) and the cleanup of a demo copy, a local busybox image for the
 runbook's commands, the mixed ~1 GiB data set, a timer that reads the peak RSS of what it
-ran, and the ext4 pause. Their compose projects and plans come from tests/projects.py."""
+ran, and the same start for every timed run (caches dropped and read back, or the ext4
+pause). Their compose projects and plans come from tests/projects.py."""
 
 from __future__ import annotations
 
@@ -161,6 +162,32 @@ def drop_caches(warm=()) -> bool:
             while f.read(1 << 20):
                 pass
     return True
+
+
+def settle_option(ap, restores: str) -> None:
+    """--settle: the wait that stands in for drop_caches where the caches cannot be dropped."""
+    ap.add_argument("--settle", type=float, default=None,
+                    help="where the kernel's caches cannot be dropped (not root): seconds to wait before each "
+                         f"timed {restores} (default: 65 on ext4 without a journal)")
+
+
+def settle_for(given: float | None, path: Path) -> float:
+    """--settle as given, else 65 s where path is on ext4 without a journal (see journal_less_ext4)."""
+    return given if given is not None else (65.0 if journal_less_ext4(path) else 0.0)
+
+
+def start_even(warm, settle: float) -> None:
+    """drop_caches(warm) before a timed run; where the caches cannot be dropped, wait
+    settle seconds instead (the only other way past ext4's recently freed inodes)."""
+    if not drop_caches(warm) and settle:
+        print(f"    waiting {settle:.0f} s (ext4 without a journal, and the caches cannot be dropped: see "
+              "bench/common.journal_less_ext4)", flush=True)
+        time.sleep(settle)
+
+
+def files_under(root: Path) -> list[Path]:
+    """Every regular file below root (what a warm read of a volume reads)."""
+    return [Path(d, f) for d, _, names in os.walk(root) for f in names if os.path.isfile(os.path.join(d, f))]
 
 
 def remove_pins(client, project: str) -> None:

@@ -42,7 +42,8 @@ sys.path.insert(0, str(KIT))
 from scripts.rollback import restore  # noqa: E402
 from scripts.stack import images
 
-from common import busybox_image, drop_caches, fill, journal_less_ext4, remove_pins, begin, timed  # noqa: E402
+from common import (begin, busybox_image, fill, remove_pins, settle_for, settle_option, start_even,  # noqa: E402
+                    timed)
 from tests.projects import (check, compose_file, do, everything, lay_out, phase, plan, refill, volume,  # noqa: E402
                             waiter, write_plan)
 
@@ -104,9 +105,7 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--kinds", default="files,volume,full", help="which rollbacks to time (comma-separated)")
-    ap.add_argument("--settle", type=float, default=None,
-                    help="where the kernel's caches cannot be dropped (not root): seconds to wait before each "
-                         "timed volume restore (default: 65 on ext4 without a journal)")
+    settle_option(ap, "volume restore")
     args = ap.parse_args()
     client, name, work = begin("undoitbench")
     bb = busybox_image(client)
@@ -141,7 +140,7 @@ def run(client, bb, name: str, work: Path, args) -> None:
     size = fill(mp, args.mib)
     print(f"volume {vol}: {size / 2**30:.2f} GiB; {args.files} tracked files "
           f"({time.perf_counter() - t0:.0f} s to build)")
-    settle = args.settle if args.settle is not None else (65.0 if journal_less_ext4(mp) else 0.0)
+    settle = settle_for(args.settle, mp)
 
     env = dict(os.environ, UNDOIT_PLAN=str(plan), CI="true")
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as a user's Python runs (see bench/noop.py)
@@ -180,11 +179,8 @@ def run(client, bb, name: str, work: Path, args) -> None:
         # every round starts from the same disk: nothing recently freed in the kernel's
         # cache (deleting 20,000 files slows creating files for minutes after, on ext4
         # without a journal), and what either method reads read back in; a wait where the
-        # caches cannot be dropped
-        if not drop_caches(warm) and volume and settle:
-            print(f"    waiting {settle:.0f} s (ext4 without a journal, and the caches cannot be dropped: see "
-                  "bench/common.journal_less_ext4)", flush=True)
-            time.sleep(settle)
+        # caches cannot be dropped (files alone: no volume restored, no wait)
+        start_even(warm, settle if volume else 0.0)
 
     restore_volume = (f"docker volume rm {vol} && docker volume create {vol} && "
                       f"docker run --rm --network none -v {vol}:/data -v {backups}:/backup {bb} "

@@ -191,10 +191,10 @@ def write_host_archive(root: Path, out: BinaryIO, progress: Callable[[int], None
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     gnutar.widen_pipe(proc.stdout)
     try:
-        with zstd_writer(out) as z:
+        with zstd_writer(out) as z, gnutar.beside(scanner.feed) as scan:
             while chunk := proc.stdout.read(CHUNK):
                 z.write(chunk)
-                scanner.feed(chunk)
+                scan(chunk)
                 if progress:
                     progress(len(chunk))
     finally:
