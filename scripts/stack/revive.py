@@ -99,7 +99,12 @@ def start(containers: list, timeout: float) -> list[str]:
 def unpause(containers: list) -> None:
     """Thaw the containers a hold paused (a frozen process resumes where it was: no
     health to wait for)."""
+    from docker.errors import APIError  # here: the plan loader imports this package
+
     for c in containers:
-        c.reload()
-        if c.status == "paused":
-            c.unpause()
+        try:
+            c.reload()
+            if c.status == "paused":
+                c.unpause()
+        except APIError as err:
+            raise UndoitError(f"thawing {c.name} failed: {err.explanation or err}") from err
