@@ -12,6 +12,7 @@ engine would run it) until it passes.
 
 from __future__ import annotations
 
+import threading
 import time
 
 from ..errors import UndoitError
@@ -53,6 +54,31 @@ def health_test(container) -> list[str] | None:
     return None  # a form the engine itself would not run
 
 
+def _probe_limit(container) -> float:
+    """How long one run of the check may take: the healthcheck's own timeout (the engine's
+    default, 30 s, where it sets none)."""
+    nanos = ((container.attrs.get("Config") or {}).get("Healthcheck") or {}).get("Timeout") or 30e9
+    return nanos / 1e9
+
+
+def passes(container, test: list[str], limit: float) -> bool:
+    """One run of the check in the container (docker exec) exits 0 within limit seconds.
+    The engine gives up on a run past its timeout; so does this: the wait for it is left
+    to a daemon thread (the SDK's own socket timeout ends it), never the kit's exit."""
+    result = []
+
+    def run():
+        try:
+            result.append(container.exec_run(test, stdout=False, stderr=False).exit_code)
+        except Exception:  # noqa: BLE001 -- an exec refused or cut: this run failed
+            result.append(None)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(max(limit, 0.1))
+    return result == [0]
+
+
 def back(container, deadline: float) -> None:
     """Wait until the started container is back: running, and its healthcheck's test
     passing where it has one; UndoitError when it exits or the deadline passes."""
@@ -63,7 +89,7 @@ def back(container, deadline: float) -> None:
         if container.status != "running" or state.get("Restarting"):
             raise UndoitError(f"{container.name} did not stay up after its start ({container.status}, "
                               f"exit {state.get('ExitCode')}): see `docker logs {container.name}`")
-        if test is None or container.exec_run(test, stdout=False, stderr=False).exit_code == 0:
+        if test is None or passes(container, test, min(_probe_limit(container), deadline - time.monotonic())):
             return
         if time.monotonic() > deadline:
             raise UndoitError(f"{container.name} is running but its healthcheck ({' '.join(test)}) still fails "
