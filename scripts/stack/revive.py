@@ -134,3 +134,22 @@ def unpause(containers: list) -> None:
                 c.unpause()
         except APIError as err:
             raise UndoitError(f"thawing {c.name} failed: {err.explanation or err}") from err
+
+
+def settled(client, project: str, timeout: float) -> None:
+    """Wait (at most timeout seconds) until the engine's own health status of the
+    project's containers has caught up: none still `starting`. Nothing is held any more
+    (their own check passed), but a person or a tool reading `docker ps` right after the
+    kit returns sees the stack as healthy as it was."""
+    from docker.errors import NotFound  # here: the plan loader imports this package
+
+    deadline = time.monotonic() + timeout
+    for c in client.containers.list(filters={"label": f"com.docker.compose.project={project}",
+                                             "health": "starting"}):
+        try:
+            while ((c.attrs.get("State") or {}).get("Health") or {}).get("Status") == "starting" \
+                    and time.monotonic() < deadline:
+                time.sleep(PAUSE * 4)
+                c.reload()
+        except NotFound:
+            continue  # removed meanwhile: nothing to wait for
