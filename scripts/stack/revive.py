@@ -69,7 +69,9 @@ def passes(container, test: list[str], limit: float) -> bool:
 
     def run():
         try:
-            result.append(container.exec_run(test, stdout=False, stderr=False).exit_code)
+            # attached (its output read and dropped): an exec with no stream attached
+            # returns at once, its exit code None while a slow check still runs
+            result.append(container.exec_run(test).exit_code)
         except Exception:  # noqa: BLE001 -- an exec refused or cut: this run failed
             result.append(None)
 
