@@ -175,9 +175,9 @@ def quiesced(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, befo
     seconds are set once the services are back.
 
     `stop` stops the running services that mount it (compose stops them in reverse
-    dependency order) and, in a finally, starts those containers again in dependency
-    order and waits until each is back (its own healthcheck passing), even when the
-    export failed. `pause` freezes them and thaws them.
+    dependency order) and, in a finally, brings them back in dependency order and waits
+    until each is back (its own healthcheck passing), even when the export failed.
+    `pause` freezes them and thaws them.
     """
     running = [c for c in volumes.users(client, ref.name) if c.status in ("running", "paused")]
     services = sorted({c.labels.get(SERVICE_LABEL) for c in running} - {None})
@@ -222,11 +222,10 @@ def _quiesced_body(client, compose: Compose, vol: Volume, hold: Hold, hook_servi
             if policy == "stop" and failed is not None:  # a stop cut short: the engine finishes it first
                 events.stops_under_way(client, compose.project, since, compose.timeouts["stop"])
             if policy == "stop":
-                # the very containers stopped, through the engine; one removed meanwhile
-                # is compose's to create again
-                gone = revive.start(held, compose.timeouts["up"])
-                if gone:
-                    compose.up(gone, options=("--no-recreate", "--no-deps"))
+                # started by compose without its --wait: counted back when their own
+                # healthcheck passes, not at the engine's next interval
+                compose.up(services, options=("--no-recreate", "--no-deps"), wait=False)
+                revive.wait_back(client, compose.project, services, compose.timeouts["up"])
             elif policy == "pause":
                 revive.unpause(held)
             hold.seconds = time.monotonic() - began

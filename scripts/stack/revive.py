@@ -1,13 +1,11 @@
-"""Held containers brought back through the engine itself, and counted back the moment
-their own healthcheck passes.
+"""Held services counted back the moment their own healthcheck passes.
 
-A hold's end used to be `compose up --wait`: a compose process that parses the project
-before it starts anything (0.3 s and more on a busy host, inside the hold), then waits
-for the engine's health status, which changes only at the healthcheck's next interval
-(a service ready in 0.2 s counted back 1 s later with `interval: 1s`, 30 s later with
-`interval: 30s`). Here the containers the hold stopped are started by id, in their
-dependency order, and the healthcheck's own test runs in them (docker exec, as the
-engine would run it) until it passes.
+A hold's end used to be `compose up --wait`, which waits for the engine's health status:
+it changes only at the healthcheck's next interval (a service ready in 0.2 s counted
+back 1 s later with `interval: 1s`, 30 s later with `interval: 30s`), then at compose's
+own next look. Here compose starts them (`up --detach`: in dependency order, creating
+one removed meanwhile) and the healthcheck's own test runs in each container (docker
+exec, as the engine would run it) until it passes.
 """
 
 from __future__ import annotations
@@ -17,27 +15,8 @@ import time
 
 from ..errors import UndoitError
 
-DEPENDS_LABEL = "com.docker.compose.depends_on"  # "db:service_healthy:false,cache:..."
 SERVICE_LABEL = "com.docker.compose.service"
 PAUSE = 0.05  # seconds between two runs of a check that failed: ready within it, not a busy loop
-
-
-def waves(containers: list) -> list[list]:
-    """The containers in waves: each wave's services depend only on earlier waves' (among
-    these), so a wave starts once the one before it is back. A cycle (compose refuses
-    one) or a label compose did not write leaves the rest in one last wave."""
-    by_service: dict[str, list] = {}
-    for c in containers:
-        by_service.setdefault(c.labels.get(SERVICE_LABEL) or c.name, []).append(c)
-    needs = {svc: {d.split(":", 1)[0] for d in (cs[0].labels.get(DEPENDS_LABEL) or "").split(",") if d}
-             & set(by_service) - {svc} for svc, cs in by_service.items()}
-    out, done = [], set()
-    while len(done) < len(needs):
-        ready = sorted(s for s in needs if s not in done and needs[s] <= done) or \
-            sorted(s for s in needs if s not in done)
-        out.append([c for s in ready for c in by_service[s]])
-        done |= set(ready)
-    return out
 
 
 def health_test(container) -> list[str] | None:
@@ -99,29 +78,20 @@ def back(container, deadline: float) -> None:
         time.sleep(PAUSE)
 
 
-def start(containers: list, timeout: float) -> list[str]:
-    """Start the containers (stopped by a hold) wave by wave, each back before the next
-    wave starts, all within timeout seconds (else UndoitError); the services of those
-    that are gone (removed while held), for compose to create again."""
-    from docker.errors import APIError, NotFound  # here: the plan loader imports this package
+def wait_back(client, project: str, services: list[str], timeout: float) -> None:
+    """Wait until every container of the services (started again) is back, all within
+    timeout seconds, else UndoitError."""
+    from docker.errors import APIError  # here: the plan loader imports this package
 
-    deadline, gone = time.monotonic() + timeout, []
-    for wave in waves(containers):
-        started = []
-        for c in wave:
-            try:
-                c.start()
-                started.append(c)
-            except NotFound:
-                gone.append(c.labels.get(SERVICE_LABEL) or c.name)
-            except APIError as err:
-                raise UndoitError(f"starting {c.name} again failed: {err.explanation or err}") from err
-        for c in started:
+    deadline = time.monotonic() + timeout
+    for svc in services:
+        for c in client.containers.list(all=True, filters={"label": [f"com.docker.compose.project={project}",
+                                                                     f"{SERVICE_LABEL}={svc}",
+                                                                     "com.docker.compose.oneoff=False"]}):
             try:
                 back(c, deadline)
             except APIError as err:  # removed, or the engine refused the exec
                 raise UndoitError(f"{c.name} did not come back: {err.explanation or err}") from err
-    return sorted(set(gone))
 
 
 def unpause(containers: list) -> None:
