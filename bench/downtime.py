@@ -173,9 +173,9 @@ def run(client, name, root, work, env, compose, args) -> None:
         took = sorted(set_ids(work) - set_before)
         results.append(with_hold(r, work, took))
         set_before = set_ids(work)
-        r = measured(client, name, compose, "doit checkpoint:db",
-                     lambda: sh([*doit, "checkpoint:db", "force=1"], env=env))
-        results.append(with_hold(r, work, sorted(set_ids(work) - set_before)))
+        cp = measured(client, name, compose, "doit checkpoint:db",
+                      lambda: sh([*doit, "checkpoint:db", "force=1"], env=env))
+        results.append(with_hold(cp, work, sorted(set_ids(work) - set_before)))
         # the rollback restores the backup's set: every row stamped before its quiesce is there
         quiesced = min((w[0] for w in r["windows"].get("db", [])), default=None)
         before = int(psql(compose, f"select count(*) from writes where ts < to_timestamp({quiesced})")) \
