@@ -13,8 +13,10 @@ each row stamped by the server's clock. Then, in one run, while the writer goes 
               `docker compose start db` (the runbook's method)
 For each it prints, from the engine's events (subscribed before the command starts:
 the engine replays only its last 256), how long each service was stopped
-(kill/die/stop -> start) or paused (pause -> unpause), the command's wall time, and the
-longest gap between two of the writer's committed rows (what a client saw). For the
+(kill/die/stop -> start) or paused (pause -> unpause), the command's wall time, the
+longest gap between two of the writer's committed rows (what a client saw), and for a
+backup or checkpoint the hold the kit itself recorded in the set's manifest (from the
+stop until the database was back, its healthcheck passing: `held.seconds`). For the
 backup it also proves that every row committed before the quiesce began is in the set:
 the rollback restores that set, and the rows stamped before the first stop event must
 all be there.
@@ -171,12 +173,14 @@ def run(client, name, root, work, env, compose, args) -> None:
     doit = [sys.executable, "-m", "doit", "-f", str(KIT / "dodo.py"), "-d", str(KIT)]
     results = []
     for _ in range(args.repeat):
-        set_before = set(os.listdir(work / "snapshots")) if (work / "snapshots").exists() else set()
+        set_before = set_ids(work)
         r = measured(client, name, compose, "doit backup", lambda: sh([*doit, "backup"], env=env))
-        took = sorted(set(os.listdir(work / "snapshots")) - set_before - {"safety", "runs", "journal"})
-        results.append(r)
-        results.append(measured(client, name, compose, "doit checkpoint:db",
-                                lambda: sh([*doit, "checkpoint:db", "force=1"], env=env)))
+        took = sorted(set_ids(work) - set_before)
+        results.append(with_hold(r, work, took))
+        set_before = set_ids(work)
+        cp = measured(client, name, compose, "doit checkpoint:db",
+                      lambda: sh([*doit, "checkpoint:db", "force=1"], env=env))
+        results.append(with_hold(cp, work, sorted(set_ids(work) - set_before)))
         # the rollback restores the backup's set: every row stamped before its quiesce is there
         quiesced = min((w[0] for w in r["windows"].get("db", [])), default=None)
         before = int(psql(compose, f"select count(*) from writes where ts < to_timestamp({quiesced})")) \
@@ -191,12 +195,13 @@ def run(client, name, root, work, env, compose, args) -> None:
         if not args.skip_runbook:
             results.append(runbook(client, name, compose, work))
     print()
-    print(f"{'method':<22} {'wall s':>8} {'db down s':>10} {'longest gap s':>14}")
+    print(f"{'method':<22} {'wall s':>8} {'db down s':>10} {'kit held s':>11} {'longest gap s':>14}")
     for r in results:
         down = max((b - a for a, b in r["windows"].get("db", [])), default=0.0)
         # a rollback takes the rows written since its set away by design: no gap to read
         gap = "-" if "rollback" in r["what"] else f"{r['gap']:.2f}"
-        print(f"{r['what']:<22} {r['wall']:>8.2f} {down:>10.2f} {gap:>14}")
+        held = "-" if r.get("held") is None else f"{r['held']:.2f}"
+        print(f"{r['what']:<22} {r['wall']:>8.2f} {down:>10.2f} {held:>11} {gap:>14}")
     base = [r for r in results if r["what"] == "runbook stop/tar/start"]
     if base:
         ref = max((b - a for a, b in base[0]["windows"].get("db", [])), default=0.0)
@@ -204,6 +209,24 @@ def run(client, name, root, work, env, compose, args) -> None:
             down = max((b - a for a, b in r["windows"].get("db", [])), default=0.0)
             if r is not base[0] and ref:
                 print(f"{r['what']}: db down {down / ref:.2f}x the runbook's")
+
+
+def set_ids(work: Path) -> set[str]:
+    """The sets in the bench's snapshots folder (the kit's own folders left out)."""
+    folder = work / "snapshots"
+    return {n for n in os.listdir(folder) if n[0].isdigit()} if folder.exists() else set()
+
+
+def with_hold(result: dict, work: Path, took: list[str]) -> dict:
+    """result with the hold the kit recorded for the database's volume in the set it took
+    (None: no set, or the volume was referenced, not exported)."""
+    import json
+
+    manifests = [json.loads((work / "snapshots" / t / "manifest.json").read_text()) for t in took]
+    held = [m["volumes"]["pgdata"]["held"]["seconds"] for m in manifests if "held" in m["volumes"].get("pgdata", {})]
+    print(f"{result['what']}: the kit held db {held[-1]:.2f} s (until its healthcheck passed)" if held
+          else f"{result['what']}: no hold recorded", flush=True)
+    return dict(result, held=held[-1] if held else None)
 
 
 def runbook(client, name, compose, work) -> dict:

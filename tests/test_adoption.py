@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +82,26 @@ def test_the_readme_adoption_steps_end_in_a_green_rollback(docker_client, kit_im
         assert (project / "shop.conf").read_text() == "release=1\n"
     finally:
         sweep(docker_client, name)
+
+
+def quiesce_of(plan_text: str) -> dict[str, str]:
+    """Each [volumes.X]'s quiesce in a written plan."""
+    import tomllib
+
+    return {k: v["quiesce"] for k, v in tomllib.loads(plan_text)["volumes"].items()}
+
+
+def test_plan_init_pauses_only_volumes_every_user_of_which_is_a_crash_safe_database():
+    from scripts.stack import starter
+
+    images = {"db": "undoit/postgres:15", "cache": "redis:7", "web": "undoit/app:latest", "ui": "mongo-express:1"}
+    s = starter.Survey(services=sorted(images), profiled={}, images=images, replicas=dict.fromkeys(images, 1))
+    s.databases = {svc: kind for svc in s.services
+                   if (kind := starter.database({"image": s.images[svc], "command": ["--db", "postgres://db/x"]}))}
+    s.volume_users = {"pgdata": ["db"], "cachedata": ["cache"], "shared": ["db", "web"], "uidata": ["ui"]}
+    written = starter.render(s, Path("."), "shop")
+    assert quiesce_of(written) == {"pgdata": "pause", "cachedata": "pause", "shared": "stop", "uidata": "stop"}
+    assert "Postgres recovers from a crash" in written and "Redis recovers from a crash" in written
 
 
 CANARY = "canary-Adopt-tok-8008"
@@ -161,7 +182,10 @@ def test_a_project_with_every_trait_adopts_by_the_readme_and_rehearses_as_it_is(
         for found in ("volume pgdata", "volume cachedata", "volume objdata", "bind-mounted data folder ./uploads",
                       "profile service tools", "git-ignored .env"):
             assert found in init, init
-        assert "no healthcheck" not in (project / "phases.toml").read_text()
+        written = (project / "phases.toml").read_text()
+        assert "no healthcheck" not in written
+        # Postgres and Redis recover from a crash: paused; the S3 store and the uploads stopped
+        assert quiesce_of(written) == {"pgdata": "pause", "cachedata": "pause", "objdata": "stop", "uploads": "stop"}
         assert "outcome: success" in outs[commands[-1]], outs[commands[-1]][-3000:]
         # the full rollback passed with tools running, and left it so
         assert "Up" in subprocess.run([*compose, "--profile", "tools", "ps", "tools", "--format", "{{.Status}}"],

@@ -12,7 +12,7 @@ from scripts.stack import volumes
 from scripts.store import listings, mirror
 
 from .conftest import make_stack, sweep, unique
-from .projects import compose_file, image, plan, service, volume
+from .projects import compose_file, healthy_when, image, plan, service, volume
 
 pytestmark = pytest.mark.docker
 
@@ -37,6 +37,14 @@ COMPOSE = compose_file({
 }, volumes=["journal"])
 
 PLAN = plan(["scribe"], volumes={"journal": volume("scribe", quiesce="stop")})
+
+
+def scribe_with(check: dict, quiesce: str = "stop", **tables):
+    """The scribe with a healthcheck, and its plan."""
+    return (compose_file({"scribe": service(image("base"), entrypoint=["bash", "-c"], command=[SCRIBE],
+                                            volumes=["journal:/journal"], stop_grace_period="5s",
+                                            healthcheck=check)}, volumes=["journal"]),
+            plan(["scribe"], volumes={"journal": volume("scribe", quiesce=quiesce)}, **tables))
 
 
 @pytest.fixture
@@ -187,3 +195,62 @@ def test_a_pre_copied_set_keeps_what_a_naive_copy_loses(docker_client, scribe, m
     assert listings.diff(seen["listing"], s.listing("journal")) == []
     listing, digests, _ = restored(docker_client, s, "journal")
     assert listings.diff(seen["listing"], listing) == [] and digests == seen["digests"]
+
+
+def test_a_hold_ends_when_the_services_own_healthcheck_passes_not_at_the_engines_next_interval(
+        docker_client, kit_images, tmp_path):
+    """interval: 30s: the engine's status says healthy 30 s after a start at the earliest;
+    the kit runs the check itself and counts the scribe back as soon as it passes."""
+    name = unique("pcslow")
+    try:
+        stack = make_stack(name, tmp_path, *scribe_with(healthy_when("test", "-s", "/journal/log", interval="30s")))
+        s = backup.backup(stack)
+        entry = s.volumes["journal"]
+        assert entry["held"]["services"] == ["scribe"] and 0 < entry["held"]["seconds"] < 10, entry
+        scribe = docker_client.containers.list(filters={"label": f"com.docker.compose.project={name}"})[0]
+        assert scribe.status == "running" and scribe.exec_run(["test", "-s", "/journal/log"]).exit_code == 0
+    finally:
+        sweep(docker_client, name)
+
+
+def test_a_service_whose_healthcheck_fails_after_the_hold_fails_the_backup_running(docker_client, kit_images,
+                                                                                   tmp_path, monkeypatch):
+    """Back means healthy: a check that no longer passes once the scribe is started
+    again fails the backup within [timeouts] up, the scribe left running for a person
+    to look at."""
+    from scripts.errors import UndoitError
+
+    name = unique("pcsick")
+    try:
+        compose, doc = scribe_with(healthy_when("test", "-f", "/journal/log", "-a", "!", "-f", "/journal/sick"),
+                                   timeouts={"up": 3})
+        stack = make_stack(name, tmp_path, compose, doc)
+        live = volumes.host_path(docker_client, volumes.resolve(docker_client, name, ["journal"])["journal"].name)
+        real = mirror.catch_up
+
+        def catch_up(src, staging, first):
+            done = real(src, staging, first)
+            (live / "sick").write_text("")  # while held, after the copy caught up
+            return done
+
+        monkeypatch.setattr(mirror, "catch_up", catch_up)
+        with pytest.raises(UndoitError, match="healthcheck .* still fails"):
+            backup.backup(stack)
+        scribe = docker_client.containers.list(filters={"label": f"com.docker.compose.project={name}"})
+        assert [c.status for c in scribe] == ["running"]
+    finally:
+        sweep(docker_client, name)
+
+
+def test_a_paused_hold_thaws_the_scribe_and_only_it(docker_client, kit_images, tmp_path):
+    name = unique("pcpause")
+    try:
+        stack = make_stack(name, tmp_path, *scribe_with(healthy_when("test", "-s", "/journal/log"), "pause"))
+        s = backup.backup(stack)
+        entry = s.volumes["journal"]
+        assert entry["quiesce"] == "pause" and entry["held"]["services"] == ["scribe"], entry
+        assert 0 < entry["held"]["seconds"] < 10, entry
+        scribe = docker_client.containers.list(filters={"label": f"com.docker.compose.project={name}"})[0]
+        assert scribe.status == "running" and scribe.attrs["State"]["Paused"] is False
+    finally:
+        sweep(docker_client, name)

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..repo import gitstate, records
-from ..stack import clones, engine, ignored, pins, stackcheck, volumes
+from ..stack import clones, engine, ignored, pins, revive, stackcheck, volumes
 from ..store import archive, journal, listings, snapshots
 from ..stack.compose import Compose, for_plan
 from ..errors import UndoitError
@@ -217,8 +217,14 @@ def take_set(plan: Plan, keys: list[str], git: dict, kind: str, phase: str | Non
     latest = snapshots.latest_complete(plan.snapshots_dir, plan.project_name)
     set_id, path = snapshots.new_set(plan.snapshots_dir)
     with snapshots.writing_set(path):
-        result = _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phase, export_hook, cycle,
-                           save_images)
+        try:
+            result = _fill_set(plan, client, compose, refs, latest, set_id, path, git, kind, phase, export_hook,
+                               cycle, save_images)
+        finally:
+            # a held service was counted back when its own healthcheck passed; the engine's
+            # status follows at its next interval (mostly while the archives were written):
+            # the kit returns with the stack as healthy as the engine says, failed or not
+            revive.settled(client, plan.project_name, plan.timeouts["up"])
     release_clones(client, plan)  # the set is complete: a failure here must not undo it
     return result
 

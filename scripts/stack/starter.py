@@ -29,6 +29,19 @@ from .compose import own_config, stack_env
 POSTGRES_PROBE = ["sh", "-c", "for d in $(psql -U postgres -Atc 'select datname from pg_database where "
                   "datallowconn order by 1'); do psql -U postgres -d \"$d\" -Atc 'select pg_current_snapshot(), "
                   "(select sum(last_value) from pg_sequences)'; done"]
+# databases that recover from a crash on their own (a write-ahead log, an append-only
+# file, a journal): their volume copied while they are frozen in place (paused) is what
+# a power cut would leave, which they start from; a frozen client waits where a stopped
+# one would fail. Told by the image's name (its last part, no tag), the server binary the
+# service runs, or its healthcheck's probe; never by a word anywhere (postgres-exporter,
+# mongo-express and an app given a postgres:// URL are not databases)
+CRASH_SAFE = {
+    "Postgres": (r"postgres(ql)?|postgis|timescaledb(-ha)?", r"postgres", r"pg_isready"),
+    "Redis": (r"redis(-stack(-server)?)?|valkey|keydb", r"(redis|valkey|keydb)-server", r"(redis|valkey)-cli"),
+    "MySQL": (r"mysql(-server)?|percona(-server)?", r"mysqld", r"mysqladmin"),
+    "MariaDB": (r"mariadb", r"mariadbd|mysqld", r"mariadb-admin"),
+    "MongoDB": (r"mongo(db-community-server)?", r"mongod", r"mongosh|mongo"),
+}
 # where containers keep no state worth a backup (sockets, scratch)
 SCRATCH = ("/tmp", "/run", "/var/run", "/var/tmp", "/var/cache", "/dev", "/proc", "/sys")
 
@@ -48,6 +61,7 @@ class Survey:
     no_health: list[str] = field(default_factory=list)  # neither the compose file nor the image has one
     unknown_health: list[str] = field(default_factory=list)  # none in compose, the image not here to ask
     ignored: dict[str, str] = field(default_factory=dict)  # git-ignored files compose reads -> what reads them
+    databases: dict[str, str] = field(default_factory=dict)  # service -> the crash-safe database it runs
     networks: list[str] = field(default_factory=list)
 
 
@@ -64,6 +78,9 @@ def survey(config: dict, root: Path, client=None) -> Survey:
         _mounts(s, svc, spec.get("volumes") or [], root)
         if svc in s.services:  # a profile service is none of the plan's checks' business
             _health(s, svc, spec, client)
+        kind = database(spec)
+        if kind:
+            s.databases[svc] = kind
     s.ignored = ignored.ignored(SimpleNamespace(root=root, env_files=(), include_ignored=()), config)
     return s
 
@@ -117,6 +134,24 @@ def _health(s: Survey, svc: str, spec: dict, client) -> None:
         s.unknown_health.append(svc)
     elif not own:
         s.no_health.append(svc)
+
+
+def database(spec: dict) -> str | None:
+    """The crash-safe database a service of the compose file runs (CRASH_SAFE), if any."""
+    image = re.split(r"[:@]", (spec.get("image") or "").rsplit("/", 1)[-1])[0].lower()
+    run = [w for key in ("entrypoint", "command") for w in _words(spec.get(key))]
+    server = os.path.basename(run[0]) if run else ""
+    test = _words((spec.get("healthcheck") or {}).get("test"))
+    probe = os.path.basename((test[1:] or [""])[0].split()[0]) if test[1:] and test[1].strip() else ""
+    for kind, (images, servers, probes) in CRASH_SAFE.items():
+        if re.fullmatch(images, image) or re.fullmatch(servers, server) or re.fullmatch(probes, probe):
+            return kind
+    return None
+
+
+def _words(value) -> list[str]:
+    """A compose command, entrypoint or test as a list (a string is one shell line)."""
+    return value.split() if isinstance(value, str) else list(value or [])
 
 
 def _image_healthcheck(client, image: str) -> bool | None:
@@ -178,7 +213,7 @@ def _notes(s: Survey) -> list[str]:
 def _volume_tables(s: Survey) -> list[str]:
     out = []
     for vol, users in sorted(s.volume_users.items()):
-        out += ["", f"[volumes.{vol}]", f"services = {_toml(sorted(set(users)))}", 'quiesce = "stop"']
+        out += ["", f"[volumes.{vol}]", f"services = {_toml(sorted(set(users)))}", *_quiesce(s, users)]
         if any("postgres" in s.images[u] for u in users):
             out += ["# Postgres rewrites its files on every clean restart: judge staleness by its",
                     "# transaction ids and sequences instead", f"probe = {_toml(POSTGRES_PROBE)}"]
@@ -186,6 +221,17 @@ def _volume_tables(s: Survey) -> list[str]:
         out += ["", f"[volumes.{key}]  # a bind-mounted folder that git does not track: data",
                 f"services = {_toml(users)}", f"bind = {_toml(folder)}", 'quiesce = "stop"']
     return out
+
+
+def _quiesce(s: Survey, users: list[str]) -> list[str]:
+    """The volume's quiesce: paused when every service that mounts it is a database that
+    recovers from a crash, else stopped (an application's files may be half written)."""
+    if any(u not in s.databases for u in users):
+        return ['quiesce = "stop"']
+    kinds = sorted({s.databases[u] for u in users})
+    return [f"# {', '.join(kinds)} recovers from a crash on its own: paused (frozen in place) while its copy",
+            "# catches up, its volume is what a power cut would leave and its clients wait instead of failing",
+            'quiesce = "pause"']
 
 
 def _procedures(s: Survey) -> list[str]:
