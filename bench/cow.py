@@ -104,7 +104,8 @@ def measure(eng, client, name, root, work, env, compose, fs: str, args) -> list[
           + ("" if after == before else "  <-- ROWS MISSING"), flush=True)
     run["undo"] = downtime.measured(client, name, compose, "doit undo", lambda: downtime.sh([*doit, "undo"], env=env))
     store = clones.path_of(eng.root / clones.FOLDER, work / "snapshots", backup_set, "pgdata").parent
-    aside = store.with_name(f".{store.name}-aside")
+    # out of the clone store (whose tidying would take it for a dead backup's), on its disk
+    aside = eng.root / f"undoitbench-aside-{backup_set}"
     store.rename(aside)  # no clone of that set: the rollback extracts its archive, as on any other filesystem
     try:
         run["extraction"] = downtime.measured(client, name, compose, "doit rollback:db (extraction)",
