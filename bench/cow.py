@@ -53,8 +53,9 @@ def main() -> None:
     verdicts = []
     for fs in (["btrfs", "xfs"] if args.fs == "both" else [args.fs]):
         _, name, work = begin("undoitbench")  # on the host's engine: the images are there
-        # the data, its WAL, the images, and what the writer and the rollbacks add beside
-        with loop_engine(fs, max(12.0, args.gib * 2.5 + 6), needed) as eng, as_the_engine(eng):
+        # the data, its WAL, the images, what the writer adds, and room for the extraction
+        # baseline to build a whole copy beside the volume (the kit refuses it otherwise)
+        with loop_engine(fs, max(12.0, args.gib * 4 + 8), needed) as eng, as_the_engine(eng):
             print(f"\n== {fs}: the engine's data root on a loop-mounted {fs} ({eng.root})", flush=True)
             verdicts += one_filesystem(eng, name, work, fs, args)
     print()
