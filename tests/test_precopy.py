@@ -199,11 +199,12 @@ def test_a_pre_copied_set_keeps_what_a_naive_copy_loses(docker_client, scribe, m
 
 def test_a_hold_ends_when_the_services_own_healthcheck_passes_not_at_the_engines_next_interval(
         docker_client, kit_images, tmp_path):
-    """interval: 30s: the engine's status says healthy 30 s after a start at the earliest;
-    the kit runs the check itself and counts the scribe back as soon as it passes."""
+    """interval: 15s: the engine's status says healthy 15 s after a start at the earliest;
+    the kit runs the check itself and counts the scribe back as soon as it passes (the
+    interval is no longer: the stack's first start and the backup's end each wait one)."""
     name = unique("pcslow")
     try:
-        stack = make_stack(name, tmp_path, *scribe_with(healthy_when("test", "-s", "/journal/log", interval="30s")))
+        stack = make_stack(name, tmp_path, *scribe_with(healthy_when("test", "-s", "/journal/log", interval="15s")))
         s = backup.backup(stack)
         entry = s.volumes["journal"]
         assert entry["held"]["services"] == ["scribe"] and 0 < entry["held"]["seconds"] < 10, entry
