@@ -16,7 +16,7 @@ from pathlib import Path
 from docker.errors import NotFound
 
 from ..stack import clones, volumes
-from ..store import archive, journal, listings, snapshots
+from ..store import archive, cow, journal, listings, snapshots
 from ..backup.exports import export_volume
 from ..errors import UndoitError
 from ..store.listings import Listing
@@ -315,7 +315,7 @@ def _clone_in(s: snapshots.SnapshotSet, key: str, name: str, staging: Path, devi
                               f"({nodes[0].path.decode(errors='replace')}), which the plan does not allow in {key}; "
                               "refusing")
         try:
-            clones.clone_into(image, staging)
+            cow.clone_tree(image, staging)
             _compare(archive.listing(staging), expected, str(image), s.id)
         except UndoitError as err:  # the archive is the set: the clone only ever a shortcut to it
             volumes.discard(staging)

@@ -214,8 +214,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
-
-
-def clone_into(image: Path, staging: Path) -> None:
-    """A sealed clone cloned again into staging (empty, beside the volume it will become)."""
-    cow.clone_tree(image, staging)
