@@ -22,7 +22,7 @@ from ..stack.compose import Compose, for_plan
 from ..errors import UndoitError
 from ..plan.plan import Plan
 from ..output.progress import say
-from ..stack import events
+from ..stack import events, revive
 from . import repair
 
 
@@ -201,8 +201,10 @@ def recreate(compose: Compose, services: list[str], healthy: list[str] | None = 
         compose.down(volumes=False)
         compose.up(services, wait=wait)
     if healthy:
+        # counted back when their own healthcheck passes, run by the kit: the engine's
+        # status changes only at its next interval, and compose's --wait looks every 500 ms
         try:
-            compose.up(healthy)
+            revive.wait_back(engine.client(), compose.project, healthy, compose.timeouts["up"])
         except UndoitError as err:  # running as before, its data as before: what it reads decides its health
             return f"not healthy again ({err}), though healthy before the rollback"
     return ""

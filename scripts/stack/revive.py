@@ -60,6 +60,13 @@ def passes(container, test: list[str], limit: float) -> bool:
     return result == [0]
 
 
+def passes_within(container, within: float) -> bool:
+    """The container's own healthcheck test passes on one run now (docker exec), given at
+    most its own timeout and `within` seconds; False for a container with none."""
+    test = health_test(container)
+    return test is not None and within > 0 and passes(container, test, min(_probe_limit(container), within))
+
+
 def back(container, deadline: float) -> None:
     """Wait until the started container is back: running, and its healthcheck's test
     passing where it has one; UndoitError when it exits or the deadline passes."""

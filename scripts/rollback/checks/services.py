@@ -7,10 +7,20 @@ import time
 
 from ...output.redact import PLAIN, Redactor
 from ...plan.registry import CHECKS, CheckType, Invalid
+from ...stack import revive
 
 DEFAULT_LOG_PATTERN = r"(?i)\b(error|fatal|panic|exception)\b"
 SERVICE_LABEL = "com.docker.compose.service"
 READY = "ready"
+OWN_CHECK = "own check"  # readiness: healthy by its own healthcheck, run by the kit
+
+
+def by_own_check(services) -> str:
+    """The note for services counted healthy by their own healthcheck run by the kit."""
+    if not services:
+        return ""
+    return (f" ({', '.join(sorted(set(services)))}: by the service's own healthcheck, run by the kit; "
+            "the engine's first was still to come)")
 
 
 def project_containers(ctx, running_only: bool = True) -> list:
@@ -31,18 +41,20 @@ def health(ctx, services, wait: float) -> tuple[bool, str]:
     start = time.monotonic()
     deadline = start + wait
     while True:
-        bad = []
+        bad, probed = [], []
         cs = {c.labels.get(SERVICE_LABEL): c for c in project_containers(ctx, running_only=False)}
         for svc in wanted or sorted(cs):
             c = cs.get(svc)
             if c is None:
                 bad.append(f"{svc}: no container")
                 continue
-            state, why = readiness(c, ctx.redact)
+            state, why = readiness(c, ctx.redact, probe_within=deadline - time.monotonic())
             if state != READY:
                 bad.append(why)
+            elif why:
+                probed.append(svc)
         if not bad:
-            return True, f"{len(wanted or cs)} service(s) running and healthy"
+            return True, f"{len(wanted or cs)} service(s) running and healthy" + by_own_check(probed)
         if time.monotonic() > deadline or any("no container" in b or ": exited" in b for b in bad):
             return False, "; ".join(bad)
         # a restart waits on this: the first seconds often (a healthcheck every 250 ms is
@@ -50,11 +62,16 @@ def health(ctx, services, wait: float) -> tuple[bool, str]:
         time.sleep(0.05 if time.monotonic() - start < 3 else 0.25)
 
 
-def readiness(container, redact: Redactor = PLAIN) -> tuple[str, str]:
+def readiness(container, redact: Redactor = PLAIN, probe_within: float = 0) -> tuple[str, str]:
     """(READY, "") for a container that runs and is healthy or has no healthcheck; else
     its state (exited, created, ...) or, running, its health (starting, unhealthy), and
     one line: "<service>: <state>" or "<service>: <health> (<its last health output>)",
-    that output masked by redact before it is cut."""
+    that output masked by redact before it is cut.
+
+    With probe_within, a container the engine has not checked yet (`starting`: its first
+    healthcheck comes one interval after the start) is READY once its own healthcheck
+    passes, run by the kit (docker exec, as the engine runs it): (READY, "own check").
+    A verdict the engine gave (unhealthy) stays the engine's."""
     svc = container.labels.get(SERVICE_LABEL)
     state = container.attrs["State"]
     if state.get("Status") != "running":
@@ -62,6 +79,8 @@ def readiness(container, redact: Redactor = PLAIN) -> tuple[str, str]:
     status = (state.get("Health") or {}).get("Status")
     if status in (None, "healthy"):
         return READY, ""
+    if status == "starting" and revive.passes_within(container, probe_within):
+        return READY, OWN_CHECK
     return status, f"{svc}: {status} ({last_health_output(container, redact)})"
 
 

@@ -171,7 +171,7 @@ def _running_and_healthy(ctx, services, timeout: int) -> tuple[bool, str]:
     compose's wait judges (a container exited, created or restarting; a named service
     with none). Raises when the time is up with a service still starting or unhealthy."""
     start = time.monotonic()
-    seen_unhealthy = False
+    seen_unhealthy, probed = False, set()
     # starting: as long as compose's --wait would wait; unhealthy: as long as the kit
     # waits for an engine's next healthcheck after compose gave up on one
     deadlines = {False: start + timeout, True: start + min(ctx.health_wait, timeout)}
@@ -188,12 +188,15 @@ def _running_and_healthy(ctx, services, timeout: int) -> tuple[bool, str]:
                 continue
             if c.attrs["State"].get("Status") != "running":
                 return False, ""
-            state, why = health_of.readiness(c, ctx.redact)
+            state, why = health_of.readiness(c, ctx.redact, probe_within=deadlines[False] - time.monotonic())
             if state != health_of.READY:  # its health: starting, unhealthy
                 unhealthy |= state == "unhealthy"
                 waiting.append(why)
+            elif why:
+                probed.add(c.labels.get(label))
         if not waiting:
-            return True, " (on the engine's next healthcheck: it was unhealthy from before)" if seen_unhealthy else ""
+            return True, (" (on the engine's next healthcheck: it was unhealthy from before)" if seen_unhealthy
+                          else "") + health_of.by_own_check(probed)
         seen_unhealthy |= unhealthy
         if time.monotonic() > deadlines[unhealthy]:
             raise UndoitError(_TIMED_OUT + "; ".join(waiting))
