@@ -35,7 +35,7 @@ sys.path.insert(0, str(KIT))
 from scripts.stack import engine, images  # noqa: E402
 
 from common import (begin, busybox_image, empty, files_under, fill, settle_for, settle_option,  # noqa: E402
-                    start_even, timed)
+                    start_even, timed, timed_cpu)
 
 
 def main() -> None:
@@ -71,7 +71,7 @@ def run(client, bb, tag, vol_name, work: Path, args) -> None:
     backups = work / "out"
     backups.mkdir()
     res = {k: [] for k in ("rb_backup", "ud_backup", "host_backup", "rb_restore", "ud_restore",
-                           "host_restore", "noop")}
+                           "host_restore", "noop", "ud_cpu", "host_cpu")}
     rss = []
     snap = work / "snapshots"
     # read back after the caches are dropped: the programs every method runs (a user's
@@ -95,15 +95,18 @@ def run(client, bb, tag, vol_name, work: Path, args) -> None:
                               "-v", f"{backups}:/backup", bb, "tar", "czf", "/backup/data.tar.gz", "/data"])
                 res["rb_backup"].append(t)
             elif who == "ud":
-                t, peak = timed([*doit, "backup"], env=env, stdout=subprocess.DEVNULL)
+                t, peak, cpu = timed_cpu([*doit, "backup"], env=env, stdout=subprocess.DEVNULL)
                 res["ud_backup"].append(t)
+                res["ud_cpu"].append(cpu)
                 rss.append(peak)
                 precopied.append(newest_set(snap)["volumes"]["data"].get("precopy") is not None)
                 t, _ = timed([*doit, "backup"], env=env, stdout=subprocess.DEVNULL)
                 res["noop"].append(t)
             else:
-                t, _ = timed(f"tar -C {mp} -cf - . | zstd -T0 -3 -q -f -o {backups}/host.tar.zst", shell=True)
+                t, _, cpu = timed_cpu(f"tar -C {mp} -cf - . | zstd -T0 -3 -q -f -o {backups}/host.tar.zst",
+                                      shell=True)
                 res["host_backup"].append(t)
+                res["host_cpu"].append(cpu)
         # restore: each method from its own archive into the emptied volume
         subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{vol_name}:/data",
                         "-v", f"{backups}:/backup", bb, "tar", "czf", "/backup/data.tar.gz", "/data"], check=True)
@@ -132,6 +135,10 @@ def run(client, bb, tag, vol_name, work: Path, args) -> None:
     print(f"backup:  undoit / host limit = {med['ud_backup'] / med['host_backup']:.3f}   (target <= 1.3)")
     print(f"restore: undoit / runbook    = {med['ud_restore'] / med['rb_restore']:.3f}   (target <= 0.5)")
     print(f"restore: undoit / host limit = {med['ud_restore'] / med['host_restore']:.3f}")
+    cores = len(os.sched_getaffinity(0))
+    print(f"backup CPU (user + system)   = undoit {med['ud_cpu']:.2f} s, host limit {med['host_cpu']:.2f} s "
+          f"({med['ud_cpu'] / med['host_cpu']:.2f}x): on {cores} cores, at least "
+          f"{med['ud_cpu'] / cores:.2f} s and {med['host_cpu'] / cores:.2f} s of wall time")
     print(f"no-op backup                 = {med['noop']:.2f} s   (target < 1 s)")
     print(f"peak RSS (largest undoit process) = {max(rss) / 1024:.0f} MiB   (target < 100 MiB)")
     print(f"undoit's backups pre-copied the volume: {sum(precopied)} of {len(precopied)}"

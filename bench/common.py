@@ -109,13 +109,20 @@ def fill(mp: Path, mib: int, seed: int = 7) -> int:
 
 def timed(argv, **kw) -> tuple[float, int]:
     """Run a command; return (seconds, peak RSS in KiB of that process tree's largest member)."""
+    elapsed, peak, _ = timed_cpu(argv, **kw)
+    return elapsed, peak
+
+
+def timed_cpu(argv, **kw) -> tuple[float, int, float]:
+    """timed, and the CPU seconds (user + system) of the process and every child it
+    waited for (a pipeline's shell: both sides; `docker run`: not the container)."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, **kw)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"benchmark step failed: {argv if isinstance(argv, str) else ' '.join(map(str, argv))}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def empty(mp: Path) -> None:

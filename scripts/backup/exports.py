@@ -32,7 +32,7 @@ from ..output.progress import human, say, transfer
 from ..plan.plan import Volume
 from ..stack import clones, events, revive, volumes
 from ..stack.compose import Compose
-from ..store import archive, gnutar, journal, listings, mirror, snapshots
+from ..store import archive, durable, gnutar, journal, listings, mirror, snapshots
 from ..store.archive import HashingWriter
 from ..store.entries import walk
 
@@ -44,6 +44,7 @@ SERVICE_LABEL = "com.docker.compose.service"
 STALENESS = 2
 
 PRECOPY = ".precopy-"  # the copy's folder in the set's, gone before the manifest is written
+WRITE_OUT_LIMIT = 5.0  # seconds the dirty pages are written out for before a stop, at most
 
 
 @dataclass
@@ -233,8 +234,10 @@ def quiesced(client, compose: Compose, vol: Volume, ref: volumes.VolumeRef, befo
     if hold.policy == "stop":
         # a stopped container's filesystems are unmounted, and an unmount writes out the
         # host's dirty pages first (the pre-copy's, measured 0.8 s inside the hold for 1 GB):
-        # written out here, while the services still run
-        os.sync()
+        # written out here, while the services still run: the volume's filesystem and the
+        # sets' (the pre-copy's), not every filesystem of the host
+        durable.write_out([p for p in (volumes.host_path(client, ref.name), journal_dir) if p is not None],
+                          WRITE_OUT_LIMIT)
     # the intent first: a run killed while they are down leaves a record the next run
     # acts on (starting them again), never a stack that looks stopped on purpose
     record = journal.intent(journal_dir, compose.project, "backup", volume=ref.name,
