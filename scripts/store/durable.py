@@ -34,11 +34,10 @@ def sync_filesystem(path: Path) -> None:
 
 def write_out(paths, limit: float) -> None:
     """Write out the dirty pages of the filesystems holding paths (each filesystem once),
-    waiting at most limit seconds in all: for
-    speed only (a later unmount would write them inside a service's stop), nothing relies
-    on it. In a thread: a signal is handled at once, not after the flush returns, and a
-    filesystem others keep writing to does not hold the caller (measured: a global sync
-    outlasted a 30 s SIGTERM deadline while other tests wrote)."""
+    waiting at most limit seconds in all: for speed only (a later unmount would write
+    them inside a service's stop), nothing relies on it. In a thread: a signal is handled
+    at once, not only after the flush returns, and a filesystem others keep writing to
+    does not hold the caller past limit."""
     def flush():
         seen = set()
         for path in paths:
