@@ -152,3 +152,33 @@ def test_lines_compared_unparsed_agree_with_entries_compared():
     assert listings.diff(listings.build(base + [link]), listings.build(walked)) == []
     assert len(listings.diff(listings.build(base + [link]), listings.build(other), limit=100)) == 1 + sum(
         1 for e in base if e.digest)
+
+
+def test_walk_leaves_out_what_goes_while_it_walks(tmp_path, monkeypatch):
+    """A running service removes files and folders between the listing of a folder and
+    the lstat of its entries (the pre-copy walks a live volume): what is gone is left
+    out, the walk goes on."""
+    import os
+
+    from scripts.store import entries
+
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").write_text("x")
+    from contextlib import contextmanager
+
+    real = os.scandir
+
+    @contextmanager
+    def scandir_then_remove(path):
+        with real(path) as it:
+            found = list(it)  # the folder listed (a, b, c, d), then b and the folder d go
+        if isinstance(path, (str, bytes)) and os.fsdecode(path) == str(tmp_path):
+            (tmp_path / "b").unlink()
+            (tmp_path / "d" / "x").unlink()
+            (tmp_path / "d").rmdir()
+        yield iter(found)
+
+    monkeypatch.setattr(entries.os, "scandir", scandir_then_remove)
+    assert [rel for rel, _ in entries.walk(tmp_path)] == [b".", b"a", b"c"]

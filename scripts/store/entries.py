@@ -112,7 +112,11 @@ def listing_bytes(entries: Iterable[Entry]) -> bytes:
 
 
 def walk(root: Path) -> Iterator[tuple[bytes, os.stat_result]]:
-    """(relative path, lstat) for the root and everything below, parents first, sorted."""
+    """(relative path, lstat) for the root and everything below, parents first, sorted.
+
+    A folder walked while its services run (a pre-copy's first pass, its size) loses
+    entries between the listing of a folder and their lstat: what is gone by then is
+    not there, and is left out (a folder gone, or no folder any more, with all it held)."""
     root_b = os.fsencode(root)
     yield b".", os.lstat(root_b)
     stack = [b""]
@@ -120,11 +124,19 @@ def walk(root: Path) -> Iterator[tuple[bytes, os.stat_result]]:
     while stack:
         rel = stack.pop()
         prefix = rel + b"/" if rel else b""
-        with os.scandir(os.path.join(root_b, rel) if rel else root_b) as it:
-            found = sorted(it, key=name_of)
+        try:
+            with os.scandir(os.path.join(root_b, rel) if rel else root_b) as it:
+                found = sorted(it, key=name_of)
+        except (FileNotFoundError, NotADirectoryError):
+            if not rel:
+                raise  # the root itself: nothing to walk
+            continue
         subdirs = []
         for e in found:
-            st = e.stat(follow_symlinks=False)  # an lstat of e.path, which scandir joined in C
+            try:
+                st = e.stat(follow_symlinks=False)  # an lstat of e.path, which scandir joined in C
+            except FileNotFoundError:
+                continue
             if stat.S_ISSOCK(st.st_mode):
                 continue  # sockets are runtime state; tar cannot hold them
             child = prefix + e.name
